@@ -1,0 +1,92 @@
+/*
+ * cfcost Redis schema: every key name and record field, in one place.
+ *
+ * Included by the nginx module, the aggregator and the CLI.  Changing a
+ * name here changes the wire contract between them: bump
+ * CFCOST_SCHEMA_VERSION when a field changes meaning.
+ */
+
+#ifndef CFCOST_SCHEMA_H
+#define CFCOST_SCHEMA_H
+
+
+#define CFCOST_SCHEMA_VERSION        "1"
+
+/*
+ * API keys.  A key is never stored, only its SHA-256 (lowercase hex).
+ *
+ *   HASH   cfcost:key:<sha256hex>   id, user, name, prefix, created_ms,
+ *                                   revoked ("0" or "1")
+ *   HASH   cfcost:keys              <key id> -> <sha256hex>
+ *   SET    cfcost:users             user names that own at least one key
+ */
+#define CFCOST_KEY_PREFIX            "cfcost:key:"
+#define CFCOST_KEYS_INDEX            "cfcost:keys"
+#define CFCOST_USERS_SET             "cfcost:users"
+
+#define CFCOST_KEY_F_ID              "id"
+#define CFCOST_KEY_F_USER            "user"
+#define CFCOST_KEY_F_NAME            "name"
+#define CFCOST_KEY_F_PREFIX          "prefix"
+#define CFCOST_KEY_F_CREATED         "created_ms"
+#define CFCOST_KEY_F_REVOKED         "revoked"
+
+/* what a key looks like to a user: "cfk_" + 32 base62 characters */
+#define CFCOST_APIKEY_TAG            "cfk_"
+#define CFCOST_APIKEY_RANDOM_LEN     32
+#define CFCOST_APIKEY_SHOWN_PREFIX   12     /* "cfk_" + 8, shown in lists */
+#define CFCOST_KEYID_TAG             "key_"
+
+/*
+ * Usage records: one stream entry per authenticated request.
+ *
+ *   STREAM cfcost:records           fields below, all values strings
+ */
+#define CFCOST_RECORD_STREAM         "cfcost:records"
+
+#define CFCOST_R_VERSION             "v"            /* schema version */
+#define CFCOST_R_REQUEST_ID          "request_id"   /* 32 hex, unique */
+#define CFCOST_R_TS_MS               "ts_ms"        /* unix ms, request start */
+#define CFCOST_R_KEY_ID              "key_id"
+#define CFCOST_R_USER                "user"
+#define CFCOST_R_MODEL               "model"        /* "" when never known */
+#define CFCOST_R_ROUTE               "route"        /* chat|openai|native */
+#define CFCOST_R_STATUS              "status"       /* HTTP status to client */
+#define CFCOST_R_UPSTREAM_STATUS     "upstream_status" /* 0: none received */
+#define CFCOST_R_INPUT_TOKENS        "input_tokens"  /* incl. cached */
+#define CFCOST_R_OUTPUT_TOKENS       "output_tokens" /* incl. reasoning */
+#define CFCOST_R_CACHED_TOKENS       "cached_tokens" /* part of input */
+#define CFCOST_R_COST                "cost_pusd"    /* picodollars, integer */
+#define CFCOST_R_PRICE_INPUT         "price_input"  /* micro-USD per 1M */
+#define CFCOST_R_PRICE_OUTPUT        "price_output"
+#define CFCOST_R_PRICE_CACHED        "price_cached" /* "" when no rate */
+#define CFCOST_R_PRICING_VERSION     "pricing_version"
+#define CFCOST_R_LATENCY_US          "latency_us"
+#define CFCOST_R_FLAGS               "flags"        /* comma list, below */
+#define CFCOST_R_ERROR               "error"        /* "" or cf:<code> or
+                                                       gateway reason */
+#define CFCOST_R_NEURONS             "neurons"      /* "" when not reported */
+
+/* record flags */
+#define CFCOST_FLAG_USAGE_UNKNOWN    "usage_unknown"
+#define CFCOST_FLAG_STREAMED         "streamed"
+#define CFCOST_FLAG_ESTIMATED        "estimated"
+#define CFCOST_FLAG_ABORTED          "aborted"
+
+/*
+ * Gateway counters.
+ *
+ *   HASH   cfcost:gateway           records_dropped: records a worker could
+ *                                   not keep while Redis was unreachable
+ */
+#define CFCOST_GATEWAY_HASH          "cfcost:gateway"
+#define CFCOST_GATEWAY_F_DROPPED     "records_dropped"
+
+/*
+ * Money.  Prices are integers in micro-USD per 1M tokens (0.282 USD/M is
+ * 282000); a cost is tokens x that price, which is exactly picodollars
+ * (1e-12 USD).  Decimal strings are made once, at the edge.
+ */
+#define CFCOST_PUSD_PER_USD          1000000000000ULL
+
+#endif /* CFCOST_SCHEMA_H */
