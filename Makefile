@@ -1,0 +1,47 @@
+# cfcost: the two commands a newcomer needs are `make run` and `make test`.
+# Each installs what is missing (Debian packages) and builds what it needs.
+
+SHELL    := /bin/bash
+CC       ?= gcc
+CFLAGS   ?= -std=c99 -O2 -g -Wall -Wextra -Werror -D_DEFAULT_SOURCE
+CPPFLAGS += -Icommon
+LIBS      = -lhiredis -ljansson -lcrypto -lm
+
+COMMON_SRC = common/cfcost_price.c common/cfcost_usage.c
+COMMON_HDR = common/cfcost_price.h common/cfcost_usage.h common/cfcost_schema.h
+MODULE_SRC = $(wildcard ngx_http_cfcost_module/*.c ngx_http_cfcost_module/*.h)
+UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%.t,$(wildcard t/unit/test_*.c))
+
+.PHONY: all deps module unit test run clean
+
+all: deps build/ngx_http_cfcost_module.so build/cfcost $(UNIT_TESTS)
+
+deps:
+	@scripts/deps.sh
+
+build/ngx_http_cfcost_module.so: config $(MODULE_SRC) $(COMMON_SRC) $(COMMON_HDR)
+	@mkdir -p build
+	scripts/build-module.sh
+
+module: build/ngx_http_cfcost_module.so
+
+build/cfcost: cli/cfcost.c $(COMMON_SRC) $(COMMON_HDR)
+	@mkdir -p build
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ cli/cfcost.c $(COMMON_SRC) $(LIBS)
+
+build/unit/%.t: t/unit/%.c t/unit/tap.h $(COMMON_SRC) $(COMMON_HDR)
+	@mkdir -p build/unit
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(COMMON_SRC) $(LIBS)
+
+unit: all
+	prove --exec '' $(UNIT_TESTS) :: $(CURDIR)/conf/pricing.json
+
+test: all
+	prove --exec '' $(UNIT_TESTS) :: $(CURDIR)/conf/pricing.json
+	prove -r t/
+
+run: all
+	scripts/run.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,198 @@
+/*
+ * Reading usage and errors out of Workers AI responses.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cfcost_usage.h"
+
+
+static int
+cfcost_count(json_t *obj, const char *name, const char *alt, uint64_t *v)
+{
+    json_t  *j;
+
+    j = json_object_get(obj, name);
+    if (j == NULL && alt != NULL) {
+        j = json_object_get(obj, alt);
+    }
+
+    if (j == NULL || json_is_null(j)) {
+        return 1;                      /* absent */
+    }
+
+    if (json_is_integer(j) && json_integer_value(j) >= 0) {
+        *v = (uint64_t) json_integer_value(j);
+        return 0;
+    }
+
+    if (json_is_real(j) && json_real_value(j) >= 0
+        && json_real_value(j) < 1e15
+        && json_real_value(j) == (double) (uint64_t) json_real_value(j))
+    {
+        *v = (uint64_t) json_real_value(j);
+        return 0;
+    }
+
+    return -1;                         /* present but not a count */
+}
+
+
+int
+cfcost_usage_read(json_t *usage, cfcost_reply_t *out)
+{
+    int       rc_in, rc_out, rc;
+    json_t   *details, *neurons;
+    uint64_t  in = 0, outp = 0, cached = 0, reasoning = 0, total = 0;
+
+    if (!json_is_object(usage)) {
+        return -1;
+    }
+
+    rc_in = cfcost_count(usage, "prompt_tokens", "input_tokens", &in);
+    rc_out = cfcost_count(usage, "completion_tokens", "output_tokens", &outp);
+
+    if (rc_in < 0 || rc_out < 0 || (rc_in && rc_out)) {
+        return -1;
+    }
+
+    if (rc_out && cfcost_count(usage, "total_tokens", NULL, &total) == 0
+        && total >= in)
+    {
+        outp = total - in;             /* embeddings report input only */
+    }
+
+    details = json_object_get(usage, "prompt_tokens_details");
+    if (details == NULL) {
+        details = json_object_get(usage, "input_tokens_details");
+    }
+
+    if (json_is_object(details)) {
+        rc = cfcost_count(details, "cached_tokens", NULL, &cached);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+
+    details = json_object_get(usage, "completion_tokens_details");
+    if (details == NULL) {
+        details = json_object_get(usage, "output_tokens_details");
+    }
+
+    if (json_is_object(details)) {
+        rc = cfcost_count(details, "reasoning_tokens", NULL, &reasoning);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+
+    out->has_usage = 1;
+    out->input = in;
+    out->output = outp;
+    out->cached = cached > in ? in : cached;
+    out->reasoning = reasoning;
+
+    neurons = json_object_get(usage, "neurons");
+    if (json_is_number(neurons) && json_number_value(neurons) >= 0) {
+        out->has_neurons = 1;
+        out->neurons = json_number_value(neurons);
+    }
+
+    return 0;
+}
+
+
+/* the first choice's message content of a chat.completion object */
+static json_t *
+cfcost_choice_text(json_t *obj)
+{
+    json_t  *choices, *message;
+
+    choices = json_object_get(obj, "choices");
+    if (!json_is_array(choices) || json_array_size(choices) == 0) {
+        return NULL;
+    }
+
+    message = json_object_get(json_array_get(choices, 0), "message");
+
+    return json_object_get(message, "content");
+}
+
+
+static void
+cfcost_errors_read(json_t *errors, cfcost_reply_t *out)
+{
+    size_t       i, len;
+    json_t      *e, *code, *msg;
+    const char  *text;
+    int          n;
+
+    len = 0;
+    out->detail[0] = '\0';
+
+    for (i = 0; i < json_array_size(errors); i++) {
+        e = json_array_get(errors, i);
+        code = json_object_get(e, "code");
+        msg = json_object_get(e, "message");
+        text = json_is_string(msg) ? json_string_value(msg) : "";
+
+        if (out->error_code == 0 && json_is_integer(code)) {
+            out->error_code = json_integer_value(code);
+        }
+
+        n = snprintf(out->detail + len, CFCOST_DETAIL_MAX - len, "%s%lld: %s",
+                     len ? "; " : "",
+                     json_is_integer(code) ? json_integer_value(code) : 0LL,
+                     text);
+
+        if (n < 0 || (size_t) n >= CFCOST_DETAIL_MAX - len) {
+            break;                     /* truncated; enough said */
+        }
+
+        len += n;
+    }
+}
+
+
+void
+cfcost_reply_parse(json_t *root, cfcost_reply_t *out)
+{
+    json_t  *result, *success, *errors, *text;
+
+    memset(out, 0, sizeof(cfcost_reply_t));
+    out->success = -1;
+
+    if (!json_is_object(root)) {
+        return;
+    }
+
+    success = json_object_get(root, "success");
+    if (json_is_boolean(success)) {
+        out->success = json_is_true(success);
+    }
+
+    errors = json_object_get(root, "errors");
+    if (json_is_array(errors)) {
+        cfcost_errors_read(errors, out);
+    }
+
+    /* the native envelope wraps the answer; OpenAI objects are bare */
+    result = json_object_get(root, "result");
+    if (!json_is_object(result)) {
+        result = (out->success == -1) ? root : NULL;
+    }
+
+    if (result == NULL) {
+        return;
+    }
+
+    text = json_object_get(result, "response");
+    if (text == NULL || json_is_null(text)) {
+        text = cfcost_choice_text(result);
+    }
+
+    out->text = text;
+
+    (void) cfcost_usage_read(json_object_get(result, "usage"), out);
+}

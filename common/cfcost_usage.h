@@ -1,0 +1,48 @@
+/*
+ * Reading what Workers AI answered: success, errors, the reply text and the
+ * token usage, from a parsed response body.  Pure C over jansson, no nginx.
+ */
+
+#ifndef CFCOST_USAGE_H
+#define CFCOST_USAGE_H
+
+#include <stdint.h>
+#include <jansson.h>
+
+
+#define CFCOST_DETAIL_MAX  512
+
+
+typedef struct {
+    int          success;       /* envelope "success": 1, 0, or -1 absent */
+    int          has_usage;     /* a well-formed usage object was found */
+    uint64_t     input;         /* prompt tokens, cached ones included */
+    uint64_t     output;        /* completion tokens, reasoning included */
+    uint64_t     cached;        /* cached prompt tokens (<= input) */
+    uint64_t     reasoning;     /* reasoning tokens (part of output) */
+    int          has_neurons;
+    double       neurons;
+    long long    error_code;    /* first error's code; 0 when none */
+    char         detail[CFCOST_DETAIL_MAX]; /* "5007: No such model ..." */
+    json_t      *text;          /* borrowed from root: the reply, or NULL */
+} cfcost_reply_t;
+
+
+/*
+ * Fills *out from a parsed Workers AI body: the native envelope
+ * {"result":{...},"success":..,"errors":[..]} whose result is either the
+ * classic {"response","usage"} or a chat.completion object, or a bare
+ * OpenAI object.  Never fails: what is absent stays zero / NULL.
+ * out->text borrows from root and lives as long as root does.
+ */
+void cfcost_reply_parse(json_t *root, cfcost_reply_t *out);
+
+/*
+ * Reads a usage object ({prompt_tokens, completion_tokens, ...} or the
+ * Responses API's {input_tokens, output_tokens, ...}) into out.  Returns 0
+ * and sets out->has_usage, or -1 when the object is not a usable usage
+ * (missing counts, negative or fractional numbers); out is then untouched.
+ */
+int cfcost_usage_read(json_t *usage, cfcost_reply_t *out);
+
+#endif /* CFCOST_USAGE_H */

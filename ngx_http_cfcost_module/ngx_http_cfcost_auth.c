@@ -1,0 +1,629 @@
+/*
+ * API keys.
+ *
+ * A key arrives as "X-API-Key: KEY" or "Authorization: Bearer KEY".  Only
+ * its SHA-256 is ever looked at.  Answers from Redis are cached for all
+ * workers in a shared-memory zone (rbtree + LRU, evicting when the slab is
+ * full): an entry is trusted for `ttl` (so a revocation reaches every
+ * worker within ttl), and an expired valid entry still serves for `stale`
+ * while Redis cannot be reached.
+ *
+ * A lookup never blocks the worker: the request waits on an async hiredis
+ * reply.  The reply callback gets a lookup structure, never the request:
+ * a request that goes away first just unhooks itself from it.
+ */
+
+#include <openssl/evp.h>
+
+#include "ngx_http_cfcost_redis.h"
+
+
+#define NGX_HTTP_CFCOST_KEY_VALID     1
+#define NGX_HTTP_CFCOST_KEY_UNKNOWN   2
+#define NGX_HTTP_CFCOST_KEY_REVOKED   3
+
+#define NGX_HTTP_CFCOST_KEY_MAX       256
+
+
+typedef struct {
+    ngx_rbtree_node_t             node;       /* key: hash's first bytes */
+    ngx_queue_t                   queue;      /* LRU, most recent first */
+    u_char                        hash[NGX_HTTP_CFCOST_HASH_LEN];
+    ngx_msec_t                    fetched;
+    u_char                        state;
+    u_char                        id_len;
+    u_char                        user_len;
+    u_char                        data[1];    /* id, then user */
+} ngx_http_cfcost_key_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                  rbtree;
+    ngx_rbtree_node_t             sentinel;
+    ngx_queue_t                   queue;
+} ngx_http_cfcost_cache_sh_t;
+
+
+typedef struct {
+    ngx_http_cfcost_cache_sh_t   *sh;
+    ngx_slab_pool_t              *shpool;
+} ngx_http_cfcost_cache_t;
+
+
+typedef struct {
+    u_char                        state;
+    ngx_msec_t                    age;
+    ngx_str_t                     id;
+    ngx_str_t                     user;
+} ngx_http_cfcost_identity_t;
+
+
+struct ngx_http_cfcost_lookup_s {
+    ngx_http_request_t           *request;    /* NULL once it is gone */
+    ngx_pool_cleanup_t           *cleanup;
+    ngx_http_cfcost_cache_t      *cache;
+    u_char                        hash[NGX_HTTP_CFCOST_HASH_LEN];
+};
+
+
+static ngx_int_t ngx_http_cfcost_auth_decide(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_http_cfcost_identity_t *id,
+    ngx_uint_t redis_down);
+
+
+/* shared-memory zone */
+
+static void
+ngx_http_cfcost_cache_rbtree_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t          **p;
+    ngx_http_cfcost_key_node_t  *kn, *kt;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            kn = (ngx_http_cfcost_key_node_t *) node;
+            kt = (ngx_http_cfcost_key_node_t *) temp;
+
+            p = (ngx_memcmp(kn->hash, kt->hash, NGX_HTTP_CFCOST_HASH_LEN) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_cfcost_cache_t  *octx = data;
+
+    size_t                    len;
+    ngx_http_cfcost_cache_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {                        /* reload: keep the old cache */
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+        return NGX_OK;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {        /* Windows-style reattach */
+        ctx->sh = ctx->shpool->data;
+        return NGX_OK;
+    }
+
+    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_http_cfcost_cache_sh_t));
+    if (ctx->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->shpool->data = ctx->sh;
+
+    ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
+                    ngx_http_cfcost_cache_rbtree_insert);
+    ngx_queue_init(&ctx->sh->queue);
+
+    len = sizeof(" in cfcost key cache \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in cfcost key cache \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    ctx->shpool->log_nomem = 0;        /* eviction handles a full zone */
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
+    ngx_http_cfcost_main_conf_t *mcf, ssize_t size)
+{
+    ngx_str_t                 name = ngx_string("cfcost_keys");
+    ngx_http_cfcost_cache_t  *ctx;
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_cfcost_cache_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    mcf->cache_zone = ngx_shared_memory_add(cf, &name, size,
+                                            &ngx_http_cfcost_module);
+    if (mcf->cache_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (mcf->cache_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cfcost key cache zone is already defined");
+        return NGX_ERROR;
+    }
+
+    mcf->cache_zone->init = ngx_http_cfcost_cache_init_zone;
+    mcf->cache_zone->data = ctx;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_cfcost_key_node_t *
+ngx_http_cfcost_cache_find(ngx_http_cfcost_cache_t *cache, u_char *hash)
+{
+    ngx_int_t                    rc;
+    ngx_rbtree_key_t             key;
+    ngx_rbtree_node_t           *node, *sentinel;
+    ngx_http_cfcost_key_node_t  *kn;
+
+    ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
+
+    node = cache->sh->rbtree.root;
+    sentinel = cache->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (key < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (key > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        kn = (ngx_http_cfcost_key_node_t *) node;
+        rc = ngx_memcmp(hash, kn->hash, NGX_HTTP_CFCOST_HASH_LEN);
+
+        if (rc == 0) {
+            return kn;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+/* copies the cached identity, if any, into the request's pool */
+static void
+ngx_http_cfcost_cache_get(ngx_http_request_t *r,
+    ngx_http_cfcost_cache_t *cache, u_char *hash,
+    ngx_http_cfcost_identity_t *id)
+{
+    u_char                      *p;
+    ngx_http_cfcost_key_node_t  *kn;
+
+    ngx_memzero(id, sizeof(ngx_http_cfcost_identity_t));
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    kn = ngx_http_cfcost_cache_find(cache, hash);
+
+    if (kn != NULL) {
+        p = ngx_pnalloc(r->pool, kn->id_len + kn->user_len);
+
+        if (p != NULL) {
+            id->state = kn->state;
+            id->age = ngx_current_msec - kn->fetched;
+            id->id.data = p;
+            id->id.len = kn->id_len;
+            id->user.data = p + kn->id_len;
+            id->user.len = kn->user_len;
+            ngx_memcpy(p, kn->data, kn->id_len + kn->user_len);
+
+            ngx_queue_remove(&kn->queue);
+            ngx_queue_insert_head(&cache->sh->queue, &kn->queue);
+        }
+    }
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+}
+
+
+static void
+ngx_http_cfcost_cache_expire_one(ngx_http_cfcost_cache_t *cache)
+{
+    ngx_queue_t                 *q;
+    ngx_http_cfcost_key_node_t  *kn;
+
+    if (ngx_queue_empty(&cache->sh->queue)) {
+        return;
+    }
+
+    q = ngx_queue_last(&cache->sh->queue);
+    kn = ngx_queue_data(q, ngx_http_cfcost_key_node_t, queue);
+
+    ngx_queue_remove(q);
+    ngx_rbtree_delete(&cache->sh->rbtree, &kn->node);
+    ngx_slab_free_locked(cache->shpool, kn);
+}
+
+
+static void
+ngx_http_cfcost_cache_put(ngx_http_cfcost_cache_t *cache, u_char *hash,
+    ngx_http_cfcost_identity_t *id)
+{
+    size_t                       size;
+    ngx_uint_t                   tries;
+    ngx_http_cfcost_key_node_t  *kn;
+
+    size = offsetof(ngx_http_cfcost_key_node_t, data)
+           + id->id.len + id->user.len;
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    kn = ngx_http_cfcost_cache_find(cache, hash);
+    if (kn != NULL) {
+        ngx_queue_remove(&kn->queue);
+        ngx_rbtree_delete(&cache->sh->rbtree, &kn->node);
+        ngx_slab_free_locked(cache->shpool, kn);
+    }
+
+    kn = ngx_slab_alloc_locked(cache->shpool, size);
+
+    for (tries = 0; kn == NULL && tries < 8; tries++) {
+        ngx_http_cfcost_cache_expire_one(cache);
+        kn = ngx_slab_alloc_locked(cache->shpool, size);
+    }
+
+    if (kn == NULL) {
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+        return;                        /* not cached: next request asks */
+    }
+
+    ngx_memcpy(kn->hash, hash, NGX_HTTP_CFCOST_HASH_LEN);
+    ngx_memcpy(&kn->node.key, hash, sizeof(ngx_rbtree_key_t));
+    kn->fetched = ngx_current_msec;
+    kn->state = id->state;
+    kn->id_len = (u_char) id->id.len;
+    kn->user_len = (u_char) id->user.len;
+    ngx_memcpy(kn->data, id->id.data, id->id.len);
+    ngx_memcpy(kn->data + id->id.len, id->user.data, id->user.len);
+
+    ngx_rbtree_insert(&cache->sh->rbtree, &kn->node);
+    ngx_queue_insert_head(&cache->sh->queue, &kn->queue);
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+}
+
+
+/* the request */
+
+static ngx_int_t
+ngx_http_cfcost_extract_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char           *p, *last;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("X-API-Key") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "X-API-Key",
+                               sizeof("X-API-Key") - 1) == 0)
+        {
+            *key = h[i].value;
+            return key->len ? NGX_OK : NGX_DECLINED;
+        }
+    }
+
+    if (r->headers_in.authorization == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = r->headers_in.authorization->value.data;
+    last = p + r->headers_in.authorization->value.len;
+
+    if (last - p < 7 || ngx_strncasecmp(p, (u_char *) "Bearer ", 7) != 0) {
+        return NGX_DECLINED;
+    }
+
+    for (p += 7; p < last && *p == ' '; p++) { /* void */ }
+
+    key->data = p;
+    key->len = last - p;
+
+    return key->len ? NGX_OK : NGX_DECLINED;
+}
+
+
+static void
+ngx_http_cfcost_lookup_request_gone(void *data)
+{
+    ngx_http_cfcost_lookup_t  *lk = data;
+
+    lk->request = NULL;
+}
+
+
+/* reads an HMGET id user revoked reply; NGX_ERROR means "ask again" */
+static ngx_int_t
+ngx_http_cfcost_parse_key_reply(redisReply *reply,
+    ngx_http_cfcost_identity_t *id)
+{
+    redisReply  *kid, *user, *revoked;
+
+    ngx_memzero(id, sizeof(ngx_http_cfcost_identity_t));
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3)
+    {
+        return NGX_ERROR;
+    }
+
+    kid = reply->element[0];
+    user = reply->element[1];
+    revoked = reply->element[2];
+
+    if (kid->type != REDIS_REPLY_STRING || user->type != REDIS_REPLY_STRING
+        || kid->len == 0 || kid->len > NGX_HTTP_CFCOST_NAME_MAX
+        || user->len > NGX_HTTP_CFCOST_NAME_MAX)
+    {
+        id->state = NGX_HTTP_CFCOST_KEY_UNKNOWN;
+        return NGX_OK;
+    }
+
+    id->id.data = (u_char *) kid->str;
+    id->id.len = kid->len;
+    id->user.data = (u_char *) user->str;
+    id->user.len = user->len;
+
+    /* only an explicit "0" is an active key, as the CLI shows it */
+    id->state = (revoked->type == REDIS_REPLY_STRING && revoked->len == 1
+                 && revoked->str[0] == '0')
+                ? NGX_HTTP_CFCOST_KEY_VALID : NGX_HTTP_CFCOST_KEY_REVOKED;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
+{
+    ngx_int_t                    rc;
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_cfcost_ctx_t       *ctx;
+    ngx_http_cfcost_cache_t     *cache;
+    ngx_http_cfcost_lookup_t    *lk = data;
+    ngx_http_cfcost_identity_t   id, cached;
+
+    rc = ngx_http_cfcost_parse_key_reply(rep, &id);
+    cache = lk->cache;
+
+    if (rc == NGX_OK) {
+        ngx_http_cfcost_cache_put(cache, lk->hash, &id);
+    }
+
+    r = lk->request;
+
+    if (r == NULL) {
+        ngx_free(lk);
+        return;
+    }
+
+    lk->cleanup->handler = NULL;
+    ngx_free(lk);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    ctx->lookup = NULL;
+    ctx->waiting = 0;
+
+    c = r->connection;
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_cfcost_auth_decide(r, ctx, &id, 0);
+
+    } else {
+        ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &cached);
+        rc = ngx_http_cfcost_auth_decide(r, ctx, &cached, 1);
+    }
+
+    if (rc == NGX_OK) {
+        r->write_event_handler = ngx_http_core_run_phases;
+        ngx_http_core_run_phases(r);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * Acts on what is known of a key: returns NGX_OK with ctx's identity set
+ * when the request may go on; otherwise sends the error and returns
+ * NGX_DONE (the request is finalized).  redis_down: id is only what the
+ * cache remembers, because Redis could not be asked.
+ */
+static ngx_int_t
+ngx_http_cfcost_auth_decide(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_http_cfcost_identity_t *id, ngx_uint_t redis_down)
+{
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+
+    if (redis_down
+        && (id->state == 0 || id->age >= mcf->cache_ttl + mcf->cache_stale))
+    {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   "the API key store is unreachable; try again shortly");
+    }
+
+    switch (id->state) {
+
+    case NGX_HTTP_CFCOST_KEY_VALID:
+        ctx->key_id = id->id;
+        ctx->user = id->user;
+        ctx->authenticated = 1;
+        return NGX_OK;
+
+    case NGX_HTTP_CFCOST_KEY_REVOKED:
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                          "API key revoked");
+
+    default:
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                          "invalid API key");
+    }
+}
+
+
+/*
+ * Authenticates the request's key.  Returns NGX_OK (ctx->key_id and
+ * ctx->user set), NGX_AGAIN (a Redis lookup is pending; the request
+ * resumes by itself), or NGX_DONE (an error was sent).
+ */
+ngx_int_t
+ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
+{
+    u_char                        hex[NGX_HTTP_CFCOST_HASH_LEN * 2], *p;
+    u_char                        name[sizeof(CFCOST_KEY_PREFIX) - 1
+                                       + NGX_HTTP_CFCOST_HASH_LEN * 2];
+    size_t                        argvlen[5];
+    ngx_str_t                     key;
+    const char                   *argv[5];
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_cfcost_cache_t      *cache;
+    ngx_http_cfcost_lookup_t     *lk;
+    ngx_http_cfcost_identity_t    id;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    if (ngx_http_cfcost_extract_key(r, &key) != NGX_OK) {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                   "missing API key: send it as \"X-API-Key: KEY\" or "
+                   "\"Authorization: Bearer KEY\"");
+    }
+
+    if (key.len > NGX_HTTP_CFCOST_KEY_MAX) {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                          "invalid API key");
+    }
+
+    if (EVP_Digest(key.data, key.len, ctx->key_hash, NULL, EVP_sha256(),
+                   NULL)
+        != 1)
+    {
+        return ngx_http_cfcost_send_error(r, ctx,
+                                          NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                          "cannot hash the API key");
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+    cache = mcf->cache_zone->data;
+
+    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &id);
+
+    if (id.state && id.age < mcf->cache_ttl) {
+        return ngx_http_cfcost_auth_decide(r, ctx, &id, 0);
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    lk = ngx_alloc(sizeof(ngx_http_cfcost_lookup_t), r->connection->log);
+
+    if (cln == NULL || lk == NULL) {
+        if (lk) {
+            ngx_free(lk);
+        }
+
+        return ngx_http_cfcost_send_error(r, ctx,
+                                          NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                          "out of memory");
+    }
+
+    ngx_hex_dump(hex, ctx->key_hash, NGX_HTTP_CFCOST_HASH_LEN);
+    p = ngx_cpymem(name, CFCOST_KEY_PREFIX, sizeof(CFCOST_KEY_PREFIX) - 1);
+    p = ngx_cpymem(p, hex, sizeof(hex));
+
+    argv[0] = "HMGET";
+    argv[1] = (char *) name;
+    argv[2] = CFCOST_KEY_F_ID;
+    argv[3] = CFCOST_KEY_F_USER;
+    argv[4] = CFCOST_KEY_F_REVOKED;
+    argvlen[0] = sizeof("HMGET") - 1;
+    argvlen[1] = p - name;
+    argvlen[2] = sizeof(CFCOST_KEY_F_ID) - 1;
+    argvlen[3] = sizeof(CFCOST_KEY_F_USER) - 1;
+    argvlen[4] = sizeof(CFCOST_KEY_F_REVOKED) - 1;
+
+    lk->request = r;
+    lk->cleanup = cln;
+    lk->cache = cache;
+    ngx_memcpy(lk->hash, ctx->key_hash, NGX_HTTP_CFCOST_HASH_LEN);
+
+    if (ngx_http_cfcost_redis_command(ngx_http_cfcost_lookup_done, lk, 5,
+                                      argv, argvlen)
+        != NGX_OK)
+    {
+        ngx_free(lk);
+        return ngx_http_cfcost_auth_decide(r, ctx, &id, 1);
+    }
+
+    cln->handler = ngx_http_cfcost_lookup_request_gone;
+    cln->data = lk;
+
+    ctx->lookup = lk;
+    ctx->waiting = 1;
+
+    return NGX_AGAIN;
+}

@@ -1,0 +1,578 @@
+/*
+ * Response filters of a cfcost location.
+ *
+ * The chat route answers with its own body ({"response", tokens,
+ * "cost_usd"}), and the cost headers can only be set once the usage is
+ * read, so the header is held (as image_filter does) and the upstream body
+ * collected; at its end the usage is read, priced, and the new header and
+ * body are sent.  Errors nginx makes itself (502, 504, 413...) are turned
+ * into JSON {"detail"} like every other error of the API.
+ */
+
+#include <jansson.h>
+
+#include "ngx_http_cfcost_module.h"
+
+
+static ngx_int_t ngx_http_cfcost_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_cfcost_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+ngx_int_t
+ngx_http_cfcost_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_cfcost_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_cfcost_body_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_add_header(ngx_http_request_t *r, const char *name,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = value;
+    h->value.len = len;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_cfcost_set_json(ngx_http_request_t *r, ngx_uint_t status,
+    size_t len)
+{
+    r->headers_out.status = status;
+    r->headers_out.status_line.len = 0;
+    r->headers_out.content_length_n = len;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    ngx_http_clear_accept_ranges(r);
+    ngx_http_clear_last_modified(r);
+    ngx_http_clear_etag(r);
+}
+
+
+/* a message for an error response nginx made itself */
+static const char *
+ngx_http_cfcost_status_detail(ngx_uint_t status)
+{
+    switch (status) {
+    case NGX_HTTP_BAD_REQUEST:
+        return "bad request";
+    case NGX_HTTP_NOT_FOUND:
+        return "not found";
+    case NGX_HTTP_NOT_ALLOWED:
+        return "method not allowed";
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        return "the request body did not arrive in time";
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return "the request body is too large";
+    case NGX_HTTP_BAD_GATEWAY:
+        return "Workers AI could not be reached or sent an invalid response";
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        return "service unavailable";
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        return "Workers AI did not answer in time";
+    default:
+        return status >= 500 ? "internal error" : "request refused";
+    }
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_upstream_t         *u;
+    ngx_http_cfcost_ctx_t       *ctx;
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+    if (lcf->route == NGX_HTTP_CFCOST_OFF) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+
+    if (ctx != NULL && ctx->own_response) {
+        if (ctx->request_id[0]) {
+            (void) ngx_http_cfcost_add_header(r, "X-Cfcost-Request-Id",
+                                              ctx->request_id,
+                                              NGX_HTTP_CFCOST_ID_LEN);
+        }
+
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ctx == NULL) {
+        ctx = ngx_http_cfcost_get_ctx(r);
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    u = r->upstream;
+
+    if (u == NULL || u->headers_in.status_n == 0 || !ctx->checked) {
+
+        if (r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
+            return ngx_http_next_header_filter(r);
+        }
+
+        /* nginx's own error page: the API answers JSON */
+        ctx->nginx_error = 1;
+
+    } else {
+        ctx->upstream_status = u->headers_in.status_n;
+
+        if (r->headers_out.content_encoding
+            && r->headers_out.content_encoding->value.len
+            && ngx_strcasecmp(r->headers_out.content_encoding->value.data,
+                              (u_char *) "identity") != 0)
+        {
+            ctx->encoded = 1;
+            r->headers_out.content_encoding->hash = 0;
+            r->headers_out.content_encoding = NULL;
+        }
+    }
+
+    ctx->rewrite = 1;
+    r->filter_need_in_memory = 1;
+    r->allow_ranges = 0;
+
+    return NGX_OK;                     /* sent with the rewritten body */
+}
+
+
+/* collects the upstream body; past response_max it is only counted */
+static ngx_int_t
+ngx_http_cfcost_collect(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_chain_t *in, ngx_uint_t *last)
+{
+    u_char                      *p;
+    size_t                       size, cap;
+    ngx_buf_t                   *b;
+    ngx_chain_t                 *cl;
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+        size = b->last - b->pos;
+
+        if (b->last_buf) {
+            *last = 1;
+        }
+
+        if (size == 0 || ctx->nginx_error) {
+            b->pos = b->last;
+            continue;
+        }
+
+        if (ctx->resp_len + size > lcf->response_max) {
+            ctx->too_large = 1;
+            b->pos = b->last;
+            continue;
+        }
+
+        if (ctx->resp_len + size > ctx->resp_cap) {
+            cap = ngx_max(ctx->resp_cap * 2, ctx->resp_len + size);
+            cap = ngx_max(cap, 4096);
+            cap = ngx_min(cap, lcf->response_max);
+
+            p = ngx_pnalloc(r->pool, cap);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ctx->resp_len) {
+                ngx_memcpy(p, ctx->resp, ctx->resp_len);
+            }
+
+            ctx->resp = p;
+            ctx->resp_cap = cap;
+        }
+
+        ngx_memcpy(ctx->resp + ctx->resp_len, b->pos, size);
+        ctx->resp_len += size;
+        b->pos = b->last;
+    }
+
+    return NGX_OK;
+}
+
+
+/* builds {"detail": "..."} in the request's pool */
+static ngx_chain_t *
+ngx_http_cfcost_detail_body(ngx_http_request_t *r, const char *fmt, ...)
+{
+    u_char       msg[CFCOST_DETAIL_MAX + 256], *last, *p;
+    size_t       len;
+    va_list      args;
+    ngx_buf_t   *b;
+    ngx_chain_t  *cl;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    va_end(args);
+
+    len = sizeof("{\"detail\":\"\"}\n") - 1
+          + ngx_http_cfcost_json_escape_len(msg, last - msg);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    cl = ngx_alloc_chain_link(r->pool);
+    if (b == NULL || cl == NULL) {
+        return NULL;
+    }
+
+    p = ngx_cpymem(b->last, "{\"detail\":\"", sizeof("{\"detail\":\"") - 1);
+    p = ngx_http_cfcost_json_escape(p, msg, last - msg);
+    b->last = ngx_cpymem(p, "\"}\n", 3);
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
+}
+
+
+static ngx_chain_t *
+ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    cfcost_reply_t *rep)
+{
+    u_char       *p, usd[32];
+    char         *dump;
+    size_t        len, text_len, usd_len;
+    json_t       *text;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+    const char   *raw;
+
+    text = rep->text;
+    dump = NULL;
+    raw = "";
+    text_len = 0;
+
+    if (json_is_string(text)) {
+        raw = json_string_value(text);
+        text_len = json_string_length(text);
+        len = ngx_http_cfcost_json_escape_len((u_char *) raw, text_len) + 2;
+
+    } else if (text != NULL && !json_is_null(text)) {
+        dump = json_dumps(text, JSON_COMPACT|JSON_ENCODE_ANY);
+        if (dump == NULL) {
+            return NULL;
+        }
+
+        raw = dump;
+        text_len = ngx_strlen(dump);
+        len = text_len;
+
+    } else {
+        len = 2;
+    }
+
+    usd_len = ctx->usage_known ? cfcost_usd6((char *) usd, ctx->cost) : 0;
+
+    len += sizeof("{\"response\":,\"model\":\"\",\"input_tokens\":,"
+                  "\"output_tokens\":,\"total_tokens\":,\"cost_usd\":,"
+                  "\"request_id\":\"\"}\n")
+           + ngx_http_cfcost_json_escape_len(ctx->model.data, ctx->model.len)
+           + 3 * NGX_INT64_LEN + 32 + NGX_HTTP_CFCOST_ID_LEN;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    cl = ngx_alloc_chain_link(r->pool);
+    if (b == NULL || cl == NULL) {
+        free(dump);
+        return NULL;
+    }
+
+    p = ngx_cpymem(b->last, "{\"response\":", sizeof("{\"response\":") - 1);
+
+    if (json_is_string(text)) {
+        *p++ = '"';
+        p = ngx_http_cfcost_json_escape(p, (u_char *) raw, text_len);
+        *p++ = '"';
+
+    } else if (dump != NULL) {
+        p = ngx_cpymem(p, dump, text_len);
+        free(dump);
+
+    } else {
+        p = ngx_cpymem(p, "\"\"", 2);
+    }
+
+    p = ngx_cpymem(p, ",\"model\":\"", sizeof(",\"model\":\"") - 1);
+    p = ngx_http_cfcost_json_escape(p, ctx->model.data, ctx->model.len);
+
+    if (ctx->usage_known) {
+        p = ngx_sprintf(p, "\",\"input_tokens\":%uL,\"output_tokens\":%uL,"
+                        "\"total_tokens\":%uL,\"cost_usd\":%*s",
+                        ctx->input, ctx->output, ctx->input + ctx->output,
+                        usd_len, usd);
+    } else {
+        p = ngx_cpymem(p, "\",\"input_tokens\":null,\"output_tokens\":null,"
+                          "\"total_tokens\":null,\"cost_usd\":null",
+                       sizeof("\",\"input_tokens\":null,\"output_tokens\":"
+                              "null,\"total_tokens\":null,\"cost_usd\":null")
+                       - 1);
+    }
+
+    p = ngx_sprintf(p, ",\"request_id\":\"%*s\"}\n",
+                    (size_t) NGX_HTTP_CFCOST_ID_LEN, ctx->request_id);
+
+    b->last = p;
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_cost_headers(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx)
+{
+    u_char  *p;
+    size_t   len;
+
+    if (!ctx->usage_known) {
+        return ngx_http_cfcost_add_header(r, "X-Cfcost-Usage",
+                                          (u_char *) "unknown",
+                                          sizeof("unknown") - 1);
+    }
+
+    p = ngx_pnalloc(r->pool, 32 + 2 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = cfcost_usd6((char *) p, ctx->cost);
+    if (ngx_http_cfcost_add_header(r, "X-Cfcost-Cost-USD", p, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p += len;
+    len = ngx_sprintf(p, "%uL", ctx->input) - p;
+    if (ngx_http_cfcost_add_header(r, "X-Cfcost-Input-Tokens", p, len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p += len;
+    len = ngx_sprintf(p, "%uL", ctx->output) - p;
+
+    return ngx_http_cfcost_add_header(r, "X-Cfcost-Output-Tokens", p, len);
+}
+
+
+/*
+ * Turns the collected upstream answer into the client's response: sets
+ * ctx's record fields and r's status, returns the body (NULL: no memory).
+ */
+static ngx_chain_t *
+ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
+{
+    json_t                      *root;
+    ngx_uint_t                   us;
+    ngx_chain_t                 *out;
+    json_error_t                 err;
+    cfcost_reply_t               rep;
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    if (ctx->nginx_error) {
+        ctx->status = r->headers_out.status;
+        ngx_http_cfcost_error_name(r, ctx, ctx->status);
+        return ngx_http_cfcost_detail_body(r, "%s",
+                   ngx_http_cfcost_status_detail(ctx->status));
+    }
+
+    us = ctx->upstream_status;
+    ctx->status = NGX_HTTP_BAD_GATEWAY;
+
+    if (ctx->too_large) {
+        lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+        ngx_str_set(&ctx->error, "response_too_large");
+        return ngx_http_cfcost_detail_body(r,
+                   "the Workers AI response is larger than "
+                   "cfcost_response_buffer (%uz bytes)", lcf->response_max);
+    }
+
+    if (ctx->encoded) {
+        ngx_str_set(&ctx->error, "upstream_encoded");
+        return ngx_http_cfcost_detail_body(r,
+                   "Workers AI sent a compressed body the gateway cannot "
+                   "read");
+    }
+
+    root = json_loadb((char *) ctx->resp, ctx->resp_len, JSON_ALLOW_NUL,
+                      &err);
+
+    cfcost_reply_parse(root, &rep);
+
+    if (root == NULL || !json_is_object(root)) {
+        if (us >= NGX_HTTP_BAD_REQUEST) {
+            ctx->status = us;
+        }
+
+        ngx_str_set(&ctx->error, "upstream_invalid");
+        out = ngx_http_cfcost_detail_body(r,
+                  "Workers AI returned HTTP %ui with a body that is not "
+                  "JSON", us);
+        goto done;
+    }
+
+    if (us >= NGX_HTTP_SPECIAL_RESPONSE || rep.success == 0
+        || (rep.text == NULL && !rep.has_usage))
+    {
+        if (us >= NGX_HTTP_BAD_REQUEST) {
+            ctx->status = us;
+        }
+
+        if (rep.error_code) {
+            ctx->error.data = ngx_pnalloc(r->pool, NGX_INT64_LEN + 3);
+            if (ctx->error.data) {
+                ctx->error.len = ngx_sprintf(ctx->error.data, "cf:%L",
+                                             (int64_t) rep.error_code)
+                                 - ctx->error.data;
+            }
+
+        } else {
+            ngx_str_set(&ctx->error, "upstream_error");
+        }
+
+        out = ngx_http_cfcost_detail_body(r, "Workers AI error (HTTP %ui): %s",
+                  us, rep.detail[0] ? rep.detail : "no error details given");
+        goto done;
+    }
+
+    ctx->status = NGX_HTTP_OK;
+
+    if (rep.has_usage) {
+        ctx->usage_known = 1;
+        ctx->input = rep.input;
+        ctx->output = rep.output;
+        ctx->cached = rep.cached;
+        ctx->cost = cfcost_cost_pusd(ctx->price, rep.input, rep.cached,
+                                     rep.output);
+    }
+
+    if (rep.has_neurons) {
+        ctx->has_neurons = 1;
+        ctx->neurons = rep.neurons;
+    }
+
+    out = ngx_http_cfcost_success_body(r, ctx, &rep);
+
+done:
+
+    json_decref(root);
+
+    return out;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_int_t               rc;
+    ngx_uint_t              last;
+    ngx_chain_t            *out, *cl;
+    ngx_http_cfcost_ctx_t  *ctx;
+
+    if (in == NULL || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+
+    if (ctx == NULL || !ctx->rewrite) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->done) {
+        for (cl = in; cl; cl = cl->next) {
+            cl->buf->pos = cl->buf->last;
+        }
+
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    last = 0;
+
+    if (ngx_http_cfcost_collect(r, ctx, in, &last) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    ctx->done = 1;
+
+    out = ngx_http_cfcost_answer(r, ctx);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->buf->last_buf = 1;
+    out->buf->last_in_chain = 1;
+
+    ngx_http_cfcost_set_json(r, ctx->status, out->buf->last - out->buf->pos);
+
+    if (ctx->request_id[0]
+        && ngx_http_cfcost_add_header(r, "X-Cfcost-Request-Id",
+                                      ctx->request_id, NGX_HTTP_CFCOST_ID_LEN)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->status == NGX_HTTP_OK
+        && ngx_http_cfcost_cost_headers(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_next_header_filter(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_next_body_filter(r, out);
+}

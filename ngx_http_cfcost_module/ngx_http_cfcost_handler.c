@@ -1,0 +1,420 @@
+/*
+ * The access phase of a cfcost location, in order: a request id, the API
+ * key, the request body, and the checks that keep anything malformed from
+ * going upstream.  It ends by setting $cfcost_upstream_uri and
+ * $cfcost_upstream_body for proxy_pass.  Also /api/ai/models.
+ */
+
+#include <openssl/rand.h>
+#include <jansson.h>
+
+#include "ngx_http_cfcost_module.h"
+
+
+static void ngx_http_cfcost_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_cfcost_check_request(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx);
+
+
+static void
+ngx_http_cfcost_request_id(ngx_http_cfcost_ctx_t *ctx)
+{
+    u_char    raw[NGX_HTTP_CFCOST_ID_LEN / 2];
+    uint32_t  x;
+    size_t    i;
+
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        for (i = 0; i < sizeof(raw); i += sizeof(x)) {
+            x = (uint32_t) ngx_random();
+            ngx_memcpy(raw + i, &x, sizeof(x));
+        }
+    }
+
+    ngx_hex_dump(ctx->request_id, raw, sizeof(raw));
+}
+
+
+ngx_int_t
+ngx_http_cfcost_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_http_cfcost_ctx_t       *ctx;
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    if (lcf->route == NGX_HTTP_CFCOST_OFF || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_cfcost_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->checked) {
+        return NGX_OK;
+    }
+
+    if (ctx->request_id[0] == '\0') {
+        ngx_http_cfcost_request_id(ctx);
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                          "use POST for this route");
+    }
+
+    if (!ctx->authenticated) {
+        if (ctx->waiting) {
+            return NGX_AGAIN;
+        }
+
+        rc = ngx_http_cfcost_authenticate(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    if (!ctx->body_read) {
+        if (ctx->body_requested) {
+            return NGX_AGAIN;
+        }
+
+        ctx->body_requested = 1;
+        ctx->reading = 1;
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r,
+                                               ngx_http_cfcost_body_handler);
+        ctx->reading = 0;
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        if (!ctx->body_read) {
+            /* the body handler resumes the phases */
+            ngx_http_finalize_request(r, NGX_DONE);
+            return NGX_DONE;
+        }
+
+        /* read at once: drop the reference reading it took */
+        r->main->count--;
+    }
+
+    return ngx_http_cfcost_check_request(r, ctx);
+}
+
+
+static void
+ngx_http_cfcost_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_cfcost_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    ctx->body_read = 1;
+
+    if (ctx->reading) {
+        return;                        /* read at once; the caller goes on */
+    }
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/* the whole request body in one piece (in the usual case, without a copy) */
+static ngx_int_t
+ngx_http_cfcost_body_bytes(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len, size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    body->len = 0;
+    body->data = (u_char *) "";
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        body->data = cl->buf->pos;
+        body->len = cl->buf->last - cl->buf->pos;
+        return NGX_OK;
+    }
+
+    len = 0;
+    for ( /* void */ ; cl; cl = cl->next) {
+        b = cl->buf;
+        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                          : (size_t) (b->last - b->pos);
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        size = (size_t) (b->file_last - b->file_pos);
+        n = ngx_read_file(b->file, p, size, b->file_pos);
+
+        if (n != (ssize_t) size) {
+            return NGX_ERROR;
+        }
+
+        p += size;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_check_messages(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, json_t *root)
+{
+    size_t   i;
+    json_t  *messages, *m;
+
+    messages = json_object_get(root, "messages");
+
+    if (messages == NULL) {
+        if (json_is_string(json_object_get(root, "prompt"))) {
+            return NGX_OK;
+        }
+
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "the body needs a \"messages\" array or a \"prompt\" "
+                   "string");
+    }
+
+    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "\"messages\" must be a non-empty array of "
+                   "{\"role\", \"content\"} objects");
+    }
+
+    for (i = 0; i < json_array_size(messages); i++) {
+        m = json_array_get(messages, i);
+
+        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))
+            || json_object_get(m, "content") == NULL)
+        {
+            return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                       "messages[%uz] must be an object with a string "
+                       "\"role\" and a \"content\"", i);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Validates the body and prepares what goes upstream: the body without
+ * "model", and the path naming the model.  Returns NGX_OK, or NGX_DONE
+ * after sending the error.
+ */
+static ngx_int_t
+ngx_http_cfcost_check_request(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx)
+{
+    u_char                       *p;
+    char                         *dump;
+    size_t                        len;
+    json_t                       *root, *model;
+    ngx_int_t                     rc;
+    ngx_str_t                     body, id;
+    json_error_t                  err;
+    const cfcost_model_t         *price;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    static const char  prefix[] = "/client/v4/accounts/";
+    static const char  run[] = "/ai/run/";
+
+    if (ngx_http_cfcost_body_bytes(r, &body) != NGX_OK) {
+        return ngx_http_cfcost_send_error(r, ctx,
+                                          NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                          "cannot read the request body");
+    }
+
+    if (body.len == 0) {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "the request body is empty: send a JSON object");
+    }
+
+    root = json_loadb((char *) body.data, body.len, 0, &err);
+    if (root == NULL) {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "the request body is not valid JSON: %s (line %d, "
+                   "column %d)", err.text, err.line, err.column);
+    }
+
+    if (!json_is_object(root)) {
+        rc = ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                        "the request body must be a JSON "
+                                        "object");
+        goto done;
+    }
+
+    model = json_object_get(root, "model");
+
+    if (!json_is_string(model)) {
+        rc = ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   model ? "\"model\" must be a string, such as "
+                           "\"@cf/meta/llama-3.1-8b-instruct\""
+                         : "\"model\" is required, such as "
+                           "\"@cf/meta/llama-3.1-8b-instruct\"");
+        goto done;
+    }
+
+    id.data = (u_char *) json_string_value(model);
+    id.len = json_string_length(model);
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+    price = cfcost_price_find(mcf->prices, (char *) id.data, id.len);
+
+    if (price == NULL) {
+        len = ngx_min(id.len, NGX_HTTP_CFCOST_NAME_MAX);
+
+        ctx->model.data = ngx_pnalloc(r->pool, len);
+        if (ctx->model.data != NULL) {
+            ngx_memcpy(ctx->model.data, id.data, len);
+            ctx->model.len = len;
+        }
+
+        rc = ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "model \"%V\" is not priced by this gateway "
+                   "(GET /api/ai/models lists the models)", &ctx->model);
+        goto done;
+    }
+
+    ctx->price = price;
+    ctx->model.data = (u_char *) price->id;
+    ctx->model.len = price->id_len;
+
+    rc = ngx_http_cfcost_check_messages(r, ctx, root);
+    if (rc != NGX_OK) {
+        goto done;
+    }
+
+    if (json_is_true(json_object_get(root, "stream"))) {
+        rc = ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "\"stream\": true is not supported on this route yet");
+        goto done;
+    }
+
+    /* what goes upstream: the body without "model" */
+
+    json_object_del(root, "model");
+
+    dump = json_dumps(root, JSON_COMPACT);
+    if (dump == NULL) {
+        rc = ngx_http_cfcost_send_error(r, ctx,
+                                        NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        "out of memory");
+        goto done;
+    }
+
+    len = ngx_strlen(dump);
+    ctx->upstream_body.data = ngx_pnalloc(r->pool, len);
+
+    if (ctx->upstream_body.data != NULL) {
+        ngx_memcpy(ctx->upstream_body.data, dump, len);
+        ctx->upstream_body.len = len;
+    }
+
+    free(dump);
+
+    len = sizeof(prefix) - 1 + mcf->account_id.len + sizeof(run) - 1
+          + price->id_len;
+
+    p = ngx_pnalloc(r->pool, len);
+
+    if (p == NULL || ctx->upstream_body.data == NULL) {
+        rc = ngx_http_cfcost_send_error(r, ctx,
+                                        NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        "out of memory");
+        goto done;
+    }
+
+    ctx->upstream_uri.data = p;
+    p = ngx_cpymem(p, prefix, sizeof(prefix) - 1);
+    p = ngx_cpymem(p, mcf->account_id.data, mcf->account_id.len);
+    p = ngx_cpymem(p, run, sizeof(run) - 1);
+    p = ngx_cpymem(p, price->id, price->id_len);
+    ctx->upstream_uri.len = p - ctx->upstream_uri.data;
+
+    ctx->checked = 1;
+    rc = NGX_OK;
+
+done:
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_cfcost_models_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_buf_t                    *b;
+    ngx_chain_t                   out;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = mcf->models_json.len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = mcf->models_json.data;
+    b->last = mcf->models_json.data + mcf->models_json.len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

@@ -1,0 +1,856 @@
+/*
+ * ngx_http_cfcost_module: directives, configuration, process hooks, and the
+ * JSON helpers every part of the module uses.
+ */
+
+#include "ngx_http_cfcost_module.h"
+
+
+static ngx_int_t ngx_http_cfcost_init(ngx_conf_t *cf);
+static void *ngx_http_cfcost_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_cfcost_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_cfcost_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_cfcost_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_cfcost_pricing(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cfcost_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cfcost_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cfcost_account_id(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_cfcost_init_process(ngx_cycle_t *cycle);
+static void ngx_http_cfcost_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_num_bounds_t  ngx_http_cfcost_queue_bounds = {
+    ngx_conf_check_num_bounds, 1, 10000000
+};
+
+
+static ngx_command_t  ngx_http_cfcost_commands[] = {
+
+    { ngx_string("cfcost_pricing"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_pricing,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cfcost_main_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("cfcost_key_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_cfcost_key_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_account_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_account_id,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_record_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cfcost_main_conf_t, queue_max),
+      &ngx_http_cfcost_queue_bounds },
+
+    { ngx_string("cfcost"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_route,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_models"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_cfcost_models,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_response_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cfcost_loc_conf_t, response_max),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_cfcost_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_cfcost_init,                  /* postconfiguration */
+
+    ngx_http_cfcost_create_main_conf,      /* create main configuration */
+    ngx_http_cfcost_init_main_conf,        /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_cfcost_create_loc_conf,       /* create location configuration */
+    ngx_http_cfcost_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_cfcost_module = {
+    NGX_MODULE_V1,
+    &ngx_http_cfcost_module_ctx,           /* module context */
+    ngx_http_cfcost_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_cfcost_init_process,          /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_cfcost_exit_process,          /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+ngx_http_cfcost_ctx_t *
+ngx_http_cfcost_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_cfcost_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    if (ctx != NULL) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_cfcost_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_cfcost_module);
+
+    return ctx;
+}
+
+
+size_t
+ngx_http_cfcost_json_escape_len(u_char *src, size_t len)
+{
+    return len + ngx_escape_json(NULL, src, len);
+}
+
+
+u_char *
+ngx_http_cfcost_json_escape(u_char *dst, u_char *src, size_t len)
+{
+    return (u_char *) ngx_escape_json(dst, src, len);
+}
+
+
+/* names an error for the record: the same names the filter uses */
+void
+ngx_http_cfcost_error_name(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_uint_t status)
+{
+    switch (status) {
+    case NGX_HTTP_BAD_REQUEST:
+        ngx_str_set(&ctx->error, "invalid_request");
+        return;
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        ngx_str_set(&ctx->error, "body_too_large");
+        return;
+    case NGX_HTTP_BAD_GATEWAY:
+        ngx_str_set(&ctx->error, "upstream_unreachable");
+        return;
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        ngx_str_set(&ctx->error, "upstream_timeout");
+        return;
+    default:
+        ctx->error.data = ngx_pnalloc(r->pool, sizeof("http_000") - 1);
+        if (ctx->error.data) {
+            ctx->error.len = ngx_sprintf(ctx->error.data, "http_%03ui",
+                                         status % 1000)
+                             - ctx->error.data;
+        }
+    }
+}
+
+
+/*
+ * Sends {"detail": "<message>"} with the given status, finalizes the
+ * request, and returns NGX_DONE for a phase handler to return.  The message
+ * is formatted with ngx_vslprintf and JSON-escaped.
+ */
+ngx_int_t
+ngx_http_cfcost_send_error(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_uint_t status, const char *fmt, ...)
+{
+    u_char       msg[1024], *last, *p;
+    size_t       len;
+    va_list      args;
+    ngx_int_t    rc;
+    ngx_buf_t   *b;
+    ngx_chain_t  out;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    va_end(args);
+
+    len = sizeof("{\"detail\":\"\"}\n") - 1
+          + ngx_http_cfcost_json_escape_len(msg, last - msg);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
+    p = ngx_cpymem(b->last, "{\"detail\":\"", sizeof("{\"detail\":\"") - 1);
+    p = ngx_http_cfcost_json_escape(p, msg, last - msg);
+    b->last = ngx_cpymem(p, "\"}\n", 3);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    if (ctx != NULL) {
+        ctx->own_response = 1;
+        ctx->status = status;
+
+        if (ctx->error.len == 0) {
+            ngx_http_cfcost_error_name(r, ctx, status);
+        }
+    }
+
+    ngx_http_discard_request_body(r);
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt          *h;
+    ngx_http_core_main_conf_t    *cmcf;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    if (ngx_http_cfcost_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cfcost_module);
+
+    if (!mcf->used) {
+        return NGX_OK;              /* nothing to pay for where unused */
+    }
+
+    if (mcf->prices == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"cfcost\" is used but \"cfcost_pricing\" "
+                           "is not set");
+        return NGX_ERROR;
+    }
+
+    if (mcf->account_id.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"cfcost\" is used but \"cfcost_account_id\" "
+                           "is not set");
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_cfcost_access_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_cfcost_log_handler;
+
+    return ngx_http_cfcost_filter_init(cf);
+}
+
+
+static void *
+ngx_http_cfcost_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_cfcost_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->pricing_path = { 0, NULL };
+     *     mcf->prices = NULL;
+     *     mcf->redis_addr = { 0, NULL };
+     *     mcf->cache_zone = NULL;
+     *     mcf->account_id = { 0, NULL };
+     *     mcf->used = 0;
+     */
+
+    mcf->redis_port = NGX_CONF_UNSET;
+    mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->cache_ttl = NGX_CONF_UNSET_MSEC;
+    mcf->cache_stale = NGX_CONF_UNSET_MSEC;
+    mcf->queue_max = NGX_CONF_UNSET_UINT;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_cfcost_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    ngx_str_t  dflt = ngx_string("127.0.0.1:6379");
+
+    if (mcf->redis_addr.len == 0) {
+        mcf->redis_addr = dflt;
+        ngx_str_set(&mcf->redis_host, "127.0.0.1");
+        mcf->redis_port = 6379;
+    }
+
+    ngx_conf_init_msec_value(mcf->redis_timeout, 1000);
+    ngx_conf_init_msec_value(mcf->cache_ttl, 1000);
+    ngx_conf_init_msec_value(mcf->cache_stale, 300000);
+    ngx_conf_init_uint_value(mcf->queue_max, 10000);
+
+    if (mcf->cache_zone == NULL
+        && ngx_http_cfcost_cache_init_conf(cf, mcf, 10 * 1024 * 1024)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_cfcost_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    lcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_cfcost_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    lcf->route = NGX_CONF_UNSET_UINT;
+    lcf->response_max = NGX_CONF_UNSET_SIZE;
+
+    return lcf;
+}
+
+
+static char *
+ngx_http_cfcost_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_cfcost_loc_conf_t  *prev = parent;
+    ngx_http_cfcost_loc_conf_t  *conf = child;
+
+    ngx_conf_merge_uint_value(conf->route, prev->route, NGX_HTTP_CFCOST_OFF);
+    ngx_conf_merge_size_value(conf->response_max, prev->response_max,
+                              4 * 1024 * 1024);
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_cfcost_free_prices(void *data)
+{
+    cfcost_price_table_t  *t = data;
+
+    cfcost_price_free(t);
+}
+
+
+/* renders the /api/ai/models body once, at configuration time */
+static ngx_int_t
+ngx_http_cfcost_render_models(ngx_conf_t *cf, ngx_http_cfcost_main_conf_t *mcf)
+{
+    size_t                 i, len;
+    u_char                *p;
+    char                   num[3][32];
+    size_t                 nlen[3];
+    cfcost_model_t        *m;
+    cfcost_price_table_t  *t = mcf->prices;
+
+    static const char  head[] = "{\"models\":[";
+    static const char  tail[] = "],\"pricing_version\":\"";
+
+    len = sizeof(head) + sizeof(tail) + strlen(t->version) + 8;
+
+    for (i = 0; i < t->n; i++) {
+        m = &t->models[i];
+        len += 160 + 3 * 32
+               + ngx_http_cfcost_json_escape_len((u_char *) m->id, m->id_len)
+               + ngx_http_cfcost_json_escape_len((u_char *) m->name,
+                                                 strlen(m->name))
+               + ngx_http_cfcost_json_escape_len((u_char *) m->provider,
+                                                 strlen(m->provider))
+               + ngx_http_cfcost_json_escape_len((u_char *) m->description,
+                                                 strlen(m->description));
+    }
+
+    mcf->models_json.data = ngx_pnalloc(cf->pool, len);
+    if (mcf->models_json.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(mcf->models_json.data, head, sizeof(head) - 1);
+
+    for (i = 0; i < t->n; i++) {
+        m = &t->models[i];
+
+        nlen[0] = cfcost_price_str(num[0], m->input);
+        nlen[1] = cfcost_price_str(num[1], m->output);
+        nlen[2] = m->cached == CFCOST_PRICE_NONE
+                  ? 0 : cfcost_price_str(num[2], m->cached);
+
+        p = ngx_sprintf(p, "%s{\"id\":\"", i ? "," : "");
+        p = ngx_http_cfcost_json_escape(p, (u_char *) m->id, m->id_len);
+        p = ngx_cpymem(p, "\",\"name\":\"", sizeof("\",\"name\":\"") - 1);
+        p = ngx_http_cfcost_json_escape(p, (u_char *) m->name,
+                                        strlen(m->name));
+        p = ngx_cpymem(p, "\",\"provider\":\"",
+                       sizeof("\",\"provider\":\"") - 1);
+        p = ngx_http_cfcost_json_escape(p, (u_char *) m->provider,
+                                        strlen(m->provider));
+        p = ngx_cpymem(p, "\",\"description\":\"",
+                       sizeof("\",\"description\":\"") - 1);
+        p = ngx_http_cfcost_json_escape(p, (u_char *) m->description,
+                                        strlen(m->description));
+        p = ngx_sprintf(p, "\",\"pricing\":{\"input\":%*s,\"output\":%*s",
+                        nlen[0], num[0], nlen[1], num[1]);
+
+        if (nlen[2]) {
+            p = ngx_sprintf(p, ",\"cached_input\":%*s", nlen[2], num[2]);
+        }
+
+        p = ngx_cpymem(p, "}}", 2);
+    }
+
+    p = ngx_cpymem(p, tail, sizeof(tail) - 1);
+    p = ngx_cpymem(p, t->version, strlen(t->version));
+    p = ngx_cpymem(p, "\"}\n", 3);
+
+    mcf->models_json.len = p - mcf->models_json.data;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_cfcost_pricing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    char                   err[256];
+    u_char                *data;
+    ssize_t                n;
+    ngx_str_t             *value;
+    ngx_file_t             file;
+    ngx_file_info_t        fi;
+    ngx_pool_cleanup_t    *cln;
+    cfcost_price_table_t  *t;
+
+    if (mcf->prices != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    mcf->pricing_path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &mcf->pricing_path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = mcf->pricing_path;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(file.name.data, NGX_FILE_RDONLY,
+                            NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cfcost_pricing: cannot open \"%V\"", &file.name);
+        return NGX_CONF_ERROR;
+    }
+
+    data = NULL;
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cfcost_pricing: cannot stat \"%V\"", &file.name);
+        goto failed;
+    }
+
+    if (ngx_file_size(&fi) > 16 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cfcost_pricing: \"%V\" is larger than 16M",
+                           &file.name);
+        goto failed;
+    }
+
+    data = ngx_pnalloc(cf->temp_pool, (size_t) ngx_file_size(&fi) + 1);
+    if (data == NULL) {
+        goto failed;
+    }
+
+    n = ngx_read_file(&file, data, (size_t) ngx_file_size(&fi), 0);
+    if (n != (ssize_t) ngx_file_size(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cfcost_pricing: cannot read \"%V\"", &file.name);
+        goto failed;
+    }
+
+    ngx_close_file(file.fd);
+    file.fd = NGX_INVALID_FILE;
+
+    t = ngx_pcalloc(cf->pool, sizeof(cfcost_price_table_t));
+    if (t == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (cfcost_price_load((char *) data, (size_t) n, t, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cfcost_pricing: invalid price file \"%V\": %s",
+                           &file.name, err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        cfcost_price_free(t);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_cfcost_free_prices;
+    cln->data = t;
+    mcf->prices = t;
+
+    if (ngx_http_cfcost_render_models(cf, mcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+failed:
+
+    if (file.fd != NGX_INVALID_FILE) {
+        ngx_close_file(file.fd);
+    }
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * cfcost_redis unix:/path | IP:PORT | HOST:PORT.  Host names are resolved
+ * here, once: hiredis would resolve them with a blocking getaddrinfo().
+ */
+static char *
+ngx_http_cfcost_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value, addr;
+    ngx_url_t   u;
+
+    if (mcf->redis_addr.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    addr = value[1];
+    mcf->redis_addr = addr;
+
+    if (addr.len > 5 && ngx_strncmp(addr.data, "unix:", 5) == 0) {
+        mcf->redis_unix.len = addr.len - 5;
+        mcf->redis_unix.data = ngx_pnalloc(cf->pool, addr.len - 4);
+        if (mcf->redis_unix.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(mcf->redis_unix.data, addr.data + 5, addr.len - 5);
+        mcf->redis_unix.data[addr.len - 5] = '\0';
+
+        if (mcf->redis_unix.len >= 108) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cfcost_redis: unix socket path \"%V\" "
+                               "is too long", &mcf->redis_unix);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = addr;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0
+        || u.uri.len || u.family == AF_UNIX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cfcost_redis: invalid address \"%V\"%s%s "
+                           "(expected IP:PORT, HOST:PORT or unix:/path)",
+                           &addr, u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->redis_host.data = p;
+    mcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+                                        u.addrs[0].socklen, p,
+                                        NGX_SOCKADDR_STRLEN, 0);
+    p[mcf->redis_host.len] = '\0';
+    mcf->redis_port = u.port;
+
+    return NGX_CONF_OK;
+}
+
+
+/* cfcost_key_cache size=10m [ttl=1s] [stale=5m] */
+static char *
+ngx_http_cfcost_key_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value, s;
+    ngx_int_t   ms;
+    ngx_uint_t  i;
+
+    if (mcf->cache_zone != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    size = 10 * 1024 * 1024;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "size=", 5) == 0) {
+            s.len = value[i].len - 5;
+            s.data = value[i].data + 5;
+            size = ngx_parse_size(&s);
+
+            if (size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "cfcost_key_cache: invalid or too small "
+                                   "size \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0
+            || ngx_strncmp(value[i].data, "stale=", 6) == 0)
+        {
+            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
+            s.len = value[i].data + value[i].len - s.data;
+            ms = ngx_parse_time(&s, 0);
+
+            if (ms == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "cfcost_key_cache: invalid time \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (value[i].data[0] == 't') {
+                mcf->cache_ttl = (ngx_msec_t) ms;
+            } else {
+                mcf->cache_stale = (ngx_msec_t) ms;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cfcost_key_cache: invalid parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_cfcost_cache_init_conf(cf, mcf, size) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_cfcost_account_id(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+
+    if (mcf->account_id.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!(isalnum(*p) || *p == '-' || *p == '_')) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cfcost_account_id: \"%V\" is not an account "
+                               "id (letters, digits, \"-\" and \"_\")",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (value[1].len == 0) {
+        return "must not be empty";
+    }
+
+    mcf->account_id = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cfcost_loc_conf_t  *lcf = conf;
+
+    ngx_str_t                    *value;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    if (lcf->route != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "chat") == 0) {
+        lcf->route = NGX_HTTP_CFCOST_CHAT;
+
+    } else if (ngx_strcmp(value[1].data, "off") == 0) {
+        lcf->route = NGX_HTTP_CFCOST_OFF;
+        return NGX_CONF_OK;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"cfcost\" "
+                           "(expected chat or off)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cfcost_module);
+    mcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_cfcost_models_handler;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cfcost_module);
+    if (mcf->prices == NULL) {
+        return "needs \"cfcost_pricing\" set before it";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_cfcost_module);
+    if (mcf == NULL || !mcf->used) {
+        return NGX_OK;
+    }
+
+    return ngx_http_cfcost_redis_init_process(cycle, mcf);
+}
+
+
+static void
+ngx_http_cfcost_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_cfcost_redis_exit_process(cycle);
+}

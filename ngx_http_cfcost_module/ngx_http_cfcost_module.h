@@ -1,0 +1,144 @@
+/*
+ * ngx_http_cfcost_module: what the module's files share.
+ *
+ *   _module.c     directives, configuration, process init/exit
+ *   _auth.c       API keys: extraction, SHA-256, shared cache, Redis lookup
+ *   _redis.c      hiredis on nginx's event loop; the record queue
+ *   _handler.c    access phase: auth, body, request checks; /api/ai/models
+ *   _filter.c     header/body filters: usage, cost, response rewriting
+ *   _record.c     log phase: one usage record per request
+ *   _variables.c  $cfcost_* variables
+ */
+
+#ifndef NGX_HTTP_CFCOST_MODULE_H
+#define NGX_HTTP_CFCOST_MODULE_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "cfcost_schema.h"
+#include "cfcost_price.h"
+#include "cfcost_usage.h"
+
+
+#define NGX_HTTP_CFCOST_OFF         0
+#define NGX_HTTP_CFCOST_CHAT        1
+
+#define NGX_HTTP_CFCOST_HASH_LEN    32       /* SHA-256 */
+#define NGX_HTTP_CFCOST_ID_LEN      32       /* request id, hex */
+#define NGX_HTTP_CFCOST_NAME_MAX    128      /* key id, user name */
+
+
+typedef struct {
+    ngx_str_t                   pricing_path;
+    cfcost_price_table_t       *prices;
+    ngx_str_t                   models_json;    /* /api/ai/models body */
+
+    ngx_str_t                   redis_addr;     /* as configured */
+    ngx_str_t                   redis_unix;     /* NUL-terminated, or "" */
+    ngx_str_t                   redis_host;     /* NUL-terminated IP */
+    ngx_int_t                   redis_port;
+    ngx_msec_t                  redis_timeout;
+
+    ngx_shm_zone_t             *cache_zone;
+    ngx_msec_t                  cache_ttl;
+    ngx_msec_t                  cache_stale;
+
+    ngx_str_t                   account_id;
+    ngx_uint_t                  queue_max;
+    ngx_uint_t                  used;           /* a location enables us */
+} ngx_http_cfcost_main_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                  route;
+    size_t                      response_max;
+} ngx_http_cfcost_loc_conf_t;
+
+
+typedef struct ngx_http_cfcost_lookup_s  ngx_http_cfcost_lookup_t;
+
+
+typedef struct {
+    u_char                      request_id[NGX_HTTP_CFCOST_ID_LEN];
+    u_char                      key_hash[NGX_HTTP_CFCOST_HASH_LEN];
+
+    ngx_str_t                   key_id;
+    ngx_str_t                   user;
+    ngx_str_t                   model;
+    ngx_str_t                   error;          /* for the record */
+    const cfcost_model_t       *price;
+
+    ngx_str_t                   upstream_uri;
+    ngx_str_t                   upstream_body;
+
+    ngx_http_cfcost_lookup_t   *lookup;         /* Redis lookup in flight */
+
+    u_char                     *resp;           /* upstream body so far */
+    size_t                      resp_len;
+    size_t                      resp_cap;
+
+    uint64_t                    input;
+    uint64_t                    output;
+    uint64_t                    cached;
+    uint64_t                    cost;           /* picodollars */
+    double                      neurons;
+
+    ngx_uint_t                  upstream_status;
+    ngx_uint_t                  status;         /* sent to the client */
+
+    unsigned                    authenticated:1;
+    unsigned                    waiting:1;      /* key lookup pending */
+    unsigned                    body_requested:1;
+    unsigned                    body_read:1;
+    unsigned                    reading:1;      /* inside read_body call */
+    unsigned                    checked:1;      /* request passed checks */
+    unsigned                    own_response:1; /* our JSON, pass as is */
+    unsigned                    rewrite:1;      /* body filter rewrites */
+    unsigned                    nginx_error:1;  /* nginx's own error page */
+    unsigned                    encoded:1;      /* upstream compressed */
+    unsigned                    too_large:1;    /* over response_max */
+    unsigned                    usage_known:1;
+    unsigned                    has_neurons:1;
+    unsigned                    done:1;         /* response body complete */
+} ngx_http_cfcost_ctx_t;
+
+
+extern ngx_module_t  ngx_http_cfcost_module;
+
+
+/* _module.c */
+ngx_http_cfcost_ctx_t *ngx_http_cfcost_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_cfcost_send_error(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_uint_t status, const char *fmt, ...);
+void ngx_http_cfcost_error_name(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_uint_t status);
+u_char *ngx_http_cfcost_json_escape(u_char *dst, u_char *src, size_t len);
+size_t ngx_http_cfcost_json_escape_len(u_char *src, size_t len);
+
+/* _auth.c */
+ngx_int_t ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
+    ngx_http_cfcost_main_conf_t *mcf, ssize_t size);
+ngx_int_t ngx_http_cfcost_authenticate(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx);
+
+/* _redis.c (commands: ngx_http_cfcost_redis.h) */
+ngx_int_t ngx_http_cfcost_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_cfcost_main_conf_t *mcf);
+void ngx_http_cfcost_redis_exit_process(ngx_cycle_t *cycle);
+
+/* _handler.c */
+ngx_int_t ngx_http_cfcost_access_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_cfcost_models_handler(ngx_http_request_t *r);
+
+/* _filter.c */
+ngx_int_t ngx_http_cfcost_filter_init(ngx_conf_t *cf);
+
+/* _record.c */
+ngx_int_t ngx_http_cfcost_log_handler(ngx_http_request_t *r);
+
+/* _variables.c */
+ngx_int_t ngx_http_cfcost_add_variables(ngx_conf_t *cf);
+
+#endif /* NGX_HTTP_CFCOST_MODULE_H */

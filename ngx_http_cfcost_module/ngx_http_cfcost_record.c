@@ -1,0 +1,203 @@
+/*
+ * Log phase: one usage record per request that passed authentication,
+ * formatted once as an XADD command and handed to the worker's queue.
+ */
+
+#include "ngx_http_cfcost_redis.h"
+
+
+#define NGX_HTTP_CFCOST_FIELDS   21
+
+
+typedef struct {
+    const char   *name;
+    size_t        name_len;
+    u_char       *value;
+    size_t        len;
+} ngx_http_cfcost_field_t;
+
+
+#define ngx_http_cfcost_field(f, n, v, l)                                    \
+    (f)->name = n; (f)->name_len = sizeof(n) - 1;                            \
+    (f)->value = (u_char *) (v); (f)->len = (l); (f)++
+
+
+static size_t
+ngx_http_cfcost_bulk_len(size_t len)
+{
+    return 1 + NGX_SIZE_T_LEN + 2 + len + 2;    /* $<len>\r\n<data>\r\n */
+}
+
+
+static u_char *
+ngx_http_cfcost_bulk(u_char *p, const void *data, size_t len)
+{
+    p = ngx_sprintf(p, "$%uz\r\n", len);
+    p = ngx_cpymem(p, data, len);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    return p;
+}
+
+
+static size_t
+ngx_http_cfcost_flags(ngx_http_cfcost_ctx_t *ctx, u_char *buf)
+{
+    u_char  *p = buf;
+
+    if (!ctx->usage_known) {
+        p = ngx_cpymem(p, CFCOST_FLAG_USAGE_UNKNOWN,
+                       sizeof(CFCOST_FLAG_USAGE_UNKNOWN) - 1);
+    }
+
+    return p - buf;
+}
+
+
+ngx_int_t
+ngx_http_cfcost_log_handler(ngx_http_request_t *r)
+{
+    u_char                        nums[12][NGX_INT64_LEN + 1], flags[64];
+    u_char                       *cmd, *p;
+    size_t                        len;
+    uint64_t                      ts;
+    ngx_uint_t                    i, n, status;
+    ngx_msec_int_t                ms;
+    ngx_time_t                   *tp;
+    const cfcost_model_t         *m;
+    ngx_http_cfcost_ctx_t        *ctx;
+    ngx_http_cfcost_field_t       fields[NGX_HTTP_CFCOST_FIELDS], *f;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    if (ctx == NULL || !ctx->authenticated) {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+
+    status = ctx->status ? ctx->status : r->headers_out.status;
+
+    if (ctx->rewrite && !ctx->done && ctx->error.len == 0) {
+        /* the response never completed: the upstream or client went away */
+        status = r->connection->error ? 499 : NGX_HTTP_BAD_GATEWAY;
+        ngx_str_set(&ctx->error, "incomplete");
+    }
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    ts = (uint64_t) r->start_sec * 1000 + r->start_msec;
+    m = ctx->price;
+
+    n = 0;
+    ngx_sprintf(nums[n++], "%uL%Z", ts);
+    ngx_sprintf(nums[n++], "%ui%Z", status);
+    ngx_sprintf(nums[n++], "%ui%Z", ctx->upstream_status);
+    ngx_sprintf(nums[n++], "%uL%Z", ctx->input);
+    ngx_sprintf(nums[n++], "%uL%Z", ctx->output);
+    ngx_sprintf(nums[n++], "%uL%Z", ctx->cached);
+    ngx_sprintf(nums[n++], "%uL%Z", ctx->cost);
+    nums[7][0] = '\0';
+    nums[8][0] = '\0';
+
+    if (m) {
+        ngx_sprintf(nums[7], "%L%Z", (int64_t) m->input);
+        ngx_sprintf(nums[8], "%L%Z", (int64_t) m->output);
+    }
+
+    n = 9;
+
+    if (m && m->cached != CFCOST_PRICE_NONE) {
+        ngx_sprintf(nums[n++], "%L%Z", (int64_t) m->cached);
+    } else {
+        nums[n++][0] = '\0';
+    }
+
+    ngx_sprintf(nums[n++], "%M%Z", (ngx_msec_t) ngx_max(ms, 0) * 1000);
+
+    if (ctx->has_neurons) {
+        (void) snprintf((char *) nums[n++], NGX_INT64_LEN + 1, "%.6f",
+                        ctx->neurons);
+    } else {
+        nums[n++][0] = '\0';
+    }
+
+    f = fields;
+    ngx_http_cfcost_field(f, CFCOST_R_VERSION, CFCOST_SCHEMA_VERSION,
+                          sizeof(CFCOST_SCHEMA_VERSION) - 1);
+    ngx_http_cfcost_field(f, CFCOST_R_REQUEST_ID, ctx->request_id,
+                          NGX_HTTP_CFCOST_ID_LEN);
+    ngx_http_cfcost_field(f, CFCOST_R_TS_MS, nums[0],
+                          ngx_strlen(nums[0]));
+    ngx_http_cfcost_field(f, CFCOST_R_KEY_ID, ctx->key_id.data,
+                          ctx->key_id.len);
+    ngx_http_cfcost_field(f, CFCOST_R_USER, ctx->user.data, ctx->user.len);
+    ngx_http_cfcost_field(f, CFCOST_R_MODEL, ctx->model.data,
+                          ctx->model.len);
+    ngx_http_cfcost_field(f, CFCOST_R_ROUTE, "chat", 4);
+    ngx_http_cfcost_field(f, CFCOST_R_STATUS, nums[1], ngx_strlen(nums[1]));
+    ngx_http_cfcost_field(f, CFCOST_R_UPSTREAM_STATUS, nums[2],
+                          ngx_strlen(nums[2]));
+    ngx_http_cfcost_field(f, CFCOST_R_INPUT_TOKENS, nums[3],
+                          ngx_strlen(nums[3]));
+    ngx_http_cfcost_field(f, CFCOST_R_OUTPUT_TOKENS, nums[4],
+                          ngx_strlen(nums[4]));
+    ngx_http_cfcost_field(f, CFCOST_R_CACHED_TOKENS, nums[5],
+                          ngx_strlen(nums[5]));
+    ngx_http_cfcost_field(f, CFCOST_R_COST, nums[6], ngx_strlen(nums[6]));
+    ngx_http_cfcost_field(f, CFCOST_R_PRICE_INPUT, nums[7],
+                          ngx_strlen(nums[7]));
+    ngx_http_cfcost_field(f, CFCOST_R_PRICE_OUTPUT, nums[8],
+                          ngx_strlen(nums[8]));
+    ngx_http_cfcost_field(f, CFCOST_R_PRICE_CACHED, nums[9],
+                          ngx_strlen(nums[9]));
+    ngx_http_cfcost_field(f, CFCOST_R_PRICING_VERSION,
+                          mcf->prices->version,
+                          ngx_strlen(mcf->prices->version));
+    ngx_http_cfcost_field(f, CFCOST_R_LATENCY_US, nums[10],
+                          ngx_strlen(nums[10]));
+    ngx_http_cfcost_field(f, CFCOST_R_FLAGS, flags,
+                          ngx_http_cfcost_flags(ctx, flags));
+    ngx_http_cfcost_field(f, CFCOST_R_ERROR, ctx->error.data,
+                          ctx->error.len);
+    ngx_http_cfcost_field(f, CFCOST_R_NEURONS, nums[11],
+                          ngx_strlen(nums[11]));
+
+    n = f - fields;
+
+    len = sizeof("*\r\n") - 1 + NGX_SIZE_T_LEN
+          + ngx_http_cfcost_bulk_len(sizeof("XADD") - 1)
+          + ngx_http_cfcost_bulk_len(sizeof(CFCOST_RECORD_STREAM) - 1)
+          + ngx_http_cfcost_bulk_len(1);
+
+    for (i = 0; i < n; i++) {
+        len += ngx_http_cfcost_bulk_len(fields[i].name_len)
+               + ngx_http_cfcost_bulk_len(fields[i].len);
+    }
+
+    cmd = ngx_pnalloc(r->pool, len);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(cmd, "*%ui\r\n", 3 + 2 * n);
+    p = ngx_http_cfcost_bulk(p, "XADD", sizeof("XADD") - 1);
+    p = ngx_http_cfcost_bulk(p, CFCOST_RECORD_STREAM,
+                             sizeof(CFCOST_RECORD_STREAM) - 1);
+    p = ngx_http_cfcost_bulk(p, "*", 1);
+
+    for (i = 0; i < n; i++) {
+        p = ngx_http_cfcost_bulk(p, fields[i].name, fields[i].name_len);
+        p = ngx_http_cfcost_bulk(p, fields[i].value, fields[i].len);
+    }
+
+    ngx_http_cfcost_redis_push_record(cmd, p - cmd);
+
+    return NGX_OK;
+}
