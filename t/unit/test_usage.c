@@ -1,0 +1,209 @@
+/*
+ * Unit tests for common/cfcost_usage.c: reading success, errors, reply
+ * text and token usage out of every response shape Workers AI sends.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cfcost_usage.h"
+#include "tap.h"
+
+
+static json_t *
+parse(const char *text)
+{
+    json_error_t  err;
+    json_t       *j;
+
+    j = json_loads(text, 0, &err);
+    if (j == NULL) {
+        diag("bad test JSON: %s", err.text);
+    }
+
+    return j;
+}
+
+
+static void
+test_native(void)
+{
+    json_t          *root;
+    cfcost_reply_t   r;
+
+    root = parse("{\"result\":{\"response\":\"Hello, World\",\"tool_calls\":[],"
+                 "\"usage\":{\"prompt_tokens\":129,\"completion_tokens\":7,"
+                 "\"total_tokens\":136}},\"success\":true,\"errors\":[],"
+                 "\"messages\":[]}");
+    cfcost_reply_parse(root, &r);
+
+    ok(r.success == 1, "native: success");
+    ok(r.has_usage, "native: usage found");
+    is_u64(r.input, 129, "native: prompt tokens");
+    is_u64(r.output, 7, "native: completion tokens");
+    is_u64(r.cached, 0, "native: no cached tokens");
+    ok(!r.has_neurons, "native: no neurons");
+    is_str(json_string_value(r.text), "Hello, World", "native: text");
+    is_u64((uint64_t) r.error_code, 0, "native: no error");
+    json_decref(root);
+}
+
+
+static void
+test_chat_completion(void)
+{
+    json_t          *root;
+    cfcost_reply_t   r;
+
+    root = parse("{\"result\":{\"id\":\"4bb245b6\",\"object\":"
+                 "\"chat.completion\",\"created\":1791402397,\"model\":"
+                 "\"@cf/google/gemma-4-26b-a4b-it\",\"choices\":[{\"index\":0,"
+                 "\"finish_reason\":\"stop\",\"message\":{\"role\":"
+                 "\"assistant\",\"content\":\"Hi there\"}}],\"usage\":"
+                 "{\"prompt_tokens\":147,\"completion_tokens\":16,"
+                 "\"total_tokens\":163,\"prompt_tokens_details\":"
+                 "{\"cached_tokens\":40},\"completion_tokens_details\":"
+                 "{\"reasoning_tokens\":5},\"neurons\":1.7727272510528564}},"
+                 "\"success\":true,\"errors\":[],\"messages\":[]}");
+    cfcost_reply_parse(root, &r);
+
+    ok(r.has_usage, "chat.completion: usage found");
+    is_u64(r.input, 147, "chat.completion: prompt tokens");
+    is_u64(r.output, 16, "chat.completion: completion tokens");
+    is_u64(r.cached, 40, "chat.completion: cached tokens");
+    is_u64(r.reasoning, 5, "chat.completion: reasoning tokens");
+    ok(r.has_neurons && r.neurons == 1.7727272510528564,
+       "chat.completion: neurons kept exactly");
+    is_str(json_string_value(r.text), "Hi there",
+           "chat.completion: text from choices[0].message.content");
+    json_decref(root);
+}
+
+
+static void
+test_openai_bare(void)
+{
+    json_t          *root;
+    cfcost_reply_t   r;
+
+    root = parse("{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":"
+                 "[{\"message\":{\"role\":\"assistant\",\"content\":\"ok\"}}],"
+                 "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+                 "\"total_tokens\":5}}");
+    cfcost_reply_parse(root, &r);
+
+    ok(r.success == -1, "bare OpenAI: no envelope");
+    ok(r.has_usage, "bare OpenAI: usage found");
+    is_u64(r.input, 3, "bare OpenAI: prompt tokens");
+    is_str(json_string_value(r.text), "ok", "bare OpenAI: text");
+    json_decref(root);
+
+    /* the Responses API names them differently */
+    root = parse("{\"result\":{\"output\":[],\"usage\":{\"input_tokens\":11,"
+                 "\"output_tokens\":4,\"total_tokens\":15}},\"success\":true}");
+    cfcost_reply_parse(root, &r);
+    ok(r.has_usage, "responses API: usage found");
+    is_u64(r.input, 11, "responses API: input tokens");
+    is_u64(r.output, 4, "responses API: output tokens");
+    json_decref(root);
+
+    /* embeddings: input only */
+    root = parse("{\"result\":{\"data\":[[0.1]],\"usage\":{\"prompt_tokens\":"
+                 "9,\"total_tokens\":9}},\"success\":true}");
+    cfcost_reply_parse(root, &r);
+    ok(r.has_usage, "embeddings: usage found");
+    is_u64(r.input, 9, "embeddings: input tokens");
+    is_u64(r.output, 0, "embeddings: no output tokens");
+    json_decref(root);
+}
+
+
+static void
+test_missing_and_bad_usage(void)
+{
+    size_t           i;
+    json_t          *root;
+    cfcost_reply_t   r;
+
+    static const char  *bad[] = {
+        "{\"result\":{\"response\":\"x\"},\"success\":true}",
+        "{\"result\":{\"response\":\"x\",\"usage\":null},\"success\":true}",
+        "{\"result\":{\"response\":\"x\",\"usage\":{}},\"success\":true}",
+        "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":-1,"
+            "\"completion_tokens\":2}},\"success\":true}",
+        "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":1.5,"
+            "\"completion_tokens\":2}},\"success\":true}",
+        "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":\"7\","
+            "\"completion_tokens\":2}},\"success\":true}",
+        "{\"result\":{\"response\":\"x\",\"usage\":[1,2]},\"success\":true}",
+    };
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        root = parse(bad[i]);
+        cfcost_reply_parse(root, &r);
+        ok(!r.has_usage, "unusable usage #%zu is reported as unknown", i);
+        is_u64(r.input + r.output, 0, "unusable usage #%zu counts nothing",
+               i);
+        ok(r.text != NULL, "unusable usage #%zu still has the text", i);
+        json_decref(root);
+    }
+
+    /* whole-number reals are counts; cached never exceeds input */
+    root = parse("{\"result\":{\"usage\":{\"prompt_tokens\":10.0,"
+                 "\"completion_tokens\":2,\"prompt_tokens_details\":"
+                 "{\"cached_tokens\":50}}},\"success\":true}");
+    cfcost_reply_parse(root, &r);
+    ok(r.has_usage, "10.0 is a count");
+    is_u64(r.input, 10, "10.0 read as 10");
+    is_u64(r.cached, 10, "cached clamped to input");
+    json_decref(root);
+}
+
+
+static void
+test_errors(void)
+{
+    json_t          *root;
+    cfcost_reply_t   r;
+
+    root = parse("{\"result\":null,\"success\":false,\"errors\":[{\"code\":"
+                 "5007,\"message\":\"No such model @cf/x/y or task\"}],"
+                 "\"messages\":[]}");
+    cfcost_reply_parse(root, &r);
+    ok(r.success == 0, "error: success false");
+    is_u64((uint64_t) r.error_code, 5007, "error: code");
+    is_str(r.detail, "5007: No such model @cf/x/y or task",
+           "error: detail names code and message");
+    ok(r.text == NULL && !r.has_usage, "error: no text, no usage");
+    json_decref(root);
+
+    root = parse("{\"result\":null,\"success\":false,\"errors\":[{\"code\":"
+                 "3040,\"message\":\"Capacity\"},{\"code\":3036,\"message\":"
+                 "\"Daily\"}]}");
+    cfcost_reply_parse(root, &r);
+    is_u64((uint64_t) r.error_code, 3040, "two errors: first code");
+    is_str(r.detail, "3040: Capacity; 3036: Daily", "two errors: both named");
+    json_decref(root);
+
+    cfcost_reply_parse(NULL, &r);
+    ok(r.success == -1 && !r.has_usage && r.text == NULL,
+       "NULL root: nothing, no crash");
+
+    root = parse("[1,2,3]");
+    cfcost_reply_parse(root, &r);
+    ok(r.success == -1 && !r.has_usage, "array root: nothing");
+    json_decref(root);
+}
+
+
+int
+main(void)
+{
+    test_native();
+    test_chat_completion();
+    test_openai_bare();
+    test_missing_and_bad_usage();
+    test_errors();
+
+    return done_testing();
+}
