@@ -441,6 +441,7 @@ ngx_http_cfcost_parse_key_reply(redisReply *reply,
 static void
 ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
 {
+    u_char                      *p;
     ngx_int_t                    rc;
     ngx_connection_t            *c;
     ngx_http_request_t          *r;
@@ -473,6 +474,19 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
     c = r->connection;
 
     if (rc == NGX_OK) {
+        /* the reply is freed when this returns: keep the identity */
+        p = ngx_pnalloc(r->pool, id.id.len + id.user.len);
+        if (p == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_run_posted_requests(c);
+            return;
+        }
+
+        ngx_memcpy(p, id.id.data, id.id.len);
+        ngx_memcpy(p + id.id.len, id.user.data, id.user.len);
+        id.id.data = p;
+        id.user.data = p + id.id.len;
+
         rc = ngx_http_cfcost_auth_decide(r, ctx, &id, 0);
 
     } else {

@@ -537,6 +537,13 @@ ngx_http_cfcost_pricing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto failed;
     }
 
+    if (!ngx_is_file(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cfcost_pricing: \"%V\" is not a regular file",
+                           &file.name);
+        goto failed;
+    }
+
     if (ngx_file_size(&fi) > 16 * 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "cfcost_pricing: \"%V\" is larger than 16M",

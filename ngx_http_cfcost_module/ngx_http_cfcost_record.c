@@ -58,7 +58,7 @@ ngx_http_cfcost_flags(ngx_http_cfcost_ctx_t *ctx, u_char *buf)
 ngx_int_t
 ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 {
-    u_char                        nums[12][NGX_INT64_LEN + 1], flags[64];
+    u_char                        nums[12][32], flags[64];
     u_char                       *cmd, *p;
     size_t                        len;
     uint64_t                      ts;
@@ -122,7 +122,8 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     ngx_sprintf(nums[n++], "%M%Z", (ngx_msec_t) ngx_max(ms, 0) * 1000);
 
     if (ctx->has_neurons) {
-        (void) snprintf((char *) nums[n++], NGX_INT64_LEN + 1, "%.6f",
+        /* as reported: %.17g gives the same double back */
+        (void) snprintf((char *) nums[n++], sizeof(nums[0]), "%.17g",
                         ctx->neurons);
     } else {
         nums[n++][0] = '\0';
