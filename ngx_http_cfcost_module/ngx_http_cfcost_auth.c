@@ -13,6 +13,7 @@
  * a request that goes away first just unhooks itself from it.
  */
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "ngx_http_cfcost_redis.h"
@@ -544,12 +545,14 @@ ngx_http_cfcost_auth_decide(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
 
 /*
- * Authenticates the request's key.  Returns NGX_OK (ctx->key_id and
+ * Authenticates the request's key (or, where admin_ok, the admin token:
+ * ctx->admin is set, with no key id or user).  Returns NGX_OK (ctx->key_id and
  * ctx->user set), NGX_AGAIN (a Redis lookup is pending; the request
  * resumes by itself), or NGX_DONE (an error was sent).
  */
 ngx_int_t
-ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
+ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_uint_t admin_ok)
 {
     u_char                        hex[NGX_HTTP_CFCOST_HASH_LEN * 2], *p;
     u_char                        name[sizeof(CFCOST_KEY_PREFIX) - 1
@@ -584,6 +587,16 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+
+    if (admin_ok && mcf->has_admin
+        && CRYPTO_memcmp(ctx->key_hash, mcf->admin_hash,
+                         NGX_HTTP_CFCOST_HASH_LEN) == 0)
+    {
+        ctx->admin = 1;
+        ctx->authenticated = 1;
+        return NGX_OK;
+    }
+
     cache = mcf->cache_zone->data;
 
     ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &id);

@@ -154,6 +154,9 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
         /* nginx's own error page: the API answers JSON */
         ctx->nginx_error = 1;
 
+    } else if (lcf->route == NGX_HTTP_CFCOST_USAGE) {
+        return ngx_http_next_header_filter(r);    /* the aggregator's own */
+
     } else {
         ctx->upstream_status = u->headers_in.status_n;
 

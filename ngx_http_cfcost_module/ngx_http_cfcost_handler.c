@@ -60,7 +60,13 @@ ngx_http_cfcost_access_handler(ngx_http_request_t *r)
         ngx_http_cfcost_request_id(ctx);
     }
 
-    if (r->method != NGX_HTTP_POST) {
+    if (lcf->route == NGX_HTTP_CFCOST_USAGE) {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                              "use GET for this route");
+        }
+
+    } else if (r->method != NGX_HTTP_POST) {
         return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_NOT_ALLOWED,
                                           "use POST for this route");
     }
@@ -70,10 +76,17 @@ ngx_http_cfcost_access_handler(ngx_http_request_t *r)
             return NGX_AGAIN;
         }
 
-        rc = ngx_http_cfcost_authenticate(r, ctx);
+        rc = ngx_http_cfcost_authenticate(r, ctx,
+                                          lcf->route == NGX_HTTP_CFCOST_USAGE);
         if (rc != NGX_OK) {
             return rc;
         }
+    }
+
+    if (lcf->route == NGX_HTTP_CFCOST_USAGE) {
+        /* the identity goes to the aggregator in $cfcost_user & co. */
+        ctx->checked = 1;
+        return NGX_OK;
     }
 
     if (!ctx->body_read) {

@@ -3,6 +3,8 @@
  * JSON helpers every part of the module uses.
  */
 
+#include <openssl/evp.h>
+
 #include "ngx_http_cfcost_module.h"
 
 
@@ -20,6 +22,8 @@ static char *ngx_http_cfcost_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cfcost_account_id(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_cfcost_admin_token_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -66,6 +70,13 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
     { ngx_string("cfcost_account_id"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_cfcost_account_id,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_admin_token_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_admin_token_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -783,6 +794,80 @@ ngx_http_cfcost_account_id(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * cfcost_admin_token_file path: the token that sees every user's usage.
+ * Only its SHA-256 is kept; surrounding white space is ignored.
+ */
+static char *
+ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    u_char      buf[1024], *p, *last;
+    ssize_t     n;
+    ngx_str_t  *value, name;
+    ngx_file_t  file;
+
+    if (mcf->has_admin) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = name;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cfcost_admin_token_file: cannot open \"%V\"",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_fd(file.fd, buf, sizeof(buf));
+    ngx_close_file(file.fd);
+
+    if (n < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cfcost_admin_token_file: cannot read \"%V\"",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
+    p = buf;
+    last = buf + n;
+
+    while (p < last && isspace(*p)) { p++; }
+    while (last > p && isspace(last[-1])) { last--; }
+
+    if (last - p < 16 || (size_t) n == sizeof(buf)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cfcost_admin_token_file: \"%V\" must hold one "
+                           "token of 16 to 1000 characters", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (EVP_Digest(p, last - p, mcf->admin_hash, NULL, EVP_sha256(), NULL)
+        != 1)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_explicit_memzero(buf, sizeof(buf));
+    mcf->has_admin = 1;
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -800,6 +885,9 @@ ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_strcmp(value[1].data, "chat") == 0) {
         lcf->route = NGX_HTTP_CFCOST_CHAT;
 
+    } else if (ngx_strcmp(value[1].data, "usage") == 0) {
+        lcf->route = NGX_HTTP_CFCOST_USAGE;
+
     } else if (ngx_strcmp(value[1].data, "off") == 0) {
         lcf->route = NGX_HTTP_CFCOST_OFF;
         return NGX_CONF_OK;
@@ -807,7 +895,7 @@ ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid value \"%V\" in \"cfcost\" "
-                           "(expected chat or off)", &value[1]);
+                           "(expected chat, usage or off)", &value[1]);
         return NGX_CONF_ERROR;
     }
 

@@ -24,6 +24,7 @@
 
 #define NGX_HTTP_CFCOST_OFF         0
 #define NGX_HTTP_CFCOST_CHAT        1
+#define NGX_HTTP_CFCOST_USAGE       2       /* identity for the aggregator */
 
 #define NGX_HTTP_CFCOST_HASH_LEN    32       /* SHA-256 */
 #define NGX_HTTP_CFCOST_ID_LEN      32       /* request id, hex */
@@ -46,6 +47,8 @@ typedef struct {
     ngx_msec_t                  cache_stale;
 
     ngx_str_t                   account_id;
+    u_char                      admin_hash[NGX_HTTP_CFCOST_HASH_LEN];
+    ngx_uint_t                  has_admin;
     ngx_uint_t                  queue_max;
     ngx_uint_t                  used;           /* a location enables us */
 } ngx_http_cfcost_main_conf_t;
@@ -89,6 +92,7 @@ typedef struct {
     ngx_uint_t                  status;         /* sent to the client */
 
     unsigned                    authenticated:1;
+    unsigned                    admin:1;        /* the admin token */
     unsigned                    waiting:1;      /* key lookup pending */
     unsigned                    body_requested:1;
     unsigned                    body_read:1;
@@ -121,7 +125,7 @@ size_t ngx_http_cfcost_json_escape_len(u_char *src, size_t len);
 ngx_int_t ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
     ngx_http_cfcost_main_conf_t *mcf, ssize_t size);
 ngx_int_t ngx_http_cfcost_authenticate(ngx_http_request_t *r,
-    ngx_http_cfcost_ctx_t *ctx);
+    ngx_http_cfcost_ctx_t *ctx, ngx_uint_t admin_ok);
 
 /* _redis.c (commands: ngx_http_cfcost_redis.h) */
 ngx_int_t ngx_http_cfcost_redis_init_process(ngx_cycle_t *cycle,

@@ -68,10 +68,16 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     const cfcost_model_t         *m;
     ngx_http_cfcost_ctx_t        *ctx;
     ngx_http_cfcost_field_t       fields[NGX_HTTP_CFCOST_FIELDS], *f;
+    ngx_http_cfcost_loc_conf_t   *lcf;
     ngx_http_cfcost_main_conf_t  *mcf;
 
     if (r != r->main) {
         return NGX_OK;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+    if (lcf->route != NGX_HTTP_CFCOST_CHAT) {
+        return NGX_OK;                 /* usage queries cost nothing */
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);

@@ -15,7 +15,8 @@ enum {
     NGX_HTTP_CFCOST_VAR_OUTPUT,
     NGX_HTTP_CFCOST_VAR_COST,
     NGX_HTTP_CFCOST_VAR_UPSTREAM_URI,
-    NGX_HTTP_CFCOST_VAR_UPSTREAM_BODY
+    NGX_HTTP_CFCOST_VAR_UPSTREAM_BODY,
+    NGX_HTTP_CFCOST_VAR_ADMIN
 };
 
 
@@ -51,6 +52,9 @@ static ngx_http_variable_t  ngx_http_cfcost_vars[] = {
 
     { ngx_string("cfcost_upstream_body"), NULL, ngx_http_cfcost_variable,
       NGX_HTTP_CFCOST_VAR_UPSTREAM_BODY, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("cfcost_admin"), NULL, ngx_http_cfcost_variable,
+      NGX_HTTP_CFCOST_VAR_ADMIN, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -119,6 +123,12 @@ ngx_http_cfcost_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     case NGX_HTTP_CFCOST_VAR_UPSTREAM_BODY:
         s = ctx->upstream_body;
+        break;
+
+    case NGX_HTTP_CFCOST_VAR_ADMIN:
+        if (ctx->admin) {
+            ngx_str_set(&s, "1");
+        }
         break;
 
     default:                           /* usage: known once the body is */
