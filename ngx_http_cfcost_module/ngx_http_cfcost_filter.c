@@ -179,6 +179,29 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
 }
 
 
+/*
+ * True when nginx is flushing a response whose upstream failed half-way:
+ * ngx_http_upstream_finalize_request() then sends a lone empty flush
+ * buffer and closes the connection.  The held header was never sent, so
+ * a clean 502 can still go out first.
+ */
+static ngx_uint_t
+ngx_http_cfcost_upstream_broke(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_event_pipe_t  *p;
+
+    if (in->next != NULL || !in->buf->flush || in->buf->last_buf
+        || ngx_buf_size(in->buf) != 0 || r->upstream == NULL)
+    {
+        return 0;
+    }
+
+    p = r->upstream->pipe;
+
+    return p != NULL && (p->upstream_error || p->upstream_eof);
+}
+
+
 /* collects the upstream body; past response_max it is only counted */
 static ngx_int_t
 ngx_http_cfcost_collect(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
@@ -435,6 +458,13 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
                    "cfcost_response_buffer (%uz bytes)", lcf->response_max);
     }
 
+    if (ctx->truncated) {
+        ngx_str_set(&ctx->error, "upstream_incomplete");
+        return ngx_http_cfcost_detail_body(r,
+                   "Workers AI closed the connection before its response "
+                   "was complete");
+    }
+
     if (ctx->encoded) {
         ngx_str_set(&ctx->error, "upstream_encoded");
         return ngx_http_cfcost_detail_body(r,
@@ -542,7 +572,12 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     if (!last) {
-        return NGX_OK;
+        if (!ngx_http_cfcost_upstream_broke(r, in)) {
+            return NGX_OK;
+        }
+
+        ctx->truncated = 1;
+        r->keepalive = 0;
     }
 
     ctx->done = 1;

@@ -58,6 +58,7 @@ ngx_http_cfcost_access_handler(ngx_http_request_t *r)
 
     if (ctx->request_id[0] == '\0') {
         ngx_http_cfcost_request_id(ctx);
+        ctx->start_us = ngx_http_cfcost_now_us();
     }
 
     if (lcf->route == NGX_HTTP_CFCOST_USAGE) {

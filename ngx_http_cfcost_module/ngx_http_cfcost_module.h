@@ -90,6 +90,7 @@ typedef struct {
 
     ngx_uint_t                  upstream_status;
     ngx_uint_t                  status;         /* sent to the client */
+    uint64_t                    start_us;       /* access phase entered */
 
     unsigned                    authenticated:1;
     unsigned                    admin:1;        /* the admin token */
@@ -103,6 +104,7 @@ typedef struct {
     unsigned                    nginx_error:1;  /* nginx's own error page */
     unsigned                    encoded:1;      /* upstream compressed */
     unsigned                    too_large:1;    /* over response_max */
+    unsigned                    truncated:1;    /* upstream broke off */
     unsigned                    usage_known:1;
     unsigned                    has_neurons:1;
     unsigned                    done:1;         /* response body complete */
@@ -131,6 +133,16 @@ ngx_int_t ngx_http_cfcost_authenticate(ngx_http_request_t *r,
 ngx_int_t ngx_http_cfcost_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_cfcost_main_conf_t *mcf);
 void ngx_http_cfcost_redis_exit_process(ngx_cycle_t *cycle);
+
+static ngx_inline uint64_t
+ngx_http_cfcost_now_us(void)
+{
+    struct timeval  tv;
+
+    ngx_gettimeofday(&tv);
+
+    return (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+}
 
 /* _handler.c */
 ngx_int_t ngx_http_cfcost_access_handler(ngx_http_request_t *r);

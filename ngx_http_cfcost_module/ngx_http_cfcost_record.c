@@ -61,10 +61,8 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     u_char                        nums[12][32], flags[64];
     u_char                       *cmd, *p;
     size_t                        len;
-    uint64_t                      ts;
+    uint64_t                      ts, us;
     ngx_uint_t                    i, n, status;
-    ngx_msec_int_t                ms;
-    ngx_time_t                   *tp;
     const cfcost_model_t         *m;
     ngx_http_cfcost_ctx_t        *ctx;
     ngx_http_cfcost_field_t       fields[NGX_HTTP_CFCOST_FIELDS], *f;
@@ -95,10 +93,9 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
         ngx_str_set(&ctx->error, "incomplete");
     }
 
-    tp = ngx_timeofday();
-    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
-                           + (tp->msec - r->start_msec));
     ts = (uint64_t) r->start_sec * 1000 + r->start_msec;
+    us = ngx_http_cfcost_now_us();
+    us = us > ctx->start_us ? us - ctx->start_us : 0;
     m = ctx->price;
 
     n = 0;
@@ -125,7 +122,7 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
         nums[n++][0] = '\0';
     }
 
-    ngx_sprintf(nums[n++], "%M%Z", (ngx_msec_t) ngx_max(ms, 0) * 1000);
+    ngx_sprintf(nums[n++], "%uL%Z", us);
 
     if (ctx->has_neurons) {
         /* as reported: %.17g gives the same double back */
