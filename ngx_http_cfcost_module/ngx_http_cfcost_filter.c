@@ -157,6 +157,25 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
     } else if (lcf->route == NGX_HTTP_CFCOST_USAGE) {
         return ngx_http_next_header_filter(r);    /* the aggregator's own */
 
+    } else if (ctx->stream && u->headers_in.status_n == NGX_HTTP_OK
+               && r->headers_out.content_type.len >= 17
+               && ngx_strncasecmp(r->headers_out.content_type.data,
+                                  (u_char *) "text/event-stream", 17) == 0)
+    {
+        ctx->upstream_status = NGX_HTTP_OK;
+        ctx->status = NGX_HTTP_OK;
+
+        if (ngx_http_cfcost_stream_start(r, ctx) != NGX_OK
+            || ngx_http_cfcost_add_header(r, "X-Cfcost-Request-Id",
+                                          ctx->request_id,
+                                          NGX_HTTP_CFCOST_ID_LEN)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_next_header_filter(r);
+
     } else {
         ctx->upstream_status = u->headers_in.status_n;
 
@@ -529,6 +548,10 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
         ctx->neurons = rep.neurons;
     }
 
+    if (json_is_string(rep.text)) {
+        ctx->text_bytes = json_string_length(rep.text);
+    }
+
     out = ngx_http_cfcost_success_body(r, ctx, &rep);
 
 done:
@@ -552,6 +575,11 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+
+    if (ctx != NULL && ctx->sse != NULL) {
+        return ngx_http_cfcost_stream_filter(r, ctx, in,
+                                             ngx_http_next_body_filter);
+    }
 
     if (ctx == NULL || !ctx->rewrite) {
         return ngx_http_next_body_filter(r, in);
@@ -613,4 +641,28 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     return ngx_http_next_body_filter(r, out);
+}
+
+
+/*
+ * Fixes the usage of a response that reported none: tokens estimated at
+ * four bytes of text a token (prompt text in, generated text out), and
+ * flagged.  Then prices it.  Idempotent.
+ */
+void
+ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx)
+{
+    if (ctx->price == NULL) {
+        return;
+    }
+
+    if (!ctx->usage_known && !ctx->estimated) {
+        ctx->estimated = 1;
+        ctx->input = (ctx->prompt_bytes + 3) / 4;
+        ctx->output = (ctx->text_bytes + 3) / 4;
+        ctx->cached = 0;
+    }
+
+    ctx->cost = cfcost_cost_pusd(ctx->price, ctx->input, ctx->cached,
+                                 ctx->output);
 }

@@ -241,6 +241,25 @@ ngx_http_cfcost_check_messages(ngx_http_request_t *r,
 }
 
 
+/* bytes of prompt text, for estimating tokens when usage never comes */
+static size_t
+ngx_http_cfcost_prompt_bytes(json_t *root)
+{
+    size_t   i, n;
+    json_t  *messages, *content;
+
+    n = json_string_length(json_object_get(root, "prompt"));
+    messages = json_object_get(root, "messages");
+
+    for (i = 0; i < json_array_size(messages); i++) {
+        content = json_object_get(json_array_get(messages, i), "content");
+        n += json_string_length(content);
+    }
+
+    return n;
+}
+
+
 /*
  * Validates the body and prepares what goes upstream: the body without
  * "model", and the path naming the model.  Returns NGX_OK, or NGX_DONE
@@ -329,11 +348,8 @@ ngx_http_cfcost_check_request(ngx_http_request_t *r,
         goto done;
     }
 
-    if (json_is_true(json_object_get(root, "stream"))) {
-        rc = ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                   "\"stream\": true is not supported on this route yet");
-        goto done;
-    }
+    ctx->stream = json_is_true(json_object_get(root, "stream"));
+    ctx->prompt_bytes = ngx_http_cfcost_prompt_bytes(root);
 
     /* what goes upstream: the body without "model" */
 

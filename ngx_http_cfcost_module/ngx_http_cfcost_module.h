@@ -20,6 +20,7 @@
 #include "cfcost_schema.h"
 #include "cfcost_price.h"
 #include "cfcost_usage.h"
+#include "cfcost_sse.h"
 
 
 #define NGX_HTTP_CFCOST_OFF         0
@@ -82,6 +83,12 @@ typedef struct {
     size_t                      resp_len;
     size_t                      resp_cap;
 
+    cfcost_sse_t               *sse;            /* a streamed response */
+    u_char                      held[16];       /* maybe "data: [DONE]" */
+    size_t                      held_len;
+    size_t                      prompt_bytes;   /* for the estimator */
+    uint64_t                    text_bytes;     /* generated text seen */
+
     uint64_t                    input;
     uint64_t                    output;
     uint64_t                    cached;
@@ -105,6 +112,11 @@ typedef struct {
     unsigned                    encoded:1;      /* upstream compressed */
     unsigned                    too_large:1;    /* over response_max */
     unsigned                    truncated:1;    /* upstream broke off */
+    unsigned                    stream:1;       /* client asked to stream */
+    unsigned                    sse_end:1;      /* the stream completed */
+    unsigned                    cost_sent:1;    /* our SSE event went out */
+    unsigned                    native_usage:1; /* the cumulative event */
+    unsigned                    estimated:1;
     unsigned                    usage_known:1;
     unsigned                    has_neurons:1;
     unsigned                    done:1;         /* response body complete */
@@ -150,6 +162,14 @@ ngx_int_t ngx_http_cfcost_models_handler(ngx_http_request_t *r);
 
 /* _filter.c */
 ngx_int_t ngx_http_cfcost_filter_init(ngx_conf_t *cf);
+void ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx);
+
+/* _stream.c */
+ngx_int_t ngx_http_cfcost_stream_start(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx);
+ngx_int_t ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_chain_t *in,
+    ngx_http_output_body_filter_pt next);
 
 /* _record.c */
 ngx_int_t ngx_http_cfcost_log_handler(ngx_http_request_t *r);

@@ -41,14 +41,40 @@ ngx_http_cfcost_bulk(u_char *p, const void *data, size_t len)
 }
 
 
+static u_char *
+ngx_http_cfcost_flag(u_char *p, u_char *start, const char *flag, size_t len)
+{
+    if (p != start) {
+        *p++ = ',';
+    }
+
+    return ngx_cpymem(p, flag, len);
+}
+
+
 static size_t
 ngx_http_cfcost_flags(ngx_http_cfcost_ctx_t *ctx, u_char *buf)
 {
     u_char  *p = buf;
 
     if (!ctx->usage_known) {
-        p = ngx_cpymem(p, CFCOST_FLAG_USAGE_UNKNOWN,
-                       sizeof(CFCOST_FLAG_USAGE_UNKNOWN) - 1);
+        p = ngx_http_cfcost_flag(p, buf, CFCOST_FLAG_USAGE_UNKNOWN,
+                                 sizeof(CFCOST_FLAG_USAGE_UNKNOWN) - 1);
+    }
+
+    if (ctx->sse) {
+        p = ngx_http_cfcost_flag(p, buf, CFCOST_FLAG_STREAMED,
+                                 sizeof(CFCOST_FLAG_STREAMED) - 1);
+    }
+
+    if (ctx->estimated) {
+        p = ngx_http_cfcost_flag(p, buf, CFCOST_FLAG_ESTIMATED,
+                                 sizeof(CFCOST_FLAG_ESTIMATED) - 1);
+    }
+
+    if (ctx->sse && (!ctx->sse_end || ctx->truncated)) {
+        p = ngx_http_cfcost_flag(p, buf, CFCOST_FLAG_ABORTED,
+                                 sizeof(CFCOST_FLAG_ABORTED) - 1);
     }
 
     return p - buf;
@@ -87,7 +113,19 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 
     status = ctx->status ? ctx->status : r->headers_out.status;
 
-    if (ctx->rewrite && !ctx->done && ctx->error.len == 0) {
+    if (ctx->sse) {
+        /* a stream: its cost stands whatever happened, estimated if need
+         * be; a client that left is told apart from an upstream that did */
+        ngx_http_cfcost_settle(ctx);
+
+        if (!ctx->sse_end && ctx->error.len == 0) {
+            ngx_str_set(&ctx->error, "client_closed");
+        }
+
+    } else if (ctx->status == NGX_HTTP_OK && !ctx->usage_known) {
+        ngx_http_cfcost_settle(ctx);      /* answered without usage */
+
+    } else if (ctx->rewrite && !ctx->done && ctx->error.len == 0) {
         /* the response never completed: the upstream or client went away */
         status = r->connection->error ? 499 : NGX_HTTP_BAD_GATEWAY;
         ngx_str_set(&ctx->error, "incomplete");

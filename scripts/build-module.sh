@@ -31,4 +31,6 @@ if [ ! -f "$stamp" ] || [ "$root/config" -nt "$stamp" ]; then
 fi
 
 make -s -C "$work" -f objs/Makefile modules
-cp "$work/objs/ngx_http_cfcost_module.so" "$root/build/"
+# a new inode: nginx processes that loaded the old file keep theirs intact
+cp "$work/objs/ngx_http_cfcost_module.so" "$root/build/.module.so.tmp"
+mv -f "$root/build/.module.so.tmp" "$root/build/ngx_http_cfcost_module.so"

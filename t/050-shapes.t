@@ -142,12 +142,17 @@ my @cases = (
 
 $env->run_case($_) for @cases;
 
-# no usage at all: the response still arrives, with null accounting
+# no usage at all: the response still arrives, with null accounting; the
+# record carries an estimate (4 bytes of text a token: prompt text in,
+# answer text out), flagged
 for my $shape ('', ' [emu:chat-completion]') {
     my $name = 'no usage' . ($shape ? ', chat.completion' : '');
+    my $content = "nothing to count$shape [emu:no-usage]";
+    my $est_in  = int((length($content) + 3) / 4);
+    my $est_out = int((length("$G nothing to count") + 3) / 4);
     $env->run_case({
         name   => $name,
-        chat   => { key => $k->{key}, content => "nothing to count$shape [emu:no-usage]" },
+        chat   => { key => $k->{key}, content => $content },
         status => 200,
         json   => {
             response      => "$G nothing to count",
@@ -157,8 +162,10 @@ for my $shape ('', ' [emu:chat-completion]') {
             cost_usd      => undef,
         },
         record => {
-            flags           => qr/(^|,)usage_unknown(,|$)/,
-            cost_pusd       => '0',
+            flags           => qr/^usage_unknown,estimated$/,
+            input_tokens    => $est_in,
+            output_tokens   => $est_out,
+            cost_pusd       => cost($est_in, 0, $est_out, 282000, 0, 827000),
             status          => '200',
             upstream_status => '200',
         },
