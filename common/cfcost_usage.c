@@ -196,3 +196,146 @@ cfcost_reply_parse(json_t *root, cfcost_reply_t *out)
 
     (void) cfcost_usage_read(json_object_get(result, "usage"), out);
 }
+
+
+static const char *
+cfcost_json_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* past the string whose opening quote is at p */
+static const char *
+cfcost_json_string_end(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\') {
+            p++;
+        } else if (*p == '"') {
+            return p + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* past the value starting at p */
+static const char *
+cfcost_json_value_end(const char *p, const char *end)
+{
+    size_t  depth;
+
+    if (p >= end) {
+        return NULL;
+    }
+
+    if (*p == '"') {
+        return cfcost_json_string_end(p, end);
+    }
+
+    if (*p != '{' && *p != '[') {
+        while (p < end && *p != ',' && *p != '}' && *p != ']'
+               && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+        {
+            p++;
+        }
+
+        return p;
+    }
+
+    for (depth = 0; p < end; p++) {
+        if (*p == '"') {
+            p = cfcost_json_string_end(p, end);
+            if (p == NULL) {
+                return NULL;
+            }
+
+            p--;
+
+        } else if (*p == '{' || *p == '[') {
+            depth++;
+
+        } else if ((*p == '}' || *p == ']') && --depth == 0) {
+            return p + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+int
+cfcost_json_locate(const char *json, size_t len, const char **path,
+    size_t n, size_t *start, size_t *end)
+{
+    size_t       i, klen;
+    const char  *p, *last, *key, *v, *ve;
+
+    p = cfcost_json_ws(json, json + len);
+    last = json + len;
+
+    for (i = 0; i < n; i++) {
+        if (p >= last || *p != '{') {
+            return -1;
+        }
+
+        klen = strlen(path[i]);
+        p++;
+
+        for ( ;; ) {
+            p = cfcost_json_ws(p, last);
+
+            if (p >= last || *p != '"') {
+                return -1;                  /* "}" or garbage: absent */
+            }
+
+            key = p + 1;
+            p = cfcost_json_string_end(p, last);
+            if (p == NULL) {
+                return -1;
+            }
+
+            v = cfcost_json_ws(p, last);
+            if (v >= last || *v != ':') {
+                return -1;
+            }
+
+            v = cfcost_json_ws(v + 1, last);
+
+            if ((size_t) (p - 1 - key) == klen
+                && memcmp(key, path[i], klen) == 0)
+            {
+                p = v;
+                break;
+            }
+
+            ve = cfcost_json_value_end(v, last);
+            if (ve == NULL) {
+                return -1;
+            }
+
+            p = cfcost_json_ws(ve, last);
+            if (p >= last || *p != ',') {
+                return -1;
+            }
+
+            p++;
+        }
+    }
+
+    ve = cfcost_json_value_end(p, last);
+    if (ve == NULL) {
+        return -1;
+    }
+
+    *start = p - json;
+    *end = ve - json;
+
+    return 0;
+}

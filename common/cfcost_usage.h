@@ -6,6 +6,7 @@
 #ifndef CFCOST_USAGE_H
 #define CFCOST_USAGE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
 
@@ -44,5 +45,16 @@ void cfcost_reply_parse(json_t *root, cfcost_reply_t *out);
  * (missing counts, negative or fractional numbers); out is then untouched.
  */
 int cfcost_usage_read(json_t *usage, cfcost_reply_t *out);
+
+/*
+ * Finds, in a JSON text already known to be valid, the value reached by
+ * following the object keys path[0..n) from the top ("result", "usage").
+ * Returns 0 and the value's span [*start, *end), or -1 if a key is absent
+ * or something on the way is not an object.  Keys are matched as they are
+ * written (no unescaping).  No allocation: used to add one field to an
+ * answer without re-serializing it.
+ */
+int cfcost_json_locate(const char *json, size_t len, const char **path,
+    size_t n, size_t *start, size_t *end);
 
 #endif /* CFCOST_USAGE_H */

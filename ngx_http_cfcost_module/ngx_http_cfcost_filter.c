@@ -280,12 +280,12 @@ ngx_http_cfcost_collect(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 }
 
 
-/* builds {"detail": "..."} in the request's pool */
+/* the route's error body for ctx->status, in the request's pool */
 static ngx_chain_t *
-ngx_http_cfcost_detail_body(ngx_http_request_t *r, const char *fmt, ...)
+ngx_http_cfcost_detail_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    const char *fmt, ...)
 {
-    u_char       msg[CFCOST_DETAIL_MAX + 256], *last, *p;
-    size_t       len;
+    u_char       msg[CFCOST_DETAIL_MAX + 256], *last;
     va_list      args;
     ngx_buf_t   *b;
     ngx_chain_t  *cl;
@@ -294,18 +294,11 @@ ngx_http_cfcost_detail_body(ngx_http_request_t *r, const char *fmt, ...)
     last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
     va_end(args);
 
-    len = sizeof("{\"detail\":\"\"}\n") - 1
-          + ngx_http_cfcost_json_escape_len(msg, last - msg);
-
-    b = ngx_create_temp_buf(r->pool, len);
+    b = ngx_http_cfcost_error_buf(r, ctx->status, msg, last - msg);
     cl = ngx_alloc_chain_link(r->pool);
     if (b == NULL || cl == NULL) {
         return NULL;
     }
-
-    p = ngx_cpymem(b->last, "{\"detail\":\"", sizeof("{\"detail\":\"") - 1);
-    p = ngx_http_cfcost_json_escape(p, msg, last - msg);
-    b->last = ngx_cpymem(p, "\"}\n", 3);
 
     cl->buf = b;
     cl->next = NULL;
@@ -407,6 +400,83 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 }
 
 
+/*
+ * The upstream answer as it came, with "cost_usd" added to its usage
+ * object (result.usage in Cloudflare's envelope, usage in an OpenAI
+ * object) when with_cost: one field inserted, nothing re-serialized.
+ */
+static ngx_chain_t *
+ngx_http_cfcost_passthrough_body(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_uint_t with_cost)
+{
+    u_char       *p, usd[32];
+    size_t        s, e, i, usd_len;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    static const char  *native[] = { "result", "usage" };
+    static const char  *openai[] = { "usage" };
+
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+    if (b == NULL || cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    if (with_cost
+        && (cfcost_json_locate((char *) ctx->resp, ctx->resp_len, native, 2,
+                               &s, &e) == 0
+            || cfcost_json_locate((char *) ctx->resp, ctx->resp_len, openai,
+                                  1, &s, &e) == 0)
+        && ctx->resp[s] == '{')
+    {
+        usd_len = cfcost_usd6((char *) usd, ctx->cost);
+
+        p = ngx_pnalloc(r->pool, ctx->resp_len + usd_len + 16);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        b->start = p;
+        b->pos = p;
+        b->temporary = 1;
+
+        /* before the closing brace; a comma unless the object is empty */
+        p = ngx_cpymem(p, ctx->resp, e - 1);
+
+        for (i = s + 1; i < e - 1 && ngx_strchr(" \t\r\n", ctx->resp[i]); i++)
+        {
+            /* void */
+        }
+
+        if (i < e - 1) {
+            *p++ = ',';
+        }
+
+        p = ngx_sprintf(p, "\"cost_usd\":%*s", usd_len, usd);
+        p = ngx_cpymem(p, ctx->resp + e - 1, ctx->resp_len - (e - 1));
+
+        b->last = p;
+        b->end = p;
+
+        return cl;
+    }
+
+    b->pos = ctx->resp;
+    b->last = ctx->resp + ctx->resp_len;
+    b->memory = 1;
+
+    if (ctx->resp_len == 0) {
+        b->sync = 1;
+    }
+
+    return cl;
+}
+
+
 static ngx_int_t
 ngx_http_cfcost_cost_headers(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx)
@@ -462,7 +532,7 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     if (ctx->nginx_error) {
         ctx->status = r->headers_out.status;
         ngx_http_cfcost_error_name(r, ctx, ctx->status);
-        return ngx_http_cfcost_detail_body(r, "%s",
+        return ngx_http_cfcost_detail_body(r, ctx, "%s",
                    ngx_http_cfcost_status_detail(ctx->status));
     }
 
@@ -472,21 +542,21 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     if (ctx->too_large) {
         lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
         ngx_str_set(&ctx->error, "response_too_large");
-        return ngx_http_cfcost_detail_body(r,
+        return ngx_http_cfcost_detail_body(r, ctx,
                    "the Workers AI response is larger than "
                    "cfcost_response_buffer (%uz bytes)", lcf->response_max);
     }
 
     if (ctx->truncated) {
         ngx_str_set(&ctx->error, "upstream_incomplete");
-        return ngx_http_cfcost_detail_body(r,
+        return ngx_http_cfcost_detail_body(r, ctx,
                    "Workers AI closed the connection before its response "
                    "was complete");
     }
 
     if (ctx->encoded) {
         ngx_str_set(&ctx->error, "upstream_encoded");
-        return ngx_http_cfcost_detail_body(r,
+        return ngx_http_cfcost_detail_body(r, ctx,
                    "Workers AI sent a compressed body the gateway cannot "
                    "read");
     }
@@ -502,7 +572,7 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
         }
 
         ngx_str_set(&ctx->error, "upstream_invalid");
-        out = ngx_http_cfcost_detail_body(r,
+        out = ngx_http_cfcost_detail_body(r, ctx,
                   "Workers AI returned HTTP %ui with a body that is not "
                   "JSON", us);
         goto done;
@@ -527,8 +597,17 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
             ngx_str_set(&ctx->error, "upstream_error");
         }
 
-        out = ngx_http_cfcost_detail_body(r, "Workers AI error (HTTP %ui): %s",
-                  us, rep.detail[0] ? rep.detail : "no error details given");
+        lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+        if (lcf->route != NGX_HTTP_CFCOST_CHAT) {
+            /* SDK clients read Cloudflare's own error: pass it on */
+            out = ngx_http_cfcost_passthrough_body(r, ctx, 0);
+            goto done;
+        }
+
+        out = ngx_http_cfcost_detail_body(r, ctx,
+                  "Workers AI error (HTTP %ui): %s", us,
+                  rep.detail[0] ? rep.detail : "no error details given");
         goto done;
     }
 
@@ -552,7 +631,11 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
         ctx->text_bytes = json_string_length(rep.text);
     }
 
-    out = ngx_http_cfcost_success_body(r, ctx, &rep);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    out = (lcf->route == NGX_HTTP_CFCOST_CHAT)
+          ? ngx_http_cfcost_success_body(r, ctx, &rep)
+          : ngx_http_cfcost_passthrough_body(r, ctx, rep.has_usage);
 
 done:
 

@@ -260,27 +260,214 @@ ngx_http_cfcost_prompt_bytes(json_t *root)
 }
 
 
+/* the model of a native request: the path after ".../ai/run/" */
+static ngx_int_t
+ngx_http_cfcost_path_model(ngx_http_request_t *r, ngx_str_t *id)
+{
+    u_char  *p, *last;
+
+    static const char  run[] = "/ai/run/";
+
+    last = r->uri.data + r->uri.len;
+
+    for (p = r->uri.data; last - p > (ssize_t) sizeof(run) - 1; p++) {
+        if (ngx_strncmp(p, run, sizeof(run) - 1) == 0) {
+            id->data = p + sizeof(run) - 1;
+            id->len = last - id->data;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_find_model(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    json_t *root)
+{
+    size_t                        len;
+    json_t                       *model;
+    ngx_str_t                     id;
+    const cfcost_model_t         *price;
+    ngx_http_cfcost_loc_conf_t   *lcf;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    if (lcf->route == NGX_HTTP_CFCOST_NATIVE) {
+        if (ngx_http_cfcost_path_model(r, &id) != NGX_OK) {
+            return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                       "the path must end in /ai/run/{model}");
+        }
+
+    } else {
+        model = json_object_get(root, "model");
+
+        if (!json_is_string(model)) {
+            return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                       model ? "\"model\" must be a string, such as "
+                               "\"@cf/meta/llama-3.1-8b-instruct\""
+                             : "\"model\" is required, such as "
+                               "\"@cf/meta/llama-3.1-8b-instruct\"");
+        }
+
+        id.data = (u_char *) json_string_value(model);
+        id.len = json_string_length(model);
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+    price = cfcost_price_find(mcf->prices, (char *) id.data, id.len);
+
+    if (price == NULL) {
+        len = ngx_min(id.len, NGX_HTTP_CFCOST_NAME_MAX);
+
+        ctx->model.data = ngx_pnalloc(r->pool, len);
+        if (ctx->model.data != NULL) {
+            ngx_memcpy(ctx->model.data, id.data, len);
+            ctx->model.len = len;
+        }
+
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "model \"%V\" is not priced by this gateway "
+                   "(GET /api/ai/models lists the models)", &ctx->model);
+    }
+
+    ctx->price = price;
+    ctx->model.data = (u_char *) price->id;
+    ctx->model.len = price->id_len;
+
+    return NGX_OK;
+}
+
+
 /*
- * Validates the body and prepares what goes upstream: the body without
- * "model", and the path naming the model.  Returns NGX_OK, or NGX_DONE
- * after sending the error.
+ * The body that goes upstream, per route: the chat route drops "model";
+ * the OpenAI route asks for the usage chunk of a stream when the client
+ * did not; the native route sends the client's bytes untouched.
+ */
+static ngx_int_t
+ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, json_t *root, ngx_str_t *body)
+{
+    char                        *dump;
+    size_t                       len;
+    json_t                      *opts;
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    switch (lcf->route) {
+
+    case NGX_HTTP_CFCOST_CHAT:
+        json_object_del(root, "model");
+        break;
+
+    case NGX_HTTP_CFCOST_OPENAI:
+        opts = json_object_get(root, "stream_options");
+
+        if (!ctx->stream
+            || json_is_true(json_object_get(opts, "include_usage")))
+        {
+            ctx->upstream_body = *body;
+            return NGX_OK;
+        }
+
+        if (!json_is_object(opts)) {
+            opts = json_object();
+            if (json_object_set_new(root, "stream_options", opts) != 0) {
+                return NGX_ERROR;
+            }
+        }
+
+        if (json_object_set_new(opts, "include_usage", json_true()) != 0) {
+            return NGX_ERROR;
+        }
+
+        ctx->usage_added = 1;          /* the client will not see it */
+        break;
+
+    default:
+        ctx->upstream_body = *body;
+        return NGX_OK;
+    }
+
+    dump = json_dumps(root, JSON_COMPACT);
+    if (dump == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(dump);
+    ctx->upstream_body.data = ngx_pnalloc(r->pool, len);
+
+    if (ctx->upstream_body.data == NULL) {
+        free(dump);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ctx->upstream_body.data, dump, len);
+    ctx->upstream_body.len = len;
+    free(dump);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_upstream_uri(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx)
+{
+    u_char                       *p;
+    size_t                        len;
+    ngx_http_cfcost_loc_conf_t   *lcf;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    static const char  prefix[] = "/client/v4/accounts/";
+    static const char  run[] = "/ai/run/";
+    static const char  openai[] = "/ai/v1/chat/completions";
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+
+    len = sizeof(prefix) - 1 + mcf->account_id.len + sizeof(openai) - 1
+          + sizeof(run) - 1 + ctx->model.len;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->upstream_uri.data = p;
+    p = ngx_cpymem(p, prefix, sizeof(prefix) - 1);
+    p = ngx_cpymem(p, mcf->account_id.data, mcf->account_id.len);
+
+    if (lcf->route == NGX_HTTP_CFCOST_OPENAI) {
+        p = ngx_cpymem(p, openai, sizeof(openai) - 1);
+
+    } else {
+        p = ngx_cpymem(p, run, sizeof(run) - 1);
+        p = ngx_cpymem(p, ctx->model.data, ctx->model.len);
+    }
+
+    ctx->upstream_uri.len = p - ctx->upstream_uri.data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Validates the body and prepares what goes upstream.  Returns NGX_OK, or
+ * NGX_DONE after sending the error.
  */
 static ngx_int_t
 ngx_http_cfcost_check_request(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx)
 {
-    u_char                       *p;
-    char                         *dump;
-    size_t                        len;
-    json_t                       *root, *model;
-    ngx_int_t                     rc;
-    ngx_str_t                     body, id;
-    json_error_t                  err;
-    const cfcost_model_t         *price;
-    ngx_http_cfcost_main_conf_t  *mcf;
-
-    static const char  prefix[] = "/client/v4/accounts/";
-    static const char  run[] = "/ai/run/";
+    json_t                      *root;
+    ngx_int_t                    rc;
+    ngx_str_t                    body;
+    json_error_t                 err;
+    ngx_http_cfcost_loc_conf_t  *lcf;
 
     if (ngx_http_cfcost_body_bytes(r, &body) != NGX_OK) {
         return ngx_http_cfcost_send_error(r, ctx,
@@ -307,90 +494,34 @@ ngx_http_cfcost_check_request(ngx_http_request_t *r,
         goto done;
     }
 
-    model = json_object_get(root, "model");
-
-    if (!json_is_string(model)) {
-        rc = ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                   model ? "\"model\" must be a string, such as "
-                           "\"@cf/meta/llama-3.1-8b-instruct\""
-                         : "\"model\" is required, such as "
-                           "\"@cf/meta/llama-3.1-8b-instruct\"");
-        goto done;
-    }
-
-    id.data = (u_char *) json_string_value(model);
-    id.len = json_string_length(model);
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
-    price = cfcost_price_find(mcf->prices, (char *) id.data, id.len);
-
-    if (price == NULL) {
-        len = ngx_min(id.len, NGX_HTTP_CFCOST_NAME_MAX);
-
-        ctx->model.data = ngx_pnalloc(r->pool, len);
-        if (ctx->model.data != NULL) {
-            ngx_memcpy(ctx->model.data, id.data, len);
-            ctx->model.len = len;
-        }
-
-        rc = ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                   "model \"%V\" is not priced by this gateway "
-                   "(GET /api/ai/models lists the models)", &ctx->model);
-        goto done;
-    }
-
-    ctx->price = price;
-    ctx->model.data = (u_char *) price->id;
-    ctx->model.len = price->id_len;
-
-    rc = ngx_http_cfcost_check_messages(r, ctx, root);
+    rc = ngx_http_cfcost_find_model(r, ctx, root);
     if (rc != NGX_OK) {
         goto done;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    if (lcf->route != NGX_HTTP_CFCOST_NATIVE
+        || json_object_get(root, "messages") != NULL
+        || json_object_get(root, "prompt") != NULL)
+    {
+        rc = ngx_http_cfcost_check_messages(r, ctx, root);
+        if (rc != NGX_OK) {
+            goto done;
+        }
     }
 
     ctx->stream = json_is_true(json_object_get(root, "stream"));
     ctx->prompt_bytes = ngx_http_cfcost_prompt_bytes(root);
 
-    /* what goes upstream: the body without "model" */
-
-    json_object_del(root, "model");
-
-    dump = json_dumps(root, JSON_COMPACT);
-    if (dump == NULL) {
+    if (ngx_http_cfcost_upstream_body(r, ctx, root, &body) != NGX_OK
+        || ngx_http_cfcost_upstream_uri(r, ctx) != NGX_OK)
+    {
         rc = ngx_http_cfcost_send_error(r, ctx,
                                         NGX_HTTP_INTERNAL_SERVER_ERROR,
                                         "out of memory");
         goto done;
     }
-
-    len = ngx_strlen(dump);
-    ctx->upstream_body.data = ngx_pnalloc(r->pool, len);
-
-    if (ctx->upstream_body.data != NULL) {
-        ngx_memcpy(ctx->upstream_body.data, dump, len);
-        ctx->upstream_body.len = len;
-    }
-
-    free(dump);
-
-    len = sizeof(prefix) - 1 + mcf->account_id.len + sizeof(run) - 1
-          + price->id_len;
-
-    p = ngx_pnalloc(r->pool, len);
-
-    if (p == NULL || ctx->upstream_body.data == NULL) {
-        rc = ngx_http_cfcost_send_error(r, ctx,
-                                        NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                        "out of memory");
-        goto done;
-    }
-
-    ctx->upstream_uri.data = p;
-    p = ngx_cpymem(p, prefix, sizeof(prefix) - 1);
-    p = ngx_cpymem(p, mcf->account_id.data, mcf->account_id.len);
-    p = ngx_cpymem(p, run, sizeof(run) - 1);
-    p = ngx_cpymem(p, price->id, price->id_len);
-    ctx->upstream_uri.len = p - ctx->upstream_uri.data;
 
     ctx->checked = 1;
     rc = NGX_OK;

@@ -208,6 +208,88 @@ ngx_http_cfcost_error_name(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 }
 
 
+static ngx_uint_t
+ngx_http_cfcost_cf_code(ngx_uint_t status)
+{
+    switch (status) {
+    case NGX_HTTP_BAD_REQUEST:               return 5006;
+    case NGX_HTTP_UNAUTHORIZED:              return 10000;
+    case NGX_HTTP_NOT_ALLOWED:               return 7001;
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:  return 3006;
+    case NGX_HTTP_TOO_MANY_REQUESTS:         return 3036;
+    case NGX_HTTP_GATEWAY_TIME_OUT:          return 3007;
+    default:                                 return 3040;
+    }
+}
+
+
+static const char *
+ngx_http_cfcost_openai_type(ngx_uint_t status)
+{
+    switch (status) {
+    case NGX_HTTP_UNAUTHORIZED:              return "authentication_error";
+    case NGX_HTTP_FORBIDDEN:                 return "permission_error";
+    case NGX_HTTP_NOT_FOUND:                 return "not_found_error";
+    case NGX_HTTP_TOO_MANY_REQUESTS:         return "rate_limit_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+
+/*
+ * An error body in the shape the route's clients read: {"detail"} on
+ * cfcost's own routes; Cloudflare's envelope on the native route and
+ * OpenAI's error object on the OpenAI route, each with "detail" too.
+ */
+ngx_buf_t *
+ngx_http_cfcost_error_buf(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *msg, size_t len)
+{
+    size_t                       elen;
+    ngx_buf_t                   *b;
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+    elen = ngx_http_cfcost_json_escape_len(msg, len);
+
+    b = ngx_create_temp_buf(r->pool, 2 * elen + 160);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    switch (lcf->route) {
+
+    case NGX_HTTP_CFCOST_NATIVE:
+        b->last = ngx_sprintf(b->last, "{\"result\":null,\"success\":false,"
+                              "\"errors\":[{\"code\":%ui,\"message\":\"",
+                              ngx_http_cfcost_cf_code(status));
+        b->last = ngx_http_cfcost_json_escape(b->last, msg, len);
+        b->last = ngx_cpymem(b->last, "\"}],\"messages\":[],",
+                             sizeof("\"}],\"messages\":[],") - 1);
+        break;
+
+    case NGX_HTTP_CFCOST_OPENAI:
+        b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
+                             sizeof("{\"error\":{\"message\":\"") - 1);
+        b->last = ngx_http_cfcost_json_escape(b->last, msg, len);
+        b->last = ngx_sprintf(b->last, "\",\"type\":\"%s\",\"param\":null,"
+                              "\"code\":null},",
+                              ngx_http_cfcost_openai_type(status));
+        break;
+
+    default:
+        *b->last++ = '{';
+    }
+
+    b->last = ngx_cpymem(b->last, "\"detail\":\"", sizeof("\"detail\":\"") - 1);
+    b->last = ngx_http_cfcost_json_escape(b->last, msg, len);
+    b->last = ngx_cpymem(b->last, "\"}\n", 3);
+
+    return b;
+}
+
+
 /*
  * Sends {"detail": "<message>"} with the given status, finalizes the
  * request, and returns NGX_DONE for a phase handler to return.  The message
@@ -217,8 +299,7 @@ ngx_int_t
 ngx_http_cfcost_send_error(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_uint_t status, const char *fmt, ...)
 {
-    u_char       msg[1024], *last, *p;
-    size_t       len;
+    u_char       msg[1024], *last;
     va_list      args;
     ngx_int_t    rc;
     ngx_buf_t   *b;
@@ -228,18 +309,12 @@ ngx_http_cfcost_send_error(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
     va_end(args);
 
-    len = sizeof("{\"detail\":\"\"}\n") - 1
-          + ngx_http_cfcost_json_escape_len(msg, last - msg);
-
-    b = ngx_create_temp_buf(r->pool, len);
+    b = ngx_http_cfcost_error_buf(r, status, msg, last - msg);
     if (b == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return NGX_DONE;
     }
 
-    p = ngx_cpymem(b->last, "{\"detail\":\"", sizeof("{\"detail\":\"") - 1);
-    p = ngx_http_cfcost_json_escape(p, msg, last - msg);
-    b->last = ngx_cpymem(p, "\"}\n", 3);
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
@@ -888,6 +963,12 @@ ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else if (ngx_strcmp(value[1].data, "usage") == 0) {
         lcf->route = NGX_HTTP_CFCOST_USAGE;
 
+    } else if (ngx_strcmp(value[1].data, "native") == 0) {
+        lcf->route = NGX_HTTP_CFCOST_NATIVE;
+
+    } else if (ngx_strcmp(value[1].data, "openai") == 0) {
+        lcf->route = NGX_HTTP_CFCOST_OPENAI;
+
     } else if (ngx_strcmp(value[1].data, "off") == 0) {
         lcf->route = NGX_HTTP_CFCOST_OFF;
         return NGX_CONF_OK;
@@ -895,7 +976,7 @@ ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid value \"%V\" in \"cfcost\" "
-                           "(expected chat, usage or off)", &value[1]);
+                           "(expected chat, openai, native, usage or off)", &value[1]);
         return NGX_CONF_ERROR;
     }
 

@@ -26,6 +26,8 @@
 #define NGX_HTTP_CFCOST_OFF         0
 #define NGX_HTTP_CFCOST_CHAT        1
 #define NGX_HTTP_CFCOST_USAGE       2       /* identity for the aggregator */
+#define NGX_HTTP_CFCOST_NATIVE      3       /* Cloudflare's own API */
+#define NGX_HTTP_CFCOST_OPENAI      4       /* OpenAI-compatible */
 
 #define NGX_HTTP_CFCOST_HASH_LEN    32       /* SHA-256 */
 #define NGX_HTTP_CFCOST_ID_LEN      32       /* request id, hex */
@@ -113,6 +115,7 @@ typedef struct {
     unsigned                    too_large:1;    /* over response_max */
     unsigned                    truncated:1;    /* upstream broke off */
     unsigned                    stream:1;       /* client asked to stream */
+    unsigned                    usage_added:1;  /* we asked for usage */
     unsigned                    sse_end:1;      /* the stream completed */
     unsigned                    cost_sent:1;    /* our SSE event went out */
     unsigned                    native_usage:1; /* the cumulative event */
@@ -130,6 +133,8 @@ extern ngx_module_t  ngx_http_cfcost_module;
 ngx_http_cfcost_ctx_t *ngx_http_cfcost_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_cfcost_send_error(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, ngx_uint_t status, const char *fmt, ...);
+ngx_buf_t *ngx_http_cfcost_error_buf(ngx_http_request_t *r,
+    ngx_uint_t status, u_char *msg, size_t len);
 void ngx_http_cfcost_error_name(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, ngx_uint_t status);
 u_char *ngx_http_cfcost_json_escape(u_char *dst, u_char *src, size_t len);

@@ -196,6 +196,41 @@ test_errors(void)
 }
 
 
+static void
+test_locate(void)
+{
+    size_t       s, e;
+    const char  *json;
+
+    static const char  *ru[] = { "result", "usage" };
+    static const char  *u[] = { "usage" };
+
+    json = "{\"result\":{\"response\":\"a \\\"usage\\\" {x}\","
+           "\"tool_calls\":[{\"usage\":1}],\"usage\":{\"prompt_tokens\":1}},"
+           "\"success\":true}";
+    ok(cfcost_json_locate(json, strlen(json), ru, 2, &s, &e) == 0,
+       "locate: result.usage found past a decoy string and array");
+    ok(e - s == 19 && memcmp(json + s, "{\"prompt_tokens\":1}", 19) == 0,
+       "locate: exact span of result.usage");
+
+    ok(cfcost_json_locate(json, strlen(json), u, 1, &s, &e) == -1,
+       "locate: no top-level usage");
+
+    json = " { \"usage\" : { } , \"x\":2 } ";
+    ok(cfcost_json_locate(json, strlen(json), u, 1, &s, &e) == 0
+       && json[s] == '{' && json[e - 1] == '}' && e - s == 3,
+       "locate: white space everywhere, empty object");
+
+    json = "{\"result\":null,\"success\":false}";
+    ok(cfcost_json_locate(json, strlen(json), ru, 2, &s, &e) == -1,
+       "locate: result null");
+
+    json = "[{\"usage\":{}}]";
+    ok(cfcost_json_locate(json, strlen(json), u, 1, &s, &e) == -1,
+       "locate: top level not an object");
+}
+
+
 int
 main(void)
 {
@@ -204,6 +239,7 @@ main(void)
     test_openai_bare();
     test_missing_and_bad_usage();
     test_errors();
+    test_locate();
 
     return done_testing();
 }
