@@ -10,7 +10,8 @@ LIBS      = -lhiredis -ljansson -lcrypto -lm
 COMMON_SRC = common/cfcost_price.c common/cfcost_usage.c common/cfcost_sse.c
 COMMON_HDR = common/cfcost_price.h common/cfcost_usage.h common/cfcost_sse.h common/cfcost_schema.h
 MODULE_SRC = $(wildcard ngx_http_cfcost_module/*.c ngx_http_cfcost_module/*.h)
-UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%.t,$(wildcard t/unit/test_*.c))
+UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%.t,$(wildcard t/unit/test_*.c)) \
+             build/unit/fuzz_sse.t
 
 .PHONY: all deps module unit test run clean
 
@@ -32,6 +33,11 @@ build/cfcost: cli/cfcost.c $(COMMON_SRC) $(COMMON_HDR)
 build/unit/%.t: t/unit/%.c t/unit/tap.h $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p build/unit
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(COMMON_SRC) $(LIBS)
+
+# the libFuzzer target runs as a fixed-seed random loop without clang
+build/unit/fuzz_sse.t: t/unit/fuzz_sse.c common/cfcost_sse.c common/cfcost_sse.h
+	@mkdir -p build/unit
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DCFCOST_FUZZ_MAIN -o $@ $< common/cfcost_sse.c
 
 unit: all
 	prove --exec '' $(UNIT_TESTS) :: $(CURDIR)/conf/pricing.json

@@ -40,6 +40,10 @@ cfcost_sse_append(char **buf, size_t *len, size_t *cap, const char *s,
         return -1;
     }
 
+    if (n == 0) {
+        return 0;                             /* *buf may still be NULL */
+    }
+
     if (*len + n > *cap) {
         ncap = *cap ? *cap * 2 : 256;
         while (ncap < *len + n) {
@@ -101,6 +105,11 @@ cfcost_sse_line(cfcost_sse_t *p, const char *line, size_t len,
         cfcost_sse_reset_event(p);
 
         return 1;
+    }
+
+    if (len > CFCOST_SSE_MAX) {
+        p->overflow = 1;          /* as when a split line could not be kept */
+        return 0;
     }
 
     if (line[0] == ':' || p->overflow) {

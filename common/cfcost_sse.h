@@ -41,7 +41,9 @@ typedef struct {
     const char  *data;         /* valid until the next feed call */
     size_t       len;
     uint64_t     start;        /* stream offset of the event's first byte */
-    uint64_t     end;          /* stream offset just past its blank line */
+    uint64_t     end;          /* stream offset just past its blank line
+                                  (past its CR when that is a CRLF: the LF
+                                  then belongs to no event) */
 } cfcost_sse_event_t;
 
 

@@ -537,9 +537,11 @@ done:
 ngx_int_t
 ngx_http_cfcost_models_handler(ngx_http_request_t *r)
 {
+    ngx_str_t                    *body;
     ngx_int_t                     rc;
     ngx_buf_t                    *b;
     ngx_chain_t                   out;
+    ngx_http_cfcost_loc_conf_t   *lcf;
     ngx_http_cfcost_main_conf_t  *mcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -552,9 +554,11 @@ ngx_http_cfcost_models_handler(ngx_http_request_t *r)
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+    body = lcf->models_openai ? &mcf->models_openai : &mcf->models_json;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = mcf->models_json.len;
+    r->headers_out.content_length_n = body->len;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
@@ -568,8 +572,8 @@ ngx_http_cfcost_models_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->pos = mcf->models_json.data;
-    b->last = mcf->models_json.data + mcf->models_json.len;
+    b->pos = body->data;
+    b->last = body->data + body->len;
     b->memory = 1;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;

@@ -96,7 +96,7 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
       NULL },
 
     { ngx_string("cfcost_models"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_http_cfcost_models,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -574,6 +574,43 @@ ngx_http_cfcost_render_models(ngx_conf_t *cf, ngx_http_cfcost_main_conf_t *mcf)
 
     mcf->models_json.len = p - mcf->models_json.data;
 
+    /* the same models as OpenAI's list: {"object":"list","data":[...]} */
+
+    len = sizeof("{\"object\":\"list\",\"data\":[]}\n");
+
+    for (i = 0; i < t->n; i++) {
+        m = &t->models[i];
+        len += 80
+               + ngx_http_cfcost_json_escape_len((u_char *) m->id, m->id_len)
+               + ngx_http_cfcost_json_escape_len((u_char *) m->provider,
+                                                 strlen(m->provider));
+    }
+
+    mcf->models_openai.data = ngx_pnalloc(cf->pool, len);
+    if (mcf->models_openai.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(mcf->models_openai.data, "{\"object\":\"list\",\"data\":[",
+                   sizeof("{\"object\":\"list\",\"data\":[") - 1);
+
+    for (i = 0; i < t->n; i++) {
+        m = &t->models[i];
+
+        p = ngx_sprintf(p, "%s{\"id\":\"", i ? "," : "");
+        p = ngx_http_cfcost_json_escape(p, (u_char *) m->id, m->id_len);
+        p = ngx_cpymem(p, "\",\"object\":\"model\",\"created\":0,"
+                          "\"owned_by\":\"",
+                       sizeof("\",\"object\":\"model\",\"created\":0,"
+                              "\"owned_by\":\"") - 1);
+        p = ngx_http_cfcost_json_escape(p, (u_char *) m->provider,
+                                        strlen(m->provider));
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    p = ngx_cpymem(p, "]}\n", 3);
+    mcf->models_openai.len = p - mcf->models_openai.data;
+
     return NGX_OK;
 }
 
@@ -990,8 +1027,24 @@ ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static char *
 ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_cfcost_loc_conf_t  *lcf = conf;
+
+    ngx_str_t                    *value;
     ngx_http_core_loc_conf_t     *clcf;
     ngx_http_cfcost_main_conf_t  *mcf;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "openai") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"cfcost_models\" "
+                               "(expected nothing or openai)", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        lcf->models_openai = 1;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_cfcost_models_handler;

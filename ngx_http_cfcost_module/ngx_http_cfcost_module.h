@@ -38,6 +38,7 @@ typedef struct {
     ngx_str_t                   pricing_path;
     cfcost_price_table_t       *prices;
     ngx_str_t                   models_json;    /* /api/ai/models body */
+    ngx_str_t                   models_openai;  /* /v1/models body */
 
     ngx_str_t                   redis_addr;     /* as configured */
     ngx_str_t                   redis_unix;     /* NUL-terminated, or "" */
@@ -60,6 +61,7 @@ typedef struct {
 typedef struct {
     ngx_uint_t                  route;
     size_t                      response_max;
+    ngx_uint_t                  models_openai;  /* cfcost_models openai */
 } ngx_http_cfcost_loc_conf_t;
 
 
@@ -86,8 +88,9 @@ typedef struct {
     size_t                      resp_cap;
 
     cfcost_sse_t               *sse;            /* a streamed response */
-    u_char                      held[16];       /* maybe "data: [DONE]" */
+    u_char                     *held;           /* bytes not yet sent */
     size_t                      held_len;
+    size_t                      held_cap;
     size_t                      prompt_bytes;   /* for the estimator */
     uint64_t                    text_bytes;     /* generated text seen */
 

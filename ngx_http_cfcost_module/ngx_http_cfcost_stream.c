@@ -52,68 +52,77 @@ ngx_http_cfcost_stream_start(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
 }
 
 
+#define NGX_HTTP_CFCOST_EV_OTHER    0
+#define NGX_HTTP_CFCOST_EV_DONE     1     /* data: [DONE] */
+#define NGX_HTTP_CFCOST_EV_USAGE    2     /* OpenAI's usage chunk */
+
+
 /* reads what an event says: usage, generated text, the end */
 static ngx_uint_t
 ngx_http_cfcost_stream_event(ngx_http_cfcost_ctx_t *ctx,
     cfcost_sse_event_t *ev)
 {
     json_t          *root, *usage, *choices;
+    ngx_uint_t       kind;
     json_error_t     err;
     cfcost_reply_t   rep;
 
     if (ev->len == 6 && ngx_memcmp(ev->data, "[DONE]", 6) == 0) {
-        return 1;
+        return NGX_HTTP_CFCOST_EV_DONE;
     }
 
     ctx->text_bytes += cfcost_sse_text_bytes(ev->data, ev->len);
 
     if (memmem(ev->data, ev->len, "\"usage\"", 7) == NULL) {
-        return 0;                      /* most events: no JSON parse */
+        return NGX_HTTP_CFCOST_EV_OTHER;    /* most events: no JSON parse */
     }
 
+    kind = NGX_HTTP_CFCOST_EV_OTHER;
     root = json_loadb(ev->data, ev->len, 0, &err);
     usage = json_object_get(root, "usage");
+    choices = json_object_get(root, "choices");
 
-    if (json_is_object(usage)) {
-        /*
-         * The cumulative usage is Workers AI's {"response":"","usage"} event
-         * or, on the OpenAI-compatible route, the chunk with no choices;
-         * chat.completion.chunk usages are increments, never summed.
-         */
-        choices = json_object_get(root, "choices");
-        ngx_memzero(&rep, sizeof(cfcost_reply_t));
+    if (!json_is_object(usage)) {
+        goto done;
+    }
 
-        if (json_object_get(root, "response") != NULL
-            && cfcost_usage_read(usage, &rep) == 0)
-        {
+    /*
+     * The cumulative usage is Workers AI's {"response":"","usage"} event
+     * or, on the OpenAI-compatible route, the chunk with no choices;
+     * chat.completion.chunk usages are increments, never summed.
+     */
+    ngx_memzero(&rep, sizeof(cfcost_reply_t));
+
+    if (json_object_get(root, "response") != NULL) {
+        if (cfcost_usage_read(usage, &rep) == 0) {
             ctx->native_usage = 1;
-
-        } else if (!ctx->native_usage && json_is_array(choices)
-                   && json_array_size(choices) == 0
-                   && cfcost_usage_read(usage, &rep) == 0)
-        {
-            /* taken */
-
-        } else {
-            rep.has_usage = 0;
         }
 
-        if (rep.has_usage) {
-            ctx->usage_known = 1;
-            ctx->input = rep.input;
-            ctx->output = rep.output;
-            ctx->cached = rep.cached;
+    } else if (json_is_array(choices) && json_array_size(choices) == 0) {
+        kind = NGX_HTTP_CFCOST_EV_USAGE;
 
-            if (rep.has_neurons) {
-                ctx->has_neurons = 1;
-                ctx->neurons = rep.neurons;
-            }
+        if (ctx->native_usage || cfcost_usage_read(usage, &rep) != 0) {
+            goto done;
         }
     }
+
+    if (rep.has_usage) {
+        ctx->usage_known = 1;
+        ctx->input = rep.input;
+        ctx->output = rep.output;
+        ctx->cached = rep.cached;
+
+        if (rep.has_neurons) {
+            ctx->has_neurons = 1;
+            ctx->neurons = rep.neurons;
+        }
+    }
+
+done:
 
     json_decref(root);
 
-    return 0;
+    return kind;
 }
 
 
@@ -209,6 +218,51 @@ ngx_http_cfcost_stream_append(ngx_http_request_t *r, ngx_chain_t **ll,
 }
 
 
+/*
+ * OpenAI's usage chunk as the client gets it: with "cost_usd" in its
+ * usage.  NULL when the event cannot be read (it then passes unchanged).
+ */
+static ngx_buf_t *
+ngx_http_cfcost_stream_usage_event(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, cfcost_sse_event_t *ev)
+{
+    u_char      usd[32];
+    size_t      s, e, usd_len;
+    ngx_buf_t  *b;
+
+    static const char  *path[] = { "usage" };
+
+    if (cfcost_json_locate(ev->data, ev->len, path, 1, &s, &e) != 0
+        || ev->data[s] != '{')
+    {
+        return NULL;
+    }
+
+    ngx_http_cfcost_settle(ctx);
+    usd_len = cfcost_usd6((char *) usd, ctx->cost);
+
+    b = ngx_create_temp_buf(r->pool, ev->len + usd_len + 32);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->last = ngx_cpymem(b->last, "data: ", 6);
+    b->last = ngx_cpymem(b->last, ev->data, e - 1);
+
+    if (e - s > 2) {
+        *b->last++ = ',';
+    }
+
+    b->last = ngx_sprintf(b->last, "\"cost_usd\":%*s", usd_len, usd);
+    b->last = ngx_cpymem(b->last, ev->data + e - 1, ev->len - (e - 1));
+    b->last = ngx_cpymem(b->last, "\n\n", 2);
+
+    ctx->cost_sent = 1;
+
+    return b;
+}
+
+
 /* copies bytes [from, to) of the held bytes followed by b's */
 static u_char *
 ngx_http_cfcost_stream_copy(u_char *p, ngx_http_cfcost_ctx_t *ctx,
@@ -235,95 +289,201 @@ ngx_http_cfcost_stream_copy(u_char *p, ngx_http_cfcost_ctx_t *ctx,
 }
 
 
+#define NGX_HTTP_CFCOST_EDITS  4
+
+
+typedef struct {
+    size_t       start;       /* in held + buffer */
+    size_t       end;
+    ngx_buf_t   *with;        /* NULL: the bytes are dropped */
+} ngx_http_cfcost_edit_t;
+
+
+/*
+ * What changes in the stream at a completed event: on cfcost's and the
+ * native route the cost event goes before [DONE]; on the OpenAI route
+ * the usage chunk gains cost_usd, or is dropped when only cfcost asked
+ * for it.  Returns the number of edits now in e[].
+ */
+static ngx_int_t
+ngx_http_cfcost_stream_edit(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    cfcost_sse_event_t *ev, uint64_t base, size_t here,
+    ngx_http_cfcost_edit_t *e, ngx_uint_t n)
+{
+    ngx_uint_t                   kind;
+    ngx_buf_t                   *with;
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    kind = ngx_http_cfcost_stream_event(ctx, ev);
+
+    if (kind == NGX_HTTP_CFCOST_EV_OTHER || ctx->cost_sent
+        || n == NGX_HTTP_CFCOST_EDITS)
+    {
+        return n;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    if (lcf->route == NGX_HTTP_CFCOST_OPENAI) {
+        if (kind != NGX_HTTP_CFCOST_EV_USAGE || ev->start < base) {
+            return n;
+        }
+
+        with = NULL;
+
+        if (!ctx->usage_added) {
+            with = ngx_http_cfcost_stream_usage_event(r, ctx, ev);
+            if (with == NULL) {
+                return n;
+            }
+        }
+
+        ctx->cost_sent = 1;
+        e[n].start = (size_t) (ev->start - base);
+        e[n].end = (size_t) (ev->end - base);
+        e[n].with = with;
+
+        return n + 1;
+    }
+
+    if (kind != NGX_HTTP_CFCOST_EV_DONE) {
+        return n;
+    }
+
+    with = ngx_http_cfcost_stream_cost_event(r, ctx);
+    if (with == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* before [DONE]; or, if it began before what we hold, after it */
+    e[n].start = (ev->start >= base) ? (size_t) (ev->start - base) : here;
+    e[n].end = e[n].start;
+    e[n].with = with;
+
+    return n + 1;
+}
+
+
+/*
+ * How many bytes at the end of held + buffer wait for the next buffer:
+ * on the OpenAI route an unfinished event (it may be the usage chunk);
+ * elsewhere only bytes that may yet be "data: [DONE]", at most 16.
+ */
+static size_t
+ngx_http_cfcost_stream_keep(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_buf_t *b, uint64_t base, size_t total)
+{
+    u_char                       tail[16];
+    size_t                       keep;
+    cfcost_sse_t                *sse = ctx->sse;
+    ngx_http_cfcost_loc_conf_t  *lcf;
+
+    if (!sse->in_event || sse->event_start < base || ctx->cost_sent) {
+        return 0;
+    }
+
+    keep = (size_t) (sse->offset - sse->event_start);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    if (lcf->route == NGX_HTTP_CFCOST_OPENAI) {
+        return keep;
+    }
+
+    if (keep > sizeof(tail)) {
+        return 0;
+    }
+
+    (void) ngx_http_cfcost_stream_copy(tail, ctx, b, total - keep, total);
+
+    return ngx_http_cfcost_done_prefix(tail, keep) ? keep : 0;
+}
+
+
 /*
  * One upstream buffer: feeds the parser, and appends to *ll either the
- * buffer itself or, when the cost event goes in here, bytes were held, or
- * the stream ends in it, a copy: held bytes and the buffer, the event
- * inserted, the new held tail cut off.  A copied buffer is left empty.
+ * buffer itself or, when something changes in it, bytes were held, or
+ * the stream ends in it, a copy: held bytes and the buffer with the edits
+ * made and the new held tail cut off.  A copied buffer is left empty.
  */
 static ngx_chain_t **
 ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_buf_t *b, ngx_chain_t **ll)
 {
-    int                  got;
-    u_char              *p, tail[sizeof(ctx->held)];
-    size_t               len, off, total, insert, keep, i;
-    uint64_t             base;
-    ngx_buf_t           *nb, *ev_buf;
-    cfcost_sse_t        *sse = ctx->sse;
-    cfcost_sse_event_t   ev;
+    int                      got;
+    u_char                  *p, *held;
+    size_t                   len, off, total, keep, size, at;
+    uint64_t                 base;
+    ngx_int_t                n, i;
+    ngx_buf_t               *nb;
+    cfcost_sse_t            *sse = ctx->sse;
+    cfcost_sse_event_t       ev;
+    ngx_http_cfcost_edit_t   e[NGX_HTTP_CFCOST_EDITS];
 
     len = b->last - b->pos;
     base = sse->offset - ctx->held_len;    /* stream offset of held[0] */
     total = ctx->held_len + len;
-    insert = (size_t) -1;
+    n = 0;
 
     for (off = 0; off < len; /* void */) {
         off += cfcost_sse_feed(sse, (char *) b->pos + off, len - off, &ev,
                                &got);
-
-        if (got && ngx_http_cfcost_stream_event(ctx, &ev) && !ctx->cost_sent
-            && insert == (size_t) -1)
-        {
-            /* before [DONE]; or, if it began before what we hold, after */
-            insert = (ev.start >= base) ? (size_t) (ev.start - base)
-                                        : ctx->held_len + off;
+        if (got) {
+            n = ngx_http_cfcost_stream_edit(r, ctx, &ev, base,
+                                            ctx->held_len + off, e, n);
+            if (n == NGX_ERROR) {
+                return NULL;
+            }
         }
     }
 
-    /* an unfinished event that may yet be "data: [DONE]" waits */
-    keep = 0;
+    keep = ngx_http_cfcost_stream_keep(r, ctx, b, base, total);
 
-    if (sse->in_event && sse->event_start >= base
-        && sse->offset - sse->event_start <= sizeof(tail))
-    {
-        keep = (size_t) (sse->offset - sse->event_start);
-        (void) ngx_http_cfcost_stream_copy(tail, ctx, b, total - keep, total);
-
-        if (!ngx_http_cfcost_done_prefix(tail, keep)) {
-            keep = 0;
-        }
-    }
-
-    if (ctx->held_len == 0 && insert == (size_t) -1 && keep == 0
-        && !b->last_buf)
-    {
+    if (ctx->held_len == 0 && n == 0 && keep == 0 && !b->last_buf) {
         return ngx_http_cfcost_stream_append(r, ll, b);
     }
 
-    ev_buf = NULL;
-
-    if (insert != (size_t) -1) {
-        ev_buf = ngx_http_cfcost_stream_cost_event(r, ctx);
-        if (ev_buf == NULL) {
-            return NULL;
-        }
-
-        insert = ngx_min(insert, total - keep);
+    size = total + 1;
+    for (i = 0; i < n; i++) {
+        size += e[i].with ? ngx_buf_size(e[i].with) : 0;
     }
 
-    nb = ngx_create_temp_buf(r->pool, total + 1
-                             + (ev_buf ? ngx_buf_size(ev_buf) : 0));
-    if (nb == NULL) {
+    nb = ngx_create_temp_buf(r->pool, size);
+    held = (keep > ctx->held_cap) ? ngx_pnalloc(r->pool, keep) : ctx->held;
+    if (nb == NULL || (keep && held == NULL)) {
         return NULL;
     }
 
     p = nb->last;
+    at = 0;
 
-    if (ev_buf) {
-        p = ngx_http_cfcost_stream_copy(p, ctx, b, 0, insert);
-        p = ngx_cpymem(p, ev_buf->pos, ngx_buf_size(ev_buf));
-        p = ngx_http_cfcost_stream_copy(p, ctx, b, insert, total - keep);
+    for (i = 0; i < n; i++) {
+        p = ngx_http_cfcost_stream_copy(p, ctx, b, at, e[i].start);
 
-    } else {
-        p = ngx_http_cfcost_stream_copy(p, ctx, b, 0, total - keep);
+        if (e[i].with) {
+            p = ngx_cpymem(p, e[i].with->pos, ngx_buf_size(e[i].with));
+        }
+
+        at = e[i].end;
     }
 
+    p = ngx_http_cfcost_stream_copy(p, ctx, b, at, total - keep);
     nb->last = p;
     nb->flush = 1;
 
-    for (i = 0; i < keep; i++) {
-        ctx->held[i] = tail[i];
+    /* the new held tail (it may overlap the old one: copy it first) */
+    if (keep) {
+        p = ngx_pnalloc(r->pool, keep);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        (void) ngx_http_cfcost_stream_copy(p, ctx, b, total - keep, total);
+        ngx_memcpy(held, p, keep);
+
+        if (held != ctx->held) {
+            ctx->held = held;
+            ctx->held_cap = keep;
+        }
     }
 
     ctx->held_len = keep;
@@ -345,14 +505,17 @@ static ngx_chain_t **
 ngx_http_cfcost_stream_end(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_chain_t **ll)
 {
-    ngx_buf_t           *b;
-    cfcost_sse_event_t   ev;
+    ngx_buf_t                   *b;
+    cfcost_sse_event_t           ev;
+    ngx_http_cfcost_loc_conf_t  *lcf;
 
     if (cfcost_sse_finish(ctx->sse, &ev)) {
         (void) ngx_http_cfcost_stream_event(ctx, &ev);
     }
 
-    if (!ctx->cost_sent) {
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    if (!ctx->cost_sent && lcf->route != NGX_HTTP_CFCOST_OPENAI) {
         b = ngx_http_cfcost_stream_cost_event(r, ctx);
         if (b == NULL) {
             return NULL;
