@@ -88,6 +88,7 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     u_char                       *cmd, *p;
     size_t                        len;
     uint64_t                      ts, us;
+    ngx_str_t                     route;
     ngx_uint_t                    i, n, status;
     const cfcost_model_t         *m;
     ngx_http_cfcost_ctx_t        *ctx;
@@ -100,7 +101,18 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
-    if (lcf->route != NGX_HTTP_CFCOST_CHAT) {
+
+    switch (lcf->route) {
+    case NGX_HTTP_CFCOST_CHAT:
+        ngx_str_set(&route, "chat");
+        break;
+    case NGX_HTTP_CFCOST_OPENAI:
+        ngx_str_set(&route, "openai");
+        break;
+    case NGX_HTTP_CFCOST_NATIVE:
+        ngx_str_set(&route, "native");
+        break;
+    default:
         return NGX_OK;                 /* usage queries cost nothing */
     }
 
@@ -182,7 +194,7 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     ngx_http_cfcost_field(f, CFCOST_R_USER, ctx->user.data, ctx->user.len);
     ngx_http_cfcost_field(f, CFCOST_R_MODEL, ctx->model.data,
                           ctx->model.len);
-    ngx_http_cfcost_field(f, CFCOST_R_ROUTE, "chat", 4);
+    ngx_http_cfcost_field(f, CFCOST_R_ROUTE, route.data, route.len);
     ngx_http_cfcost_field(f, CFCOST_R_STATUS, nums[1], ngx_strlen(nums[1]));
     ngx_http_cfcost_field(f, CFCOST_R_UPSTREAM_STATUS, nums[2],
                           ngx_strlen(nums[2]));

@@ -19,11 +19,18 @@ say() { printf 'cfcost: %s\n' "$*" >&2; }
 stop() {
     trap - INT TERM EXIT
     say "stopping"
-    [ -f "$var/nginx.pid" ] && kill -QUIT "$(cat "$var/nginx.pid")" 2>/dev/null
+    if [ -f "$var/nginx.pid" ]; then
+        kill -QUIT "$(cat "$var/nginx.pid")" 2>/dev/null || true
+    fi
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
+
+nginx_up() {     # our nginx (not whatever else holds the port) answers
+    kill -0 "$1" 2>/dev/null &&
+        curl -sf "http://127.0.0.1:$port/api/ai/models" | grep -q '"models"'
+}
 
 free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -95,7 +102,7 @@ fi
 nginx -t -q -p "$var/" -c "$var/nginx.conf" -e "$var/error.log"
 nginx -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" &
 pids+=($!)
-wait_for "nginx" curl -sf "http://127.0.0.1:$port/api/ai/models"
+wait_for "nginx" nginx_up $!
 
 cat <<MSG
 
