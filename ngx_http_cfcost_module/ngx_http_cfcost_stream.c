@@ -2,12 +2,21 @@
  * Streamed responses (text/event-stream).
  *
  * Bytes pass through as they arrive: each upstream buffer goes to the
- * client in the same call, unchanged, while the SSE parser reads usage
- * from it on the side.  The one addition is a cfcost event carrying the
- * cost, placed just before "data: [DONE]" (or at the end of a stream that
- * has none).  So that it can go before [DONE], the few bytes at the end of
- * a buffer that could be the start of "data: [DONE]" wait for the next
- * buffer -- at most 16 bytes, never a whole event.
+ * client in the same call, while the SSE parser reads usage from it on
+ * the side.  What cfcost changes:
+ *
+ *   chat and native routes: one cfcost event carrying the cost goes just
+ *   before "data: [DONE]" (or at the end of a stream that has none).  So
+ *   that it can go before [DONE], the few bytes at the end of a buffer
+ *   that could begin "data: [DONE]" wait for the next buffer -- at most
+ *   16 bytes, never a whole event.
+ *
+ *   OpenAI route: the usage chunk gains "cost_usd", or is dropped when
+ *   only cfcost asked for it.  To rewrite it, an event that a buffer ends
+ *   in the middle of waits for its end (complete events never wait).
+ *
+ * Edits are rare (once a stream), so a buffer with one is copied; every
+ * other buffer goes on untouched.
  */
 
 #ifndef _GNU_SOURCE
