@@ -138,9 +138,17 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
         ngx_http_cfcost_settle(ctx);      /* answered without usage */
 
     } else if (ctx->rewrite && !ctx->done && ctx->error.len == 0) {
-        /* the response never completed: the upstream or client went away */
+        /* the answer never completed: the upstream or the client left */
         status = r->connection->error ? 499 : NGX_HTTP_BAD_GATEWAY;
-        ngx_str_set(&ctx->error, "incomplete");
+
+        if (status == NGX_HTTP_BAD_GATEWAY) {
+            ngx_str_set(&ctx->error, "upstream_incomplete");
+        }
+    }
+
+    if (ctx->error.len == 0 && (status == 499 || r->connection->error)) {
+        status = 499;
+        ngx_str_set(&ctx->error, "client_closed");
     }
 
     ts = (uint64_t) r->start_sec * 1000 + r->start_msec;
