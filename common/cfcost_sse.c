@@ -77,6 +77,22 @@ cfcost_sse_reset_event(cfcost_sse_t *p)
 }
 
 
+static int
+cfcost_sse_dispatch(cfcost_sse_t *p, cfcost_sse_event_t *ev)
+{
+    ev->data = p->data;
+    ev->len = p->data_len - 1;                /* the last "\n" is not data */
+    ev->start = p->event_start;
+    ev->end = p->offset;
+    ev->eol = p->eol;
+    p->events++;
+    p->pending = 0;
+    cfcost_sse_reset_event(p);
+
+    return 1;
+}
+
+
 /* one complete line, without its terminator; 1 when it ends an event */
 static int
 cfcost_sse_line(cfcost_sse_t *p, const char *line, size_t len,
@@ -97,14 +113,12 @@ cfcost_sse_line(cfcost_sse_t *p, const char *line, size_t len,
             return 0;
         }
 
-        ev->data = p->data;
-        ev->len = p->data_len - 1;            /* the last "\n" is not data */
-        ev->start = p->event_start;
-        ev->end = p->offset;
-        p->events++;
-        cfcost_sse_reset_event(p);
+        if (p->cr) {
+            p->pending = 1;           /* its end may yet take an LF */
+            return 0;
+        }
 
-        return 1;
+        return cfcost_sse_dispatch(p, ev);
     }
 
     if (len > CFCOST_SSE_MAX) {
@@ -161,12 +175,20 @@ cfcost_sse_feed(cfcost_sse_t *p, const char *buf, size_t len,
 
         if (p->cr) {
             p->cr = 0;
+            p->eol = CFCOST_SSE_CR;
 
             if (buf[i] == '\n') {               /* the LF of a CRLF */
                 i++;
                 p->offset++;
-                continue;
+                p->eol = CFCOST_SSE_CRLF;
             }
+
+            if (p->pending) {
+                *got = cfcost_sse_dispatch(p, ev);
+                return i;
+            }
+
+            continue;
         }
 
         if (!p->in_event && p->line_len == 0 && !p->long_line
@@ -213,6 +235,11 @@ cfcost_sse_feed(cfcost_sse_t *p, const char *buf, size_t len,
         }
 
         p->cr = (buf[j] == '\r');
+
+        if (!p->cr) {
+            p->eol = CFCOST_SSE_LF;
+        }
+
         p->offset += j + 1 - i;
         i = j + 1;
 
@@ -240,6 +267,11 @@ cfcost_sse_finish(cfcost_sse_t *p, cfcost_sse_event_t *ev)
     if (p->line_len) {
         (void) cfcost_sse_line(p, p->line, p->line_len, ev);
         p->line_len = 0;
+    }
+
+    if (p->pending) {
+        p->cr = 0;
+        return cfcost_sse_dispatch(p, ev);
     }
 
     p->cr = 0;

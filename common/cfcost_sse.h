@@ -16,6 +16,10 @@
 
 #define CFCOST_SSE_MAX  (1024 * 1024)    /* larger events are skipped */
 
+#define CFCOST_SSE_LF    0
+#define CFCOST_SSE_CRLF  1
+#define CFCOST_SSE_CR    2
+
 
 typedef struct {
     char       *line;          /* the line being assembled */
@@ -33,6 +37,9 @@ typedef struct {
     unsigned    cr:1;          /* the last byte was CR: skip one LF */
     unsigned    overflow:1;    /* this event grew too large */
     unsigned    long_line:1;   /* inside a line too long to keep */
+    unsigned    pending:1;     /* an event ended by CR, waiting: an LF
+                                  may still belong to its end */
+    unsigned    eol:2;         /* the last line ending seen */
     unsigned    nomem:1;
 } cfcost_sse_t;
 
@@ -42,8 +49,10 @@ typedef struct {
     size_t       len;
     uint64_t     start;        /* stream offset of the event's first byte */
     uint64_t     end;          /* stream offset just past its blank line
-                                  (past its CR when that is a CRLF: the LF
-                                  then belongs to no event) */
+                                  (with the LF of a CRLF: an event ended
+                                  by CR is handed back once the next byte,
+                                  or the end of the stream, shows which) */
+    unsigned     eol;          /* its blank line's ending: CFCOST_SSE_* */
 } cfcost_sse_event_t;
 
 

@@ -204,10 +204,18 @@ static ngx_int_t
 ngx_http_cfcost_check_messages(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, json_t *root)
 {
-    size_t   i;
-    json_t  *messages, *m;
+    size_t                       i;
+    json_t                      *messages, *m;
+    ngx_http_cfcost_loc_conf_t  *lcf;
 
     messages = json_object_get(root, "messages");
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    if (messages == NULL && lcf->route == NGX_HTTP_CFCOST_OPENAI) {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "\"messages\" is required: a non-empty array of "
+                   "{\"role\", \"content\"} objects");
+    }
 
     if (messages == NULL) {
         if (json_is_string(json_object_get(root, "prompt"))) {

@@ -240,6 +240,11 @@ ngx_http_cfcost_stream_usage_event(ngx_http_request_t *r,
     ngx_buf_t  *b;
 
     static const char  *path[] = { "usage" };
+    static ngx_str_t    eol[] = {
+        ngx_string("\n"),                 /* CFCOST_SSE_LF */
+        ngx_string("\r\n"),               /* CFCOST_SSE_CRLF */
+        ngx_string("\r")                  /* CFCOST_SSE_CR */
+    };
 
     if (cfcost_json_locate(ev->data, ev->len, path, 1, &s, &e) != 0
         || ev->data[s] != '{')
@@ -264,7 +269,10 @@ ngx_http_cfcost_stream_usage_event(ngx_http_request_t *r,
 
     b->last = ngx_sprintf(b->last, "\"cost_usd\":%*s", usd_len, usd);
     b->last = ngx_cpymem(b->last, ev->data + e - 1, ev->len - (e - 1));
-    b->last = ngx_cpymem(b->last, "\n\n", 2);
+
+    /* the stream's own line ending, twice */
+    b->last = ngx_cpymem(b->last, eol[ev->eol].data, eol[ev->eol].len);
+    b->last = ngx_cpymem(b->last, eol[ev->eol].data, eol[ev->eol].len);
 
     ctx->cost_sent = 1;
 

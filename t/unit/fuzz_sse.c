@@ -120,7 +120,9 @@ fz_feed(cfcost_sse_t *p, flist_t *l, const char *b, size_t n)
         got = -1;
         used = cfcost_sse_feed(p, b, n, &ev, &got);
 
-        if (used == 0 || used > n || (got != 0 && got != 1)) {
+        /* 0 bytes is right only for an event ended by the previous feed's
+         * CR, handed back once this feed's first byte shows it is no LF */
+        if ((used == 0 && got != 1) || used > n || (got != 0 && got != 1)) {
             l->bad = "feed() returned a bad count or got flag";
             return;
         }
@@ -197,8 +199,8 @@ fz_run_step(flist_t *l, const char *s, size_t n, size_t step)
 /*
  * The reference: the SSE specification's reading of a whole buffer, with
  * the parser's offsets (an event starts at the first byte of its first
- * line and ends just past its blank line's CR or LF; past the CR of a
- * CRLF; at the stream's end for the one finish() returns).  No size limit:
+ * line and ends just past its blank line's CR, LF or CRLF; at the
+ * stream's end for the one finish() returns).  No size limit:
  * only used on inputs far below CFCOST_SSE_MAX.
  */
 static void
@@ -231,7 +233,9 @@ fz_reference(flist_t *l, const char *s, size_t n)
 
         if (j == i && j < n) {                       /* a blank line */
             if (in_event && has_data) {
-                fz_add(l, data, dlen - 1, start, j + 1);
+                fz_add(l, data, dlen - 1, start,
+                       (s[j] == '\r' && j + 1 < n && s[j + 1] == '\n')
+                       ? j + 2 : j + 1);
                 l->events++;
             }
             in_event = 0;
