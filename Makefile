@@ -10,12 +10,15 @@ LIBS      = -lhiredis -ljansson -lcrypto -lm
 COMMON_SRC = common/cfcost_price.c common/cfcost_usage.c common/cfcost_sse.c
 COMMON_HDR = common/cfcost_price.h common/cfcost_usage.h common/cfcost_sse.h common/cfcost_schema.h
 MODULE_SRC = $(wildcard ngx_http_cfcost_module/*.c ngx_http_cfcost_module/*.h)
+AGG_SRC    = $(wildcard aggregator/*.c)
+AGG_HDR    = $(wildcard aggregator/*.h)
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%.t,$(wildcard t/unit/test_*.c)) \
              build/unit/fuzz_sse.t
 
 .PHONY: all deps module unit test run clean
 
-all: deps build/ngx_http_cfcost_module.so build/cfcost $(UNIT_TESTS)
+all: deps build/ngx_http_cfcost_module.so build/cfcost build/cfcost-aggregator \
+     $(UNIT_TESTS)
 
 deps:
 	@scripts/deps.sh
@@ -29,6 +32,14 @@ module: build/ngx_http_cfcost_module.so
 build/cfcost: cli/cfcost.c $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p build
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ cli/cfcost.c $(COMMON_SRC) $(LIBS)
+
+build/cfcost-aggregator: $(AGG_SRC) $(AGG_HDR) common/cfcost_price.c $(COMMON_HDR)
+	@mkdir -p build
+	$(CC) $(CPPFLAGS) -Iaggregator $(CFLAGS) -o $@ $(AGG_SRC) common/cfcost_price.c \
+	    -levent -lhiredis -ljansson -lcrypto -lm
+
+# the rollup unit test includes the aggregator's pure sources itself
+build/unit/test_rollup.t: $(AGG_SRC) $(AGG_HDR)
 
 build/unit/%.t: t/unit/%.c t/unit/tap.h $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p build/unit

@@ -83,6 +83,73 @@
 #define CFCOST_GATEWAY_F_DROPPED     "records_dropped"
 
 /*
+ * Rollups: written by the aggregator from the record stream, read by the
+ * usage API.
+ *
+ * A "scope" is whose usage a rollup counts:
+ *
+ *   u:<user>          one user
+ *   k:<key id>        one API key
+ *   all               every record
+ *
+ * The variable part of every key comes last, and the day is fixed-width,
+ * so no user or key name can make two keys collide.
+ *
+ *   HASH   cfcost:r:<scope>               totals since the beginning
+ *   HASH   cfcost:r:d:<YYYY-MM-DD>:<scope> totals of one UTC day (ts_ms)
+ *   ZSET   cfcost:r:days:<scope>          days with data: member YYYY-MM-DD,
+ *                                         score days since 1970-01-01
+ *   SET    cfcost:r:users                 users with at least one record
+ *
+ * Rollup hash fields: requests, input_tokens, output_tokens, cached_tokens,
+ * and the cost as cost_usd (whole dollars) plus cost_pusd (the picodollars
+ * below them, kept under 10^12 by the apply script), so that no sum can
+ * overflow a 64-bit Redis integer; the same six per model as
+ * "m:<model>:<field>" (the model is what lies between "m:" and the last
+ * colon), so one HGETALL answers totals and by_model together.
+ *
+ *   STRING cfcost:applied:<request_id>    the stream entry id that applied
+ *                                         the record; SET NX by the apply
+ *                                         script, expires after --dedup-ttl
+ *   ZSET   cfcost:logidx:u:<user>         log index of one user
+ *   ZSET   cfcost:logidx:all              log index of everyone
+ *
+ * Log index members all score 0 and sort by their text:
+ * "<ts_ms, 15 digits>:<stream entry id>", newest last.  They are added by
+ * the apply script (records counted once, duplicates never) and trimmed
+ * with the stream (a member goes when its entry id falls off the stream).
+ *
+ *   HASH   cfcost:retention               trimmed_before_ms: the stream no
+ *                                         longer holds entries older than
+ *                                         this (unix ms); absent: untrimmed
+ */
+#define CFCOST_ROLLUP_PREFIX          "cfcost:r:"
+#define CFCOST_ROLLUP_DAY_PREFIX      "cfcost:r:d:"
+#define CFCOST_ROLLUP_DAYS_PREFIX     "cfcost:r:days:"
+#define CFCOST_ROLLUP_USERS           "cfcost:r:users"
+
+#define CFCOST_SCOPE_USER             "u:"
+#define CFCOST_SCOPE_KEY              "k:"
+#define CFCOST_SCOPE_ALL              "all"
+
+#define CFCOST_ROLLUP_F_REQUESTS      "requests"
+#define CFCOST_ROLLUP_F_INPUT         "input_tokens"
+#define CFCOST_ROLLUP_F_OUTPUT        "output_tokens"
+#define CFCOST_ROLLUP_F_CACHED        "cached_tokens"
+#define CFCOST_ROLLUP_F_COST_USD      "cost_usd"     /* whole dollars */
+#define CFCOST_ROLLUP_F_COST          "cost_pusd"    /* remainder, < 10^12 */
+#define CFCOST_ROLLUP_F_MODEL         "m:"          /* m:<model>:<field> */
+
+#define CFCOST_APPLIED_PREFIX         "cfcost:applied:"
+
+#define CFCOST_LOGIDX_PREFIX          "cfcost:logidx:"
+#define CFCOST_LOGIDX_TS_DIGITS       15
+
+#define CFCOST_RETENTION_HASH         "cfcost:retention"
+#define CFCOST_RETENTION_F_BEFORE     "trimmed_before_ms"
+
+
+/*
  * Money.  Prices are integers in micro-USD per 1M tokens (0.282 USD/M is
  * 282000); a cost is tokens x that price, which is exactly picodollars
  * (1e-12 USD).  Decimal strings are made once, at the edge.

@@ -92,6 +92,13 @@ if [ -z "$key" ] || [ "$(redis-cli -s "$var/redis.sock" exists \
     (umask 077; printf '%s\n' "$key" > "$var/demo-key")
 fi
 
+# the usage API daemon
+rm -f "$var/agg.sock"
+"$root/build/cfcost-aggregator" --listen "unix:$var/agg.sock" \
+    --redis "unix:$var/redis.sock" > "$var/aggregator.log" 2>&1 &
+pids+=($!)
+wait_for "cfcost-aggregator" test -S "$var/agg.sock"
+
 "$root/scripts/render-conf" "$root/conf/nginx.conf.in" "$var/nginx.conf" \
     MODULE="$root/build/ngx_http_cfcost_module.so" WORKERS=auto VAR="$var" \
     LOG_LEVEL=notice PRICING="$root/conf/pricing.json" \
@@ -110,6 +117,7 @@ cat <<MSG
   upstream:     $upstream
   demo API key: $key
   admin token:  $var/admin-token
+  usage:        curl -s http://127.0.0.1:$port/api/usage -H 'X-API-Key: $key'
   logs:         $var/error.log
 
   Try it:

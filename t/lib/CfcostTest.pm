@@ -120,8 +120,13 @@ sub start {
     $self->{emu_port}   = free_port();
     $self->{port}       = free_port();
 
+    # the admin token the shipped config reads (cfcost_admin_token_file)
+    $self->{admin_token} = join '', map { sprintf '%02x', int rand 256 } 1 .. 20;
+    $self->_write("$tmp/admin-token", "$self->{admin_token}\n");
+
     $self->start_redis;
     $self->start_emulator;
+    $self->start_aggregator if $opt{aggregator};
     $self->{conf_text} = $self->render_conf(%{ $opt{conf_vars} || {} });
     $self->_write("$tmp/nginx.conf", $self->{conf_text});
     $self->start_nginx unless exists $opt{nginx} && !$opt{nginx};
@@ -424,6 +429,35 @@ sub stop_nginx {
 }
 
 
+# The usage API daemon, on the unix socket the shipped config proxies to.
+sub start_aggregator {
+    my ($self, @extra) = @_;
+    my $t = $self->{tmp};
+    my $bin = "$ROOT/build/cfcost-aggregator";
+    die "prerequisite missing: $bin (run make)\n" unless -x $bin;
+    unlink "$t/agg.sock";
+    $self->{pids}{aggregator} = $self->_spawn("$t/aggregator.log", {},
+        $bin, '--listen', "unix:$t/agg.sock", '--redis', $self->redis_addr,
+        '--block', 200, @extra);
+    my $until = time + 10;
+    until (-S "$t/agg.sock") {
+        die "the aggregator did not start: see $t/aggregator.log\n"
+            if time > $until || !_alive($self->{pids}{aggregator});
+        select undef, undef, undef, 0.05;
+    }
+    return $self->{pids}{aggregator};
+}
+
+
+sub stop_aggregator {
+    my ($self, $sig) = @_;
+    _stop_pid(delete $self->{pids}{aggregator}, $sig // 'TERM', 5);
+}
+
+
+sub admin_token { $_[0]{admin_token} }
+
+
 sub stop_emulator {
     my ($self) = @_;
     _stop_pid(delete $self->{pids}{emulator}, 'TERM', 5);
@@ -435,6 +469,7 @@ sub _kill_all {
     return if $self->{owner} != $$;
     $self->_redis_drop;
     $self->stop_nginx;
+    $self->stop_aggregator;
     $self->stop_emulator;
     $self->stop_redis;
 }

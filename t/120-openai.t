@@ -1,0 +1,982 @@
+# The OpenAI-compatible route: POST /v1/chat/completions and GET /v1/models.
+#
+# Every answer is compared with the emulator's own answer to the same body,
+# fetched straight from the emulator's port: a non-stream 200 is the
+# upstream OpenAI object byte for byte plus "cost_usd" as the last field of
+# its usage; a stream passes through unchanged, the usage chunk gaining
+# "cost_usd" when the client asked for it and vanishing when only cfcost
+# did.  Costs are computed here (integer picodollars, half-up rounding to 6
+# decimals), what reached the upstream is checked, and every request leaves
+# exactly one record with route "openai".  Errors made by cfcost are OpenAI
+# error objects; Workers AI's errors pass through unchanged.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use IO::Socket::INET;
+use IO::Select;
+use JSON::PP;
+use Math::BigInt;
+use Time::HiRes qw(time sleep);
+use CfcostTest;
+
+my $L8   = '@cf/meta/llama-3.1-8b-instruct';
+my $KIMI = '@cf/moonshotai/kimi-k2.5';
+my $OSS  = '@cf/openai/gpt-oss-120b';
+my $TL   = '@cf/tinyllama/tinyllama-1.1b-chat-v1.0';
+
+# micro-USD per 1M tokens: input, output, cached input (undef: none)
+my %PRICE = (
+    $L8   => [282000, 827000, undef],
+    $KIMI => [600000, 3000000, 100000],
+    $OSS  => [350000, 750000, undef],
+    $TL   => [10000, 10000, undef],
+);
+
+my $JS = JSON::PP->new->utf8->canonical;
+my $OA_UPSTREAM = "/client/v4/accounts/$CfcostTest::ACCOUNT/ai/v1/chat/completions";
+
+sub pusd {
+    my ($model, $in, $out, $cached) = @_;
+    $cached //= 0;
+    my ($pi, $po, $pc) = @{ $PRICE{$model} };
+    $pc //= $pi;
+    return Math::BigInt->new($in)->bsub($cached)->bmul($pi)
+        ->badd(Math::BigInt->new($cached)->bmul($pc))
+        ->badd(Math::BigInt->new($out)->bmul($po));
+}
+
+# round half up to whole micro-USD, then "D.DDDDDD"
+sub usd6 {
+    my ($p) = @_;
+    my $micro = $p->copy->badd(500000)->bdiv(1000000);
+    my ($int, $frac) = $micro->copy->bdiv(1000000);
+    return sprintf('%s.%06d', $int->bstr, $frac->numify);
+}
+
+sub ceil4 { my ($n) = @_; return int(($n + 3) / 4) }
+
+sub utf8_len { my ($s) = @_; utf8::encode($s); return length $s }
+
+# a usage (in >= 100, out >= $out_min) whose cost is congruent to $residue
+# modulo 1e6 pusd
+sub usage_with_residue {
+    my ($model, $residue, $out_min) = @_;
+    my ($pi, $po) = @{ $PRICE{$model} };
+    for my $out ($out_min .. $out_min + 50) {
+        for my $in (100 .. 20000) {
+            return ($in, $out) if ($in * $pi + $out * $po) % 1000000 == $residue;
+        }
+    }
+    die "no usage with residue $residue for $model";
+}
+
+is(usd6(Math::BigInt->new(500000)), '0.000001', 'self-check: half rounds up');
+is(usd6(Math::BigInt->new(499999)), '0.000000', 'self-check: under half rounds down');
+is(pusd($KIMI, 100, 20, 30)->bstr, '105000000', 'self-check: kimi cached cost');
+
+my $env = CfcostTest->start;
+my $k = $env->create_key(user => 'oai', name => 'openai test');
+$env->allow_error(qr/upstream prematurely closed/,
+    qr/client intended to send too large body/);
+
+
+# --------------------------------------------------------------------------
+# raw HTTP/1.1 over a socket, bounded by timeouts
+
+sub connect_to {
+    my ($port) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+        Proto => 'tcp', Timeout => 5)
+        or die "connect 127.0.0.1:$port: $!";
+    binmode $s;
+    $s->autoflush(1);
+    return { sock => $s, buf => '', eof => 0 };
+}
+
+sub send_request {
+    my ($c, $method, $path, $body, @h) = @_;
+    my $req = "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+    $req .= 'Content-Length: ' . length($body) . "\r\n" if defined $body;
+    while (my ($n, $v) = splice @h, 0, 2) { $req .= "$n: $v\r\n" }
+    $req .= "\r\n" . ($body // '');
+    my $off = 0;
+    while ($off < length $req) {
+        my $w = syswrite($c->{sock}, $req, length($req) - $off, $off);
+        die "write: $!" unless defined $w;
+        $off += $w;
+    }
+}
+
+sub fill {
+    my ($c, $deadline) = @_;
+    return 0 if $c->{eof};
+    my $left = $deadline - time;
+    return undef if $left <= 0;
+    return undef unless IO::Select->new($c->{sock})->can_read($left);
+    my $n = sysread($c->{sock}, my $chunk, 65536);
+    return undef unless defined $n;
+    if ($n == 0) { $c->{eof} = 1; return 0 }
+    $c->{buf} .= $chunk;
+    return $n;
+}
+
+# {status, headers (lowercase), body (de-chunked), complete, timed_out, json}
+sub read_response {
+    my ($c, %o) = @_;
+    my $deadline = time + ($o{timeout} // 20);
+    my $r = { status => 0, headers => {}, body => '', complete => 0,
+              eof => 0, timed_out => 0 };
+    my $i;
+    while (($i = index($c->{buf}, "\r\n\r\n")) < 0) {
+        my $n = fill($c, $deadline);
+        if (!defined $n) { $r->{timed_out} = 1; return $r }
+        if ($n == 0)     { $r->{eof} = 1; return $r }
+    }
+    my $head = substr($c->{buf}, 0, $i);
+    substr($c->{buf}, 0, $i + 4, '');
+    my ($sl, @hl) = split /\r\n/, $head;
+    ($r->{status}) = $sl =~ m{^HTTP/1\.[01] (\d{3})};
+    for (@hl) {
+        my ($n, $v) = /^([^:]+):\s*(.*?)\s*$/ or next;
+        $n = lc $n;
+        $r->{headers}{$n} = exists $r->{headers}{$n}
+            ? "$r->{headers}{$n}, $v" : $v;
+    }
+    my $te = lc($r->{headers}{'transfer-encoding'} // '');
+    my $cl = $r->{headers}{'content-length'};
+    my $more = sub {
+        my $n = fill($c, $deadline);
+        if (!defined $n) { $r->{timed_out} = 1; return 0 }
+        if ($n == 0)     { $r->{eof} = 1; return 0 }
+        return 1;
+    };
+    if ($te =~ /chunked/) {
+        CHUNKS: while (1) {
+            while (1) {
+                my $j = index($c->{buf}, "\r\n");
+                last if $j < 0;
+                my ($size) = substr($c->{buf}, 0, $j) =~ /^([0-9a-fA-F]+)/;
+                die "bad chunk size line: " . substr($c->{buf}, 0, 40)
+                    unless defined $size;
+                $size = hex $size;
+                if ($size == 0) {
+                    last if length($c->{buf}) < $j + 4;
+                    substr($c->{buf}, 0, $j + 4, '');
+                    $r->{complete} = 1;
+                    last CHUNKS;
+                }
+                last if length($c->{buf}) < $j + 2 + $size + 2;
+                $r->{body} .= substr($c->{buf}, $j + 2, $size);
+                substr($c->{buf}, 0, $j + 2 + $size + 2, '');
+            }
+            last unless $more->();
+        }
+    } elsif (defined $cl) {
+        while (length($c->{buf}) < $cl) { last unless $more->() }
+        $r->{body} = substr($c->{buf}, 0, $cl);
+        $r->{complete} = length($r->{body}) == $cl;
+    } else {
+        1 while $more->();
+        $r->{body} = $c->{buf};
+        $r->{complete} = $r->{eof};
+    }
+    $r->{json} = eval { $JS->decode($r->{body}) };
+    return $r;
+}
+
+sub request {
+    my ($port, $method, $path, $body, @h) = @_;
+    my $c = connect_to($port);
+    send_request($c, $method, $path, $body, @h);
+    my $r = read_response($c, timeout => 30);
+    close $c->{sock};
+    return $r;
+}
+
+sub gw { return request($env->port, @_) }
+
+sub emu_direct {
+    my ($path, $body) = @_;
+    return request($env->emu_port, 'POST', $path, $body,
+        'Content-Type' => 'application/json',
+        Authorization  => "Bearer $CfcostTest::TOKEN");
+}
+
+sub auth_headers {
+    my ($how) = @_;
+    $how //= 'bearer';
+    return () if $how eq 'none';
+    return (Authorization => "Bearer $k->{key}") if $how eq 'bearer';
+    return ('X-API-Key' => $k->{key});
+}
+
+sub norm_created { my ($s) = @_; $s =~ s/"created":\d+/"created":0/g; return $s }
+
+sub show_bytes {
+    my ($s, $max) = @_;
+    $max //= 400;
+    $s = substr($s, 0, $max) . '...' if length $s > $max;
+    $s =~ s/([^\x20-\x7e])/sprintf('\\x%02x', ord $1)/ge;
+    return $s;
+}
+
+sub same_bytes {
+    my ($got, $exp, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $ok = ok(defined $got && $got eq $exp, $name);
+    unless ($ok) {
+        $got //= '';
+        my $p = 0;
+        $p++ while $p < length($exp) && $p < length($got)
+            && substr($exp, $p, 1) eq substr($got, $p, 1);
+        diag("lengths: got " . length($got) . ", expected " . length($exp)
+            . "; first difference at byte $p");
+        my $from = $p > 120 ? $p - 120 : 0;
+        diag("got      ..." . show_bytes(substr($got, $from, 400)));
+        diag("expected ..." . show_bytes(substr($exp, $from, 400)));
+    }
+    return $ok;
+}
+
+# The JSON text with ,"cost_usd":X added as the last field of the (last)
+# "usage" object.
+sub insert_cost {
+    my ($json, $usd) = @_;
+    my $s = rindex($json, '"usage":{');
+    die "no usage object in: $json" if $s < 0;
+    my $i = $s + length('"usage":');
+    my $depth = 0;
+    for (; $i < length $json; $i++) {
+        my $ch = substr($json, $i, 1);
+        $depth++ if $ch eq '{';
+        if ($ch eq '}') { last if --$depth == 0 }
+    }
+    my $inner = substr($json, $s + 9, $i - $s - 9);
+    my $comma = $inner =~ /\S/ ? ',' : '';
+    return substr($json, 0, $i) . $comma . "\"cost_usd\":$usd" . substr($json, $i);
+}
+
+sub sse_events {
+    my ($s) = @_;
+    my @ev;
+    while ($s =~ /\G(.*?(?:\r\n\r\n|\n\n))/gcs) { push @ev, $1 }
+    my $pos = pos($s) // 0;
+    push @ev, substr($s, $pos) if $pos < length $s;
+    return @ev;
+}
+
+sub event_data {
+    my ($ev) = @_;
+    return $ev =~ /^data: ?(.*?)\r?\n/s ? $1 : undef;
+}
+
+sub is_usage_chunk {
+    my ($ev) = @_;
+    my $d = event_data($ev) // return 0;
+    my $j = eval { JSON::PP->new->utf8->decode($d) } or return 0;
+    return ref $j eq 'HASH' && ref $j->{choices} eq 'ARRAY'
+        && !@{ $j->{choices} } && ref $j->{usage} eq 'HASH';
+}
+
+# bytes of the generated text in a stream (what cfcost estimates from)
+sub text_bytes {
+    my ($bytes) = @_;
+    my $n = 0;
+    for my $ev (sse_events($bytes)) {
+        my $d = event_data($ev) // next;
+        my $j = eval { JSON::PP->new->utf8->decode($d) } or next;
+        next unless ref $j eq 'HASH';
+        for my $c (@{ ref $j->{choices} eq 'ARRAY' ? $j->{choices} : [] }) {
+            my $t = ref $c->{delta} eq 'HASH' ? $c->{delta}{content} : undef;
+            $n += utf8_len($t) if defined $t && !ref $t;
+        }
+    }
+    return $n;
+}
+
+sub flag_set {
+    my ($flags) = @_;
+    return join ',', sort grep { length } split /,/, ($flags // '');
+}
+
+sub record_for {
+    my ($rid, $name) = @_;
+    my $rec = $env->wait_record($rid // '-', 5);
+    ok($rec, "$name: a record for request id " . ($rid // 'undef'));
+    sleep 0.1;
+    my @all = grep { ($_->{request_id} // '') eq ($rid // '-') }
+        @{ $env->records };
+    is(scalar @all, 1, "$name: exactly one record for the request");
+    return $rec;
+}
+
+sub check_record {
+    my ($name, $rid, %e) = @_;
+    my $rec = record_for($rid, $name) or return;
+    my $model = $e{model};
+    my ($pi, $po, $pc) = $PRICE{$model} ? @{ $PRICE{$model} } : ();
+    my %exp = (
+        v               => '1',
+        route           => 'openai',
+        user            => 'oai',
+        key_id          => $k->{id},
+        model           => $model,
+        status          => $e{status} // '200',
+        upstream_status => $e{upstream_status} // '200',
+        error           => $e{error} // '',
+        input_tokens    => $e{in} // 0,
+        output_tokens   => $e{out} // 0,
+        cached_tokens   => $e{cached} // 0,
+        cost_pusd       => defined $e{in}
+            ? pusd($model, $e{in}, $e{out}, $e{cached})->bstr : '0',
+        price_input     => $pi // '',
+        price_output    => $po // '',
+        price_cached    => $pc // '',
+    );
+    for my $f (sort keys %exp) {
+        next if $f =~ /^price_/ && !$PRICE{$model};
+        is($rec->{$f}, "$exp{$f}", "$name: record $f");
+    }
+    is(flag_set($rec->{flags}), flag_set($e{flags} // ''), "$name: record flags")
+        unless exists $e{flags} && !defined $e{flags};
+    like($rec->{ts_ms} // '', qr/^\d{13}$/, "$name: record ts_ms");
+    like($rec->{latency_us} // '', qr/^\d+$/, "$name: record latency_us");
+    like($rec->{pricing_version} // '', qr/^2026-11-27\S*[0-9a-f]{8}$/,
+        "$name: record pricing_version");
+    is($rec->{neurons}, $e{neurons} // '', "$name: record neurons");
+    return $rec;
+}
+
+# the upstream saw one POST to the OpenAI endpoint, with the operator's
+# token and none of the client's credentials
+sub check_upstream_request {
+    my ($name, $reqs) = @_;
+    is(scalar @$reqs, 1, "$name: one upstream request")
+        or diag(CfcostTest::_show($reqs));
+    my $q = $reqs->[-1] || { headers => {} };
+    is($q->{method}, 'POST', "$name: upstream method");
+    is($q->{path}, $OA_UPSTREAM, "$name: upstream path");
+    is($q->{headers}{authorization}, "Bearer $CfcostTest::TOKEN",
+        "$name: upstream Authorization is the operator's token");
+    is($q->{headers}{'x-api-key'}, undef, "$name: no X-API-Key upstream");
+    is($q->{headers}{cookie}, undef, "$name: no Cookie upstream");
+    ok(!grep({ index($_ // '', $k->{key}) >= 0 } values %{ $q->{headers} }),
+        "$name: the client's key appears in no upstream header");
+    my $b = $q->{body} // '';
+    utf8::encode($b);
+    return $b;
+}
+
+sub no_new_records_since {
+    my ($before, $name) = @_;
+    sleep 0.5;
+    is($env->record_count, $before, "$name: no record");
+}
+
+
+# --------------------------------------------------------------------------
+# 1. non-stream answers: the upstream object plus cost_usd
+
+sub openai_ok {
+    my (%a) = @_;
+    my $name = $a{name};
+    my $body = $a{body} // $JS->encode({
+        model    => $a{model},
+        messages => $a{messages}
+            // [{ role => 'user', content => $a{content} }],
+        %{ $a{extra} || {} },
+    });
+    $env->emu_clear;
+    my $r = gw('POST', '/v1/chat/completions', $body,
+        'Content-Type' => 'application/json', auth_headers($a{auth}),
+        @{ $a{headers} || [] });
+    my $reqs = $env->emu_requests;
+    my $emu = emu_direct($OA_UPSTREAM, $body);
+
+    is($r->{status}, 200, "$name: status 200")
+        or diag('body: ' . show_bytes($r->{body}));
+    like($r->{headers}{'content-type'} // '', qr{^application/json},
+        "$name: Content-Type application/json");
+    ok($r->{complete}, "$name: complete body");
+
+    my $up = check_upstream_request($name, $reqs);
+    same_bytes($up, $body, "$name: upstream body is the client's, byte for byte");
+
+    my $usd = usd6(pusd($a{model}, $a{in}, $a{out}, $a{cached}));
+    is($emu->{status}, 200, "$name: (emulator direct: 200)");
+    same_bytes(norm_created($r->{body}),
+        insert_cost(norm_created($emu->{body}), $usd),
+        "$name: body = the emulator's object with cost_usd $usd last in usage");
+
+    my $j = $r->{json};
+    ok(ref $j eq 'HASH' && ref $j->{usage} eq 'HASH', "$name: JSON with usage")
+        or return;
+    is($j->{object}, 'chat.completion', "$name: object chat.completion");
+    is($j->{model}, $a{model}, "$name: model");
+    is($j->{usage}{prompt_tokens}, $a{in}, "$name: usage.prompt_tokens");
+    is($j->{usage}{completion_tokens}, $a{out}, "$name: usage.completion_tokens");
+    is(sprintf('%.6f', $j->{usage}{cost_usd} // -1), $usd, "$name: usage.cost_usd");
+    like($r->{body}, qr/"cost_usd":\d+\.\d{6}\}/,
+        "$name: cost_usd is a 6-decimal JSON number closing usage");
+    is($r->{headers}{'x-cfcost-cost-usd'}, $usd, "$name: X-Cfcost-Cost-USD");
+    is($r->{headers}{'x-cfcost-input-tokens'}, "$a{in}", "$name: X-Cfcost-Input-Tokens");
+    is($r->{headers}{'x-cfcost-output-tokens'}, "$a{out}", "$name: X-Cfcost-Output-Tokens");
+    my $rid = $r->{headers}{'x-cfcost-request-id'};
+    like($rid // '', qr/^[0-9a-f]{32}$/, "$name: X-Cfcost-Request-Id");
+    check_record($name, $rid, model => $a{model}, in => $a{in},
+        out => $a{out}, cached => $a{cached}, neurons => $a{neurons});
+    return $r;
+}
+
+my @tie  = usage_with_residue($L8, 500000, 0);
+my @under = usage_with_residue($L8, 499000, 1);
+ok(pusd($L8, @tie)->copy->bmod(1000000) == 500000, '(the tie case is a tie)');
+
+openai_ok(name => 'bearer key, small usage', model => $L8,
+    content => 'Hello there [emu:usage 10 20]', in => 10, out => 20);
+openai_ok(name => 'X-API-Key', auth => 'x-api-key', model => $L8,
+    content => 'Hello there [emu:usage 10 20]', in => 10, out => 20);
+openai_ok(name => 'natural usage (no directive)', model => $L8,
+    content => 'the quick brown fox', in => 4, out => 11);
+openai_ok(name => 'one million each', model => $L8,
+    content => 'big [emu:usage 1000000 1000000]', in => 1000000, out => 1000000);
+openai_ok(name => 'four billion input tokens', model => $L8,
+    content => 'huge [emu:usage 4000000000 1000]', in => 4000000000, out => 1000);
+openai_ok(name => 'zero tokens', model => $L8,
+    content => 'none [emu:usage 0 0]', in => 0, out => 0);
+openai_ok(name => "exact half rounds up (@tie)", model => $L8,
+    content => "tie [emu:usage @tie]", in => $tie[0], out => $tie[1]);
+openai_ok(name => "just under half rounds down (@under)", model => $L8,
+    content => "under [emu:usage @under]", in => $under[0], out => $under[1]);
+openai_ok(name => 'gpt-oss', model => $OSS,
+    content => 'oss [emu:usage 1234 567]', in => 1234, out => 567);
+openai_ok(name => 'tinyllama', model => $TL,
+    content => 'tiny [emu:usage 100000 50000]', in => 100000, out => 50000);
+openai_ok(name => 'kimi: cached tokens at the cached rate', model => $KIMI,
+    content => 'again [emu:usage 100 20] [emu:cached 30]',
+    in => 100, out => 20, cached => 30);
+openai_ok(name => 'kimi: all input cached', model => $KIMI,
+    content => 'all cached [emu:usage 1000 1] [emu:cached 1000]',
+    in => 1000, out => 1, cached => 1000);
+openai_ok(name => 'kimi: reasoning tokens are part of completion_tokens',
+    model => $KIMI, content => 'think [emu:usage 10 40] [emu:reasoning 25]',
+    in => 10, out => 40);
+openai_ok(name => 'kimi: cached and reasoning', model => $KIMI,
+    content => 'both [emu:usage 5000 700] [emu:cached 4000] [emu:reasoning 600]',
+    in => 5000, out => 700, cached => 4000);
+openai_ok(name => 'llama (no cached rate): cached tokens at the input rate',
+    model => $L8, content => 'cache [emu:usage 100 20] [emu:cached 60]',
+    in => 100, out => 20, cached => 60);
+openai_ok(name => 'neurons reported', model => $L8,
+    content => 'n [emu:usage 3 4] [emu:neurons 2.5]', in => 3, out => 4,
+    neurons => '2.5');
+openai_ok(name => 'chunked upstream body', model => $L8,
+    content => 'chunky [emu:chunked] [emu:usage 7 9]', in => 7, out => 9);
+openai_ok(name => 'UTF-8 in the answer', model => $L8,
+    content => "caf\x{e9} \x{2713} [emu:utf8] [emu:usage 11 13]", in => 11, out => 13);
+openai_ok(name => 'multi-turn conversation', model => $L8,
+    messages => [ { role => 'system', content => 'Be brief.' },
+                  { role => 'user', content => 'Hi' },
+                  { role => 'assistant', content => 'Hello!' },
+                  { role => 'user', content => 'Again [emu:usage 21 5]' } ],
+    in => 21, out => 5);
+
+# a body written by hand: odd spacing, key order, escapes, a float, extra
+# OpenAI options; all of it must reach the upstream unchanged
+openai_ok(name => 'hand-written body with options', model => $L8,
+    body => qq'{ "temperature" : 0.7,\n  "messages" : [ {"content":"caf\\u00e9 \\"q\\" \\/ [emu:usage 31 17]","role":"user"} ],'
+          . qq' "max_tokens":64, "top_p":1.0, "stream": false, "user":"u-1",\n "model":"$L8" }\n',
+    in => 31, out => 17);
+
+# a client cookie and extra headers do not reach the upstream
+openai_ok(name => 'client cookie and headers stay here', model => $L8,
+    content => 'private [emu:usage 1 1]', in => 1, out => 1,
+    headers => [Cookie => 'session=secret', 'X-API-Key' => $k->{key},
+                'OpenAI-Organization' => 'org-x']);
+
+# no usage in the answer: passed through unchanged, flagged
+{
+    my $name = 'no usage in the answer';
+    my $content = 'quiet please [emu:no-usage]';
+    my $body = $JS->encode({ model => $L8,
+        messages => [{ role => 'user', content => $content }] });
+    $env->emu_clear;
+    my $r = gw('POST', '/v1/chat/completions', $body,
+        'Content-Type' => 'application/json', auth_headers());
+    my $emu = emu_direct($OA_UPSTREAM, $body);
+    is($r->{status}, 200, "$name: status 200");
+    same_bytes(norm_created($r->{body}), norm_created($emu->{body}),
+        "$name: body = the emulator's, unchanged");
+    unlike($r->{body}, qr/cost_usd/, "$name: no cost_usd");
+    is($r->{headers}{'x-cfcost-usage'}, 'unknown', "$name: X-Cfcost-Usage: unknown");
+    my $rid = $r->{headers}{'x-cfcost-request-id'};
+    my $rec = record_for($rid, $name);
+    if ($rec) {
+        like($rec->{flags} // '', qr/(^|,)usage_unknown(,|$)/, "$name: record flag usage_unknown");
+        is($rec->{route}, 'openai', "$name: record route");
+        is($rec->{status}, '200', "$name: record status");
+    }
+}
+
+
+# --------------------------------------------------------------------------
+# 2. streams
+
+# A stream through the gateway; returns the response and the upstream body.
+sub gw_stream {
+    my ($body) = @_;
+    $env->emu_clear;
+    my $r = gw('POST', '/v1/chat/completions', $body,
+        'Content-Type' => 'application/json', auth_headers());
+    my $reqs = $env->emu_requests;
+    return ($r, $reqs);
+}
+
+sub stream_basics {
+    my ($name, $r) = @_;
+    is($r->{status}, 200, "$name: status 200")
+        or diag('body: ' . show_bytes($r->{body}));
+    like($r->{headers}{'content-type'} // '', qr{^text/event-stream},
+        "$name: Content-Type text/event-stream");
+    ok($r->{complete}, "$name: the chunked body ended with the last chunk")
+        or diag("eof=$r->{eof} timed_out=$r->{timed_out}");
+    is($r->{headers}{'content-length'}, undef, "$name: no Content-Length");
+    my $rid = $r->{headers}{'x-cfcost-request-id'};
+    like($rid // '', qr/^[0-9a-f]{32}$/, "$name: X-Cfcost-Request-Id");
+    my @ev = sse_events($r->{body});
+    like($ev[-1] // '', qr/^data: \[DONE\]\r?\n\r?\n\z/, "$name: [DONE] is last");
+    return $rid;
+}
+
+# %a: name, model, content, opts (stream_options value, or undef for
+# none), in/out/cached (expected usage; undef: none reported)
+sub openai_stream {
+    my (%a) = @_;
+    my $name  = $a{name};
+    my $model = $a{model} // $L8;
+    my $client = {
+        model    => $model,
+        messages => [{ role => 'user', content => $a{content} }],
+        stream   => JSON::PP::true,
+        (exists $a{opts} ? (stream_options => $a{opts}) : ()),
+    };
+    my $body = $a{body} // $JS->encode($client);
+    my $client_usage = ref $a{opts} eq 'HASH'
+        && JSON::PP::is_bool($a{opts}{include_usage}) && $a{opts}{include_usage};
+
+    my ($r, $reqs) = gw_stream($body);
+    my $rid = stream_basics($name, $r);
+    my $up = check_upstream_request($name, $reqs);
+
+    if ($client_usage) {
+        same_bytes($up, $body,
+            "$name: upstream body is the client's, byte for byte (it asked include_usage)");
+    } else {
+        my %want = %{ $JS->decode($body) };
+        my %o = ref $want{stream_options} eq 'HASH' ? %{ $want{stream_options} } : ();
+        $o{include_usage} = JSON::PP::true;
+        $want{stream_options} = \%o;
+        is_deeply(CfcostTest::decode_json_text($up), \%want,
+            "$name: upstream body = the client's JSON plus stream_options.include_usage");
+    }
+
+    # what the emulator answers to exactly what the gateway sent
+    my $emu = emu_direct($OA_UPSTREAM, $up);
+    is($emu->{status}, 200, "$name: (emulator direct: 200)");
+    ok($emu->{complete}, "$name: (emulator direct: complete)");
+    my $ebody = norm_created($emu->{body});
+    my $gbody = norm_created($r->{body});
+    my @uev = grep { is_usage_chunk($_) } sse_events($ebody);
+    my $have_usage = defined $a{in};
+    is(scalar @uev, $have_usage ? 1 : 0,
+        "$name: (the emulator sent " . ($have_usage ? 'one usage chunk' : 'no usage chunk') . ')');
+
+    my $usd = $have_usage
+        ? usd6(pusd($model, $a{in}, $a{out}, $a{cached})) : undef;
+    my $expect = '';
+    for my $ev (sse_events($ebody)) {
+        if (is_usage_chunk($ev)) {
+            next unless $client_usage;
+            $ev = insert_cost($ev, $usd);
+        }
+        $expect .= $ev;
+    }
+    same_bytes($gbody, $expect, $client_usage
+        ? "$name: stream = the emulator's with cost_usd $usd in the usage chunk"
+        : "$name: stream = the emulator's without the usage chunk");
+
+    my @gu = grep { is_usage_chunk($_) } sse_events($gbody);
+    if ($client_usage && $have_usage) {
+        is(scalar @gu, 1, "$name: one usage chunk for the client");
+        my $j = eval { JSON::PP->new->utf8->decode(event_data($gu[0] // '') // '') };
+        is(sprintf('%.6f', (ref $j eq 'HASH' ? $j->{usage}{cost_usd} : undef) // -1),
+            $usd, "$name: usage chunk cost_usd");
+    } else {
+        is(scalar @gu, 0, "$name: no usage chunk for the client");
+        unlike($gbody, qr/cost_usd|"choices":\[\]|"cfcost"/,
+            "$name: nothing of cfcost in the stream");
+    }
+
+    unless ($client_usage) {
+        # exactly what an OpenAI stream without usage looks like, but for
+        # the "usage":null members of the chunks
+        my $plain = emu_direct($OA_UPSTREAM, $body);
+        (my $g = $gbody) =~ s/,"usage":null//g;
+        same_bytes($g, norm_created($plain->{body}),
+            "$name: stream = the emulator's stream for the client's body (\"usage\":null aside)");
+    }
+
+    my %rec = (model => $model, flags => 'streamed');
+    if ($have_usage) {
+        %rec = (%rec, in => $a{in}, out => $a{out}, cached => $a{cached});
+    } else {
+        my $in  = ceil4(utf8_len($a{content}));
+        my $out = ceil4(text_bytes($ebody));
+        %rec = (%rec, in => $in, out => $out, flags => 'streamed,estimated,usage_unknown');
+    }
+    check_record($name, $rid, %rec, neurons => $a{neurons});
+    return $r;
+}
+
+my $T = JSON::PP::true;
+my $F = JSON::PP::false;
+
+for my $mode (['client asks include_usage', { include_usage => $T }],
+              ['client does not ask', undef],
+              ['client asks include_usage:false', { include_usage => $F }])
+{
+    my ($label, $opts) = @$mode;
+    my @o = defined $opts ? (opts => $opts) : ();
+    for my $v (['', 'plain'],
+               ['[emu:split 1]', 'split 1'],
+               ['[emu:split 5]', 'split 5'],
+               ['[emu:split 5] [emu:utf8]', 'split 5 + utf8'],
+               ['[emu:split 1] [emu:trickle 1]', 'split 1 trickled'],
+               ['[emu:crlf]', 'crlf'],
+               ['[emu:split 5] [emu:crlf] [emu:utf8]', 'split 5 + crlf + utf8'])
+    {
+        my ($dirs, $vname) = @$v;
+        openai_stream(name => "stream, $label, $vname", @o,
+            content => "tell me a story $dirs [emu:usage 100 200]",
+            in => 100, out => 200);
+    }
+    openai_stream(name => "stream, $label, kimi cached", @o, model => $KIMI,
+        content => 'again [emu:usage 100 20] [emu:cached 30] [emu:split 5]',
+        in => 100, out => 20, cached => 30);
+    openai_stream(name => "stream, $label, kimi reasoning", @o, model => $KIMI,
+        content => 'think [emu:usage 10 40] [emu:reasoning 25] [emu:split 1]',
+        in => 10, out => 40);
+}
+
+# other stream_options members are kept when cfcost adds include_usage
+openai_stream(name => 'stream, other stream_options kept',
+    opts => { include_obfuscation => $F },
+    content => 'opts [emu:usage 3 4]', in => 3, out => 4);
+
+# include_usage asked, but the upstream reports none: nothing is added
+openai_stream(name => 'stream, include_usage, upstream sends no usage',
+    opts => { include_usage => $T },
+    content => 'nothing to count [emu:no-usage]');
+openai_stream(name => 'stream, no include_usage, upstream sends no usage',
+    content => 'nothing to count either [emu:no-usage] [emu:split 5]');
+
+# Workers AI may also send its native {"response":"","usage"} event: it is
+# the upstream's, and passes through as it came
+openai_stream(name => 'stream, include_usage, native usage event too',
+    opts => { include_usage => $T },
+    content => 'both kinds [emu:native-usage] [emu:usage 12 13] [emu:split 5]',
+    in => 12, out => 13);
+openai_stream(name => 'stream, no include_usage, native usage event too',
+    content => 'both kinds again [emu:native-usage] [emu:usage 12 13] [emu:split 1]',
+    in => 12, out => 13);
+
+# a hand-written streaming body with include_usage goes up byte for byte
+openai_stream(name => 'stream, hand-written body',
+    opts => { include_usage => $T },
+    body => qq'{"model" : "$L8", "stream":true, "stream_options": {"include_usage" : true},'
+          . qq' "temperature":0.25, "messages":[{"role":"user","content":"by hand \\u2713 [emu:usage 9 8]"}]}',
+    content => "by hand \x{2713} [emu:usage 9 8]", in => 9, out => 8);
+
+
+# --------------------------------------------------------------------------
+# 3. errors made by cfcost: OpenAI's error object, plus "detail"
+
+sub openai_error {
+    my (%a) = @_;
+    my $name = $a{name};
+    my $before = $env->record_count;
+    $env->emu_clear;
+    my $r = gw($a{method} // 'POST', $a{path} // '/v1/chat/completions', $a{body},
+        (defined $a{body} ? ('Content-Type' => 'application/json') : ()),
+        auth_headers($a{auth}), @{ $a{headers} || [] });
+    is($r->{status}, $a{status}, "$name: status $a{status}")
+        or diag('body: ' . show_bytes($r->{body}));
+    like($r->{headers}{'content-type'} // '', qr{^application/json},
+        "$name: Content-Type application/json");
+    my $j = $r->{json};
+    ok(ref $j eq 'HASH' && ref $j->{error} eq 'HASH', "$name: {\"error\":{...}}")
+        or diag('body: ' . show_bytes($r->{body}));
+    my $e = ref $j eq 'HASH' && ref $j->{error} eq 'HASH' ? $j->{error} : {};
+    is_deeply([sort keys %$j], [qw(detail error)], "$name: members error and detail")
+        if ref $j eq 'HASH';
+    is_deeply([sort keys %$e], [qw(code message param type)],
+        "$name: error has message, type, param, code");
+    ok(defined $e->{message} && !ref $e->{message} && length $e->{message},
+        "$name: error.message is a string");
+    is($e->{type}, $a{type}, "$name: error.type $a{type}");
+    ok(exists $e->{param} && !defined $e->{param}, "$name: error.param is null");
+    ok(exists $e->{code} && !defined $e->{code}, "$name: error.code is null");
+    is($j->{detail}, $e->{message}, "$name: detail = error.message") if ref $j eq 'HASH';
+    like($e->{message} // '', $a{message}, "$name: message") if $a{message};
+    like($r->{body}, qr/"param":null,"code":null/, "$name: param and code are JSON null");
+    like($r->{headers}{'x-cfcost-request-id'} // '', qr/^[0-9a-f]{32}$/,
+        "$name: X-Cfcost-Request-Id") unless $a{no_request_id};
+
+    my $reqs = $env->emu_requests;
+    is(scalar @$reqs, 0, "$name: nothing went upstream")
+        or diag(CfcostTest::_show($reqs));
+
+    if ($a{record}) {
+        check_record($name, $r->{headers}{'x-cfcost-request-id'},
+            model => $a{model} // '', status => $a{status}, upstream_status => 0,
+            flags => undef,
+            error => $a{error} // 'invalid_request');
+    } else {
+        no_new_records_since($before, $name);
+    }
+    return $r;
+}
+
+my $good = $JS->encode({ model => $L8,
+    messages => [{ role => 'user', content => 'hi [emu:usage 1 1]' }] });
+
+openai_error(name => 'no key', auth => 'none', body => $good,
+    status => 401, type => 'authentication_error', message => qr/API key/);
+openai_error(name => 'unknown key (Bearer)', body => $good,
+    headers => [Authorization => 'Bearer cfk_00000000000000000000000000000000'],
+    auth => 'none', status => 401, type => 'authentication_error',
+    message => qr/invalid API key/);
+openai_error(name => 'unknown key (X-API-Key)', body => $good,
+    headers => ['X-API-Key' => 'cfk_00000000000000000000000000000000'],
+    auth => 'none', status => 401, type => 'authentication_error',
+    message => qr/invalid API key/);
+openai_error(name => 'the operator token is no key', body => $good,
+    headers => [Authorization => "Bearer $CfcostTest::TOKEN"],
+    auth => 'none', status => 401, type => 'authentication_error');
+openai_error(name => 'body not JSON', body => '{"model": "x", messages: }',
+    status => 400, type => 'invalid_request_error', message => qr/JSON/,
+    record => 1);
+openai_error(name => 'empty body', body => '',
+    status => 400, type => 'invalid_request_error', record => 1);
+openai_error(name => 'body a JSON array', body => '[1,2]',
+    status => 400, type => 'invalid_request_error', record => 1);
+openai_error(name => 'model missing',
+    body => $JS->encode({ messages => [{ role => 'user', content => 'hi' }] }),
+    status => 400, type => 'invalid_request_error', message => qr/model/,
+    record => 1);
+openai_error(name => 'model not a string',
+    body => $JS->encode({ model => 7, messages => [{ role => 'user', content => 'hi' }] }),
+    status => 400, type => 'invalid_request_error', message => qr/model/,
+    record => 1);
+openai_error(name => 'model not priced',
+    body => $JS->encode({ model => '@cf/nobody/unpriced-model',
+                          messages => [{ role => 'user', content => 'hi' }] }),
+    status => 400, type => 'invalid_request_error',
+    message => qr{\@cf/nobody/unpriced-model}, record => 1,
+    model => '@cf/nobody/unpriced-model');
+openai_error(name => 'model without @cf/ (an OpenAI name)',
+    body => $JS->encode({ model => 'gpt-4o',
+                          messages => [{ role => 'user', content => 'hi' }] }),
+    status => 400, type => 'invalid_request_error', message => qr{gpt-4o},
+    record => 1, model => 'gpt-4o');
+openai_error(name => 'messages missing',
+    body => $JS->encode({ model => $L8 }),
+    status => 400, type => 'invalid_request_error', message => qr/messages/,
+    record => 1, model => $L8);
+openai_error(name => 'messages not an array',
+    body => $JS->encode({ model => $L8, messages => 'hi' }),
+    status => 400, type => 'invalid_request_error', message => qr/messages/,
+    record => 1, model => $L8);
+openai_error(name => 'messages empty',
+    body => $JS->encode({ model => $L8, messages => [] }),
+    status => 400, type => 'invalid_request_error', message => qr/messages/,
+    record => 1, model => $L8);
+openai_error(name => 'a message without role',
+    body => $JS->encode({ model => $L8, messages => [{ content => 'hi' }] }),
+    status => 400, type => 'invalid_request_error', message => qr/messages/,
+    record => 1, model => $L8);
+# "prompt" is Workers AI's, not OpenAI's: the chat-completions endpoint
+# needs messages, and nothing malformed is forwarded
+openai_error(name => 'prompt instead of messages',
+    body => $JS->encode({ model => $L8, prompt => 'hi [emu:usage 1 1]' }),
+    status => 400, type => 'invalid_request_error', message => qr/messages/,
+    record => 1, model => $L8);
+openai_error(name => 'GET on the chat route', method => 'GET', auth => 'none',
+    status => 405, type => 'invalid_request_error');
+openai_error(name => 'body over client_max_body_size',
+    body => '{"model":"' . $L8 . '","messages":[{"role":"user","content":"'
+            . ('x' x (1024 * 1024 + 10)) . '"}]}',
+    status => 413, type => 'invalid_request_error', no_request_id => 1);
+
+
+# --------------------------------------------------------------------------
+# 4. Workers AI's errors pass through unchanged
+
+sub upstream_error {
+    my (%a) = @_;
+    my $name = $a{name};
+    my $body = $JS->encode({ model => $a{model} // $L8,
+        messages => [{ role => 'user', content => "oops $a{directive}" }],
+        ($a{stream} ? (stream => JSON::PP::true) : ()) });
+    my ($r, $reqs) = gw_stream($body);
+    my $up = check_upstream_request($name, $reqs);
+    my $emu = emu_direct($OA_UPSTREAM, $up);
+    is($r->{status}, $a{status}, "$name: status $a{status}")
+        or diag('body: ' . show_bytes($r->{body}));
+    is($emu->{status}, $a{upstream_status}, "$name: (emulator direct: $a{upstream_status})");
+    like($r->{headers}{'content-type'} // '', qr{^application/json},
+        "$name: Content-Type application/json");
+    if ($a{passthrough}) {
+        same_bytes($r->{body}, $emu->{body}, "$name: body = the emulator's, unchanged");
+    } else {
+        my $j = $r->{json};
+        ok(ref $j eq 'HASH' && ref $j->{error} eq 'HASH'
+           && defined $j->{error}{message} && !ref $j->{error}{message}
+           && $j->{error}{type} eq $a{type}
+           && exists $j->{error}{param} && !defined $j->{error}{param}
+           && exists $j->{error}{code} && !defined $j->{error}{code}
+           && defined $j->{detail},
+           "$name: an OpenAI error object of type $a{type}")
+            or diag('body: ' . show_bytes($r->{body}));
+    }
+    is($r->{headers}{'x-cfcost-cost-usd'}, undef, "$name: no X-Cfcost-Cost-USD");
+    my $rid = $r->{headers}{'x-cfcost-request-id'};
+    like($rid // '', qr/^[0-9a-f]{32}$/, "$name: X-Cfcost-Request-Id");
+    my $rec = record_for($rid, $name);
+    if ($rec) {
+        is($rec->{route}, 'openai', "$name: record route");
+        is($rec->{status}, "$a{status}", "$name: record status");
+        is($rec->{upstream_status}, "$a{upstream_status}", "$name: record upstream_status");
+        like($rec->{error} // '', $a{error}, "$name: record error");
+        is($rec->{cost_pusd}, '0', "$name: record cost_pusd 0");
+        is($rec->{model}, $a{model} // $L8, "$name: record model");
+        is($rec->{user}, 'oai', "$name: record user");
+    }
+}
+
+upstream_error(name => 'upstream 5007 (400)', directive => '[emu:error 5007 400]',
+    status => 400, upstream_status => 400, passthrough => 1, error => qr/^cf:5007$/);
+upstream_error(name => 'upstream 3040 (429)', directive => '[emu:error 3040 429]',
+    status => 429, upstream_status => 429, passthrough => 1, error => qr/^cf:3040$/);
+upstream_error(name => 'upstream 3042 (404)', directive => '[emu:error 3042 404]',
+    status => 404, upstream_status => 404, passthrough => 1, error => qr/^cf:3042$/);
+upstream_error(name => 'upstream 7010 (500)', directive => '[emu:error 7010 500]',
+    status => 500, upstream_status => 500, passthrough => 1, error => qr/^cf:7010$/);
+upstream_error(name => 'upstream 10000 (401)', directive => '[emu:error 10000 401]',
+    status => 401, upstream_status => 401, passthrough => 1, error => qr/^cf:10000$/);
+upstream_error(name => 'upstream error sent chunked',
+    directive => '[emu:error 5007 400] [emu:chunked]',
+    status => 400, upstream_status => 400, passthrough => 1, error => qr/^cf:5007$/);
+upstream_error(name => 'upstream error to a stream request', stream => 1,
+    directive => '[emu:error 3040 429]',
+    status => 429, upstream_status => 429, passthrough => 1, error => qr/^cf:3040$/);
+upstream_error(name => '200 with success:false', directive => '[emu:fail200]',
+    status => 502, upstream_status => 200, passthrough => 1, error => qr/^cf:3040$/);
+upstream_error(name => '200 with success:false to a stream request', stream => 1,
+    directive => '[emu:fail200]',
+    status => 502, upstream_status => 200, passthrough => 1, error => qr/^cf:3040$/);
+upstream_error(name => 'non-JSON 503', directive => '[emu:status 503]',
+    status => 503, upstream_status => 503, type => 'api_error', error => qr/\S/);
+upstream_error(name => 'HTML 200', directive => '[emu:html200]',
+    status => 502, upstream_status => 200, type => 'api_error', error => qr/\S/);
+{
+    # the connection closes without an answer: a cfcost 502
+    my $name = 'connection closed without a response';
+    my $body = $JS->encode({ model => $L8,
+        messages => [{ role => 'user', content => 'oops [emu:close]' }] });
+    my ($r, $reqs) = gw_stream($body);
+    check_upstream_request($name, $reqs);
+    is($r->{status}, 502, "$name: status 502");
+    my $j = $r->{json};
+    ok(ref $j eq 'HASH' && ref $j->{error} eq 'HASH'
+       && ($j->{error}{type} // '') eq 'api_error' && defined $j->{detail},
+       "$name: an OpenAI error object of type api_error")
+        or diag('body: ' . show_bytes($r->{body}));
+    my $rec = record_for($r->{headers}{'x-cfcost-request-id'}, $name);
+    if ($rec) {
+        is($rec->{route}, 'openai', "$name: record route");
+        is($rec->{status}, '502', "$name: record status");
+        is($rec->{upstream_status}, '0', "$name: record upstream_status");
+    }
+}
+
+
+# --------------------------------------------------------------------------
+# 5. GET /v1/models: every priced model, in OpenAI's list shape
+
+{
+    my $name = '/v1/models';
+    my $r = gw('GET', '/v1/models', undef);
+    my $cf = gw('GET', '/api/ai/models', undef);
+    is($r->{status}, 200, "$name: status 200");
+    like($r->{headers}{'content-type'} // '', qr{^application/json},
+        "$name: Content-Type application/json");
+    my $j = $r->{json};
+    ok(ref $j eq 'HASH', "$name: a JSON object") or diag(show_bytes($r->{body}));
+    $j = {} unless ref $j eq 'HASH';
+    is_deeply([sort keys %$j], [qw(data object)], "$name: members object and data");
+    is($j->{object}, 'list', "$name: object list");
+    my $data = ref $j->{data} eq 'ARRAY' ? $j->{data} : [];
+    my $models = ref $cf->{json} eq 'HASH' && ref $cf->{json}{models} eq 'ARRAY'
+        ? $cf->{json}{models} : [];
+    ok(@$models >= 40, "$name: (/api/ai/models lists " . scalar(@$models) . ' models)');
+    is(scalar @$data, scalar @$models, "$name: as many models as /api/ai/models");
+    my %prov = map { $_->{id} => $_->{provider} } @$models;
+    my (%seen, @bad);
+    for my $m (@$data) {
+        push @bad, $m unless ref $m eq 'HASH'
+            && join(',', sort keys %$m) eq 'created,id,object,owned_by'
+            && defined $m->{id} && exists $prov{$m->{id}}
+            && ($m->{object} // '') eq 'model'
+            && defined $m->{created} && $m->{created} eq '0'
+            && ($m->{owned_by} // '') eq $prov{$m->{id}};
+        $seen{ ref $m eq 'HASH' ? $m->{id} // '' : '' }++;
+    }
+    ok(!@bad, "$name: every entry is {id, object:model, created:0, owned_by:<provider>}")
+        or diag(CfcostTest::_show([@bad[0 .. ($#bad > 4 ? 4 : $#bad)]]));
+    is_deeply([sort keys %seen], [sort keys %prov],
+        "$name: the same model ids as /api/ai/models");
+    ok(!grep({ $_ > 1 } values %seen), "$name: no id twice");
+    like($r->{body}, qr/"created":0[,}]/, "$name: created is the number 0");
+    my ($kimi) = grep { ref $_ eq 'HASH' && ($_->{id} // '') eq $KIMI } @$data;
+    is($kimi && $kimi->{owned_by}, 'Moonshot AI', "$name: kimi-k2.5 owned_by Moonshot AI");
+    my ($l8) = grep { ref $_ eq 'HASH' && ($_->{id} // '') eq $L8 } @$data;
+    is($l8 && $l8->{owned_by}, 'Meta', "$name: llama-3.1-8b owned_by Meta");
+
+    # with a key it answers the same; it writes no record
+    my $before = $env->record_count;
+    my $r2 = gw('GET', '/v1/models', undef, auth_headers());
+    is($r2->{status}, 200, "$name with a key: status 200");
+    is($r2->{body}, $r->{body}, "$name with a key: the same body");
+    no_new_records_since($before, $name);
+}
+
+
+# --------------------------------------------------------------------------
+# 6. record ids are unique, every record of this file is route "openai"
+
+{
+    my $recs = $env->records;
+    my %seen;
+    $seen{ $_->{request_id} // '' }++ for @$recs;
+    is(scalar(keys %seen), scalar(@$recs), 'request ids are unique');
+    my @other = grep { ($_->{route} // '') ne 'openai' } @$recs;
+    is(scalar @other, 0, 'every record has route openai')
+        or diag(CfcostTest::_show([@other[0 .. ($#other > 3 ? 3 : $#other)]]));
+}
+
+$env->done;
+done_testing;
