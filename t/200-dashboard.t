@@ -8,7 +8,7 @@
 #    messages on load; `chromium --headless --dump-dom` (virtual time, so
 #    every fetch settles) shows the replies, their cost and tokens, the
 #    provider optgroups, escaped text, inline errors, and the usage panel
-#    (the usage routes may not exist: then a clear "unavailable" message).
+#    (served by the aggregator behind the gateway).
 #    Screenshots go to build/ for humans.
 # 3. The same gateway driven over the DevTools protocol (a pipe, no
 #    WebSocket): key entry, persistence across a reload, model change, typing
@@ -138,11 +138,8 @@ like($file{'index.html'}, qr/Content-Security-Policy/,
 # --------------------------------------------------------------------------
 # 2. the real gateway: nginx serves the page; deep link + --dump-dom
 
-my $env = CfcostTest->start;
-# The usage routes are built elsewhere and this harness starts no usage
-# service: nginx logs the miss (a missing file today, a refused upstream
-# connection once the configuration proxies them).  The page must cope.
-$env->allow_error(qr{request: "GET /api/usage[/?\s]});
+# with the aggregator: the usage panel shows real numbers
+my $env = CfcostTest->start(aggregator => 1);
 my $key  = $env->create_key(user => 'dash')->{key};
 my $base = 'http://127.0.0.1:' . $env->port;
 
@@ -217,21 +214,12 @@ like($dom, qr/<body[^>]*data-ready="yes"/, 'deep link: the page finished its wor
     unlike($dom, qr/\Q$key\E/, 'the full key is not in the page');
 }
 
-# usage panel: the usage routes may not be deployed; never a broken page
+# usage panel: the aggregator runs behind the gateway, so it has numbers
 {
     my ($usage_state) = $dom =~ /<body[^>]*data-usage="([^"]*)"/;
-    $usage_state //= '';
-    if ($usage_state eq 'ready') {
-        like(text_of(element_by_id($dom, 'card-cost') // ''), qr/^\$\d+\.\d{6}$/,
-            'usage panel: total cost card with 6 decimals');
-    } else {
-        is($usage_state, 'unavailable', 'usage panel: ready or unavailable');
-        like(text_of(element_by_id($dom, 'usage-status') // ''),
-            qr/Usage service unavailable \(HTTP \d{3}\)/i,
-            'usage panel: "usage service unavailable (HTTP n)"');
-        like($dom, qr/<div id="usage-body" hidden/,
-            'usage panel: no half-rendered numbers');
-    }
+    is($usage_state // '', 'ready', 'usage panel: ready');
+    like(text_of(element_by_id($dom, 'card-cost') // ''), qr/^\$\d+\.\d{6}$/,
+        'usage panel: total cost card with 6 decimals');
 }
 
 # what the gateway and the emulator saw: the whole conversation each time
