@@ -15,7 +15,7 @@ AGG_HDR    = $(wildcard aggregator/*.h)
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%.t,$(wildcard t/unit/test_*.c)) \
              build/unit/fuzz_sse.t
 
-.PHONY: all deps module unit test run clean
+.PHONY: all deps module unit test run clean bench
 
 all: deps build/ngx_http_cfcost_module.so build/cfcost build/cfcost-aggregator \
      $(UNIT_TESTS)
@@ -59,6 +59,11 @@ test: all
 
 run: all
 	scripts/run.sh
+
+# throughput and latency against plain proxy_pass, in the same run; see
+# bench/run.sh for BENCH_ROUNDS, BENCH_DURATION, BENCH_TINY, BENCH_BIG
+bench: all
+	bench/run.sh
 
 clean:
 	rm -rf build

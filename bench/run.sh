@@ -1,0 +1,574 @@
+#!/usr/bin/env bash
+# bench/run.sh: the cfcost benchmark (`make bench`).
+#
+# On this machine, in one run: a canned Workers AI (Debian's nginx, one
+# worker, real response bodies), a baseline nginx doing plain proxy_pass to
+# it, and the cfcost gateway (conf/nginx.conf.in as shipped, a real key,
+# its own redis-server, the aggregator when built).  Rounds alternate
+# baseline and cfcost; medians are reported.  Ratios, not absolute numbers,
+# compare across machines.
+#
+#   throughput   wrk -t2 -c64, saturated, BENCH_DURATION s per round
+#   latency      wrk -t1 -c1, p50/p99 from every request's own time
+#   records      every cfcost response is a 200, and the records that
+#                reached Redis equal the requests sent
+#   RSS          cfcost worker RSS before and after BENCH_RSS_REQUESTS
+#   TTFB         streamed chat, time to the first body byte (bench/ttfb.c)
+#   /api/usage   p50/p99 at 10^3, 10^5 (and 10^7 with BENCH_BIG=1)
+#                synthetic records, through the gateway with the admin token
+#
+# Output: a table on stdout, $BENCH_OUT/results-<time>.json and
+# $BENCH_OUT/latest.json.  Exit status 0 when every check passed, 1 when a
+# check failed, 2 when the bench could not run.
+#
+# Environment (defaults in brackets):
+#   BENCH_ROUNDS [5]  BENCH_DURATION [10] s  BENCH_RSS_REQUESTS [1000000]
+#   BENCH_TTFB_SAMPLES [200]  BENCH_USAGE_DURATION [3] s  BENCH_BIG [0]
+#   BENCH_CONNECTIONS [64]  BENCH_THREADS [2]  BENCH_WORKERS [2]
+#   BENCH_TINY=1      1 round of 1 s, 2000 RSS requests, 10 TTFB samples,
+#                     10^3 records only (the `make test` smoke run)
+#   BENCH_OUT         where results go [build/bench]
+#   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
+
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bench=$root/bench
+
+say()  { printf 'bench: %s\n' "$*" >&2; }
+die()  { say "$*"; exit 2; }
+
+# --------------------------------------------------------------------------
+# settings
+
+if [ "${BENCH_TINY:-0}" = 1 ]; then
+    rounds=${BENCH_ROUNDS:-1}
+    duration=${BENCH_DURATION:-1}
+    rss_requests=${BENCH_RSS_REQUESTS:-2000}
+    ttfb_samples=${BENCH_TTFB_SAMPLES:-10}
+    usage_duration=${BENCH_USAGE_DURATION:-1}
+    usage_sizes="1000"
+    tiny=1
+else
+    rounds=${BENCH_ROUNDS:-5}
+    duration=${BENCH_DURATION:-10}
+    rss_requests=${BENCH_RSS_REQUESTS:-1000000}
+    ttfb_samples=${BENCH_TTFB_SAMPLES:-200}
+    usage_duration=${BENCH_USAGE_DURATION:-3}
+    usage_sizes="1000 100000"
+    tiny=0
+fi
+if [ "${BENCH_BIG:-0}" = 1 ]; then usage_sizes="$usage_sizes 10000000"; fi
+connections=${BENCH_CONNECTIONS:-64}
+threads=${BENCH_THREADS:-2}
+workers=${BENCH_WORKERS:-2}
+out=${BENCH_OUT:-$root/build/bench}
+
+for v in rounds duration rss_requests ttfb_samples usage_duration \
+         connections threads workers; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
+done
+
+model='@cf/meta/llama-3.1-8b-instruct'
+stream_model='@cf/meta/llama-3.2-1b-instruct'
+account=bench-account
+chat_body='{"model":"'$model'","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Where did Hello, World first appear?"}]}'
+stream_body='{"model":"'$stream_model'","messages":[{"role":"user","content":"Hello"}],"stream":true}'
+
+for cmd in nginx redis-server redis-cli wrk curl gcc perl timeout; do
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] ||
+        die "$cmd is missing (make bench installs it: scripts/deps.sh)"
+done
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+for f in build/ngx_http_cfcost_module.so build/cfcost; do
+    [ -e "$root/$f" ] || die "$f is missing: run make (or make bench)"
+done
+agg_bin=$root/build/cfcost-aggregator
+[ -x "$agg_bin" ] || agg_bin=
+
+# --------------------------------------------------------------------------
+# run directory and cleanup
+
+mkdir -p "$root/build/bench" "$out"
+run=$(mktemp -d "$root/build/bench/run.XXXXXX")
+chmod 755 "$run"
+mkdir -p "$run/tmp" "$run/gw/tmp"
+chmod 777 "$run/tmp" "$run/gw/tmp"          # nginx workers run as nobody
+[ ${#run} -lt 90 ] || die "run directory path too long for a unix socket: $run"
+
+results=$run/results.jsonl
+: > "$results"
+declare -A PIDS=()                          # name -> pid
+
+# Stops one nginx master (QUIT, bounded), then whatever of it is left.
+stop_nginx() {
+    local pid=$1 workers_left
+    kill -0 "$pid" 2>/dev/null || return 0
+    workers_left=$(pgrep -P "$pid" 2>/dev/null || true)
+    kill -QUIT "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for w in $workers_left; do kill -KILL "$w" 2>/dev/null || true; done
+}
+
+stop_pid() {
+    local pid=$1
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for name in wrk sampler; do
+        [ -n "${PIDS[$name]:-}" ] && stop_pid "${PIDS[$name]}"
+    done
+    for name in gateway baseline upstream; do
+        [ -n "${PIDS[$name]:-}" ] && stop_nginx "${PIDS[$name]}"
+    done
+    for name in aggregator redis; do
+        [ -n "${PIDS[$name]:-}" ] && stop_pid "${PIDS[$name]}"
+    done
+    wait 2>/dev/null || true
+    if [ "$rc" -ne 0 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
+        say "logs and configs kept in $run"
+    else
+        rm -rf "$run"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    perl -MIO::Socket::INET -e '
+        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1",
+            LocalPort => 0, Listen => 1) or die "bind: $!\n";
+        print $s->sockport, "\n";'
+}
+
+# wait_for SECONDS WHAT COMMAND...
+wait_for() {
+    local secs=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < secs * 20; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    die "$what not ready within $secs s (logs in $run)"
+}
+
+rcli() { timeout 30 redis-cli -s "$run/redis.sock" "$@"; }
+
+# start_nginx NAME CONF: daemon off, in the background
+start_nginx() {
+    local name=$1 conf=$2
+    "$nginx_bin" -t -q -p "$run/" -c "$conf" -e "$run/$name-start.log" ||
+        die "nginx -t refused the $name configuration ($conf)"
+    "$nginx_bin" -p "$run/" -c "$conf" -e "$run/$name-start.log" \
+        > "$run/$name.out" 2>&1 &
+    PIDS[$name]=$!
+}
+
+# workers_up MASTER: it runs all its workers
+workers_up() { [ "$(pgrep -P "$1" 2>/dev/null | wc -l)" -ge "$workers" ]; }
+
+worker_rss_kb() {      # sum of VmRSS of the workers of master $1
+    local sum=0 kb
+    for w in $(pgrep -P "$1"); do
+        kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$w/status" 2>/dev/null || echo 0)
+        sum=$((sum + ${kb:-0}))
+    done
+    echo "$sum"
+}
+
+# --------------------------------------------------------------------------
+# the C client
+
+ttfb_bin=$root/build/bench/ttfb
+if [ ! -x "$ttfb_bin" ] || [ "$bench/ttfb.c" -nt "$ttfb_bin" ]; then
+    gcc -std=c99 -O2 -Wall -Wextra -Werror -D_DEFAULT_SOURCE \
+        -o "$ttfb_bin.$$" "$bench/ttfb.c" && mv -f "$ttfb_bin.$$" "$ttfb_bin" ||
+        die "cannot build bench/ttfb.c"
+fi
+
+# --------------------------------------------------------------------------
+# machine
+
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+[ -n "$cpu_model" ] || cpu_model=$(uname -m)
+nproc_n=$(nproc)
+kernel=$(uname -sr)
+nginx_version=$("$nginx_bin" -v 2>&1 | sed 's|.*nginx/||')
+wrk_version=$( (wrk -v 2>&1 || true) | awk 'NR == 1 { print $2 }')
+redis_version=$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+
+# --------------------------------------------------------------------------
+# start everything
+
+token=bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+up_port=$(free_port)
+base_port=$(free_port)
+gw_port=$(free_port)
+while [ "$base_port" = "$up_port" ]; do base_port=$(free_port); done
+while [ "$gw_port" = "$up_port" ] || [ "$gw_port" = "$base_port" ]; do
+    gw_port=$(free_port)
+done
+
+say "run directory $run"
+
+redis-server --port 0 --unixsocket "$run/redis.sock" --unixsocketperm 777 \
+    --dir "$run" --save "" --appendonly no --daemonize no \
+    --logfile "$run/redis.log" &
+PIDS[redis]=$!
+wait_for 10 "redis-server" rcli ping
+
+# the aggregator, where the shipped configuration looks for it
+# ($VAR/agg.sock); the gateway's /api/usage and /healthz lead there
+agg_note=
+if [ -n "$agg_bin" ]; then
+    "$agg_bin" --listen "unix:$run/gw/agg.sock" --redis "unix:$run/redis.sock" \
+        --consumer "bench-$$" --retention-days 0 --log-level warn \
+        > "$run/aggregator.log" 2>&1 &
+    PIDS[aggregator]=$!
+    wait_for 15 "the aggregator" curl -sf -o /dev/null \
+        --unix-socket "$run/gw/agg.sock" http://aggregator/healthz
+else
+    agg_note="aggregator not built (build/cfcost-aggregator missing)"
+    say "$agg_note: records are checked, /api/usage is not measured"
+fi
+
+# the canned Workers AI
+"$root/scripts/render-conf" "$bench/upstream.conf.in" "$run/upstream.conf" \
+    VAR="$run" PORT="$up_port" ACCOUNT="$account" STREAM_MODEL="$stream_model"
+start_nginx upstream "$run/upstream.conf"
+wait_for 10 "the canned upstream" curl -sf -o /dev/null -X POST -d '{}' \
+    "http://127.0.0.1:$up_port/client/v4/accounts/$account/ai/run/$model"
+
+# the baseline
+"$root/scripts/render-conf" "$bench/baseline.conf.in" "$run/baseline.conf" \
+    VAR="$run" WORKERS="$workers" PORT="$base_port" \
+    UPSTREAM_HOSTPORT="127.0.0.1:$up_port" UPSTREAM_HOST=127.0.0.1 \
+    CF_ACCOUNT_ID="$account" CF_API_TOKEN="$token" MODEL="$model" \
+    STREAM_MODEL="$stream_model"
+start_nginx baseline "$run/baseline.conf"
+
+# the gateway: every placeholder of the shipped template, or a clear stop;
+# the files it reads from $VAR: the admin token
+cp "$root/build/ngx_http_cfcost_module.so" "$run/ngx_http_cfcost_module.so"
+admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+(umask 077; printf '%s\n' "$admin_token" > "$run/gw/admin-token")
+declare -A GWV=(
+    [MODULE]="$run/ngx_http_cfcost_module.so"
+    [WORKERS]="$workers"
+    [VAR]="$run/gw"
+    [LOG_LEVEL]=notice
+    [PRICING]="$root/conf/pricing.json"
+    [REDIS]="unix:$run/redis.sock"
+    [CF_ACCOUNT_ID]="$account"
+    [CF_API_TOKEN]="$token"
+    [UPSTREAM_HOSTPORT]="127.0.0.1:$up_port"
+    [UPSTREAM_HOST]=127.0.0.1
+    [UPSTREAM_SCHEME]=http
+    [PORT]="$gw_port"
+    [ROOT]="$root/dashboard"
+)
+template=$root/conf/nginx.conf.in
+gw_args=()
+unknown=()
+for name in $(grep -o '@[A-Z][A-Z0-9_]*@' "$template" | tr -d @ | sort -u); do
+    if [ -n "${GWV[$name]+set}" ]; then
+        gw_args+=("$name=${GWV[$name]}")
+    elif ! sed 's/#.*//' "$template" | grep -q "@$name@"; then
+        gw_args+=("$name=")                # named in a comment only
+    else
+        unknown+=("@$name@")
+    fi
+done
+[ ${#unknown[@]} -eq 0 ] ||
+    die "conf/nginx.conf.in has placeholders bench/run.sh does not know:" \
+        "${unknown[*]} -- give them a value in the GWV table of bench/run.sh"
+"$root/scripts/render-conf" "$template" "$run/gateway.conf" "${gw_args[@]}"
+start_nginx gateway "$run/gateway.conf"
+
+wait_for 15 "the baseline nginx" curl -sf -o /dev/null -X POST \
+    -d "$chat_body" "http://127.0.0.1:$base_port/api/ai/chat"
+wait_for 15 "the cfcost gateway" curl -sf -o /dev/null \
+    "http://127.0.0.1:$gw_port/api/ai/models"
+for name in baseline gateway; do
+    wait_for 10 "the $name workers" workers_up "${PIDS[$name]}"
+done
+
+key=$("$root/build/cfcost" --redis "unix:$run/redis.sock" \
+    keys create --user bench --name "bench/run.sh" | tail -n 1)
+[[ $key == cfk_* ]] || die "could not create an API key: $key"
+
+if [ -n "$agg_bin" ]; then
+    wait_for 10 "the gateway's /healthz (the aggregator behind it)" \
+        curl -sf -o /dev/null "http://127.0.0.1:$gw_port/healthz"
+fi
+
+# one request each way, checked by hand: the bench must measure 200s
+probe=$(curl -s -o "$run/probe.json" -w '%{http_code}' -X POST \
+    -H "X-API-Key: $key" -d "$chat_body" "http://127.0.0.1:$gw_port/api/ai/chat")
+[ "$probe" = 200 ] && grep -q '"cost_usd"' "$run/probe.json" ||
+    die "cfcost answered $probe to the probe: $(head -c 300 "$run/probe.json")"
+records_expected=1
+
+rss_start=$(worker_rss_kb "${PIDS[gateway]}")
+
+# --------------------------------------------------------------------------
+# measuring
+
+emit() { printf '%s\n' "$1" >> "$results"; }
+
+# redis_field NAME < XINFO GROUPS output: the value after the line NAME
+group_field() {
+    rcli xinfo groups cfcost:records 2>/dev/null |
+        awk -v f="$1" 'prev == f { print; exit } { prev = $0 }'
+}
+
+# Waits (bounded) until the gateway's queues reached Redis: XLEN equals
+# the records expected; and until the aggregator caught up, so that
+# neither steals the next measurement's CPU.  Prints XLEN.
+settle() {
+    local want=$1 len i lag pending
+    for ((i = 0; i < 400; i++)); do          # 20 s
+        len=$(rcli xlen cfcost:records || echo 0)
+        [ "${len:-0}" -ge "$want" ] && break
+        sleep 0.05
+    done
+    sleep 0.2                                # late extras would show now
+    len=$(rcli xlen cfcost:records || echo 0)
+    if [ -n "$agg_bin" ]; then
+        for ((i = 0; i < 1200; i++)); do     # 60 s
+            lag=$(group_field lag)
+            pending=$(group_field pending)
+            [ "${lag:-x}" = 0 ] && [ "${pending:-x}" = 0 ] && break
+            sleep 0.05
+        done
+    fi
+    echo "$len"
+}
+
+check_records() {     # check_records PHASE
+    local len
+    len=$(settle "$records_expected")
+    if [ "$len" != "$records_expected" ]; then
+        say "record check failed after $1: XLEN $len, requests sent $records_expected"
+    fi
+    emit "{\"type\":\"records\",\"phase\":\"$1\",\"expected\":$records_expected,\"xlen\":$len,\"xlen_at_end\":${xlen_at_end:-0}}"
+    xlen_at_end=0
+}
+
+# run_wrk SYSTEM PHASE ROUND MODE -- WRK-ARGS...: runs wrk with chat.lua
+# against SYSTEM (baseline, cfcost, or usage: cfcost's /api/usage, which
+# writes no record), emits its JSON line, and
+# leaves the number of requests it sent in $last_sent.  WRK_PATH,
+# WRK_METHOD, WRK_BODY, WRK_HEADERS, WRK_TIMEOUT override the chat request.
+last_sent=0
+run_wrk() {
+    local system=$1 phase=$2 round=$3 mode=$4 log line port path
+    shift 5
+    case $system in
+        baseline)   port=$base_port ;;
+        cfcost)     port=$gw_port ;;
+        usage)      port=$gw_port ;;
+        *)          die "run_wrk: unknown system $system" ;;
+    esac
+    path=${WRK_PATH:-/api/ai/chat}
+    log="$run/wrk-$phase-$system-$round-$((++wrk_runs)).out"
+    BENCH_MODE=$mode BENCH_BODY=${WRK_BODY-$chat_body} \
+    BENCH_METHOD=${WRK_METHOD:-POST} \
+    BENCH_HEADERS=${WRK_HEADERS-X-API-Key: $key} \
+        timeout -k 5 "${WRK_TIMEOUT:-$((duration + 60))}" \
+        wrk --timeout 10s -s "$bench/chat.lua" "$@" \
+            "http://127.0.0.1:$port$path" > "$log" 2>&1 &
+    PIDS[wrk]=$!                # waited for, so a signal is handled at once
+    wait "${PIDS[wrk]}" || true
+    unset 'PIDS[wrk]'
+    line=$(sed -n 's/^BENCH_JSON //p' "$log")
+    [ -n "$line" ] || die "wrk printed no result for $phase/$system (see $log)"
+    emit "{\"type\":\"wrk\",\"system\":\"$system\",\"phase\":\"$phase\",\"round\":$round,\"path\":\"$path\",\"result\":$line}"
+    last_sent=$(printf '%s' "$line" | sed -n 's/.*"sent":\([0-9]*\).*/\1/p')
+    if [ "$system" = cfcost ]; then
+        records_expected=$((records_expected + last_sent))
+        xlen_at_end=$(rcli xlen cfcost:records || echo 0)
+    fi
+    case $line in
+        *'"non200":0,'*) ;;
+        *) say "$system answered non-200 in $phase (see $log)" ;;
+    esac
+}
+wrk_runs=0
+xlen_at_end=0
+
+# after_run SYSTEM PHASE: the record check after cfcost, else just settle
+after_run() {
+    if [ "$1" = cfcost ]; then
+        check_records "$2"
+    else
+        settle 0 > /dev/null
+    fi
+}
+
+sat_args=(-t"$threads" -c"$connections" -d"${duration}s")
+lat_args=(-t1 -c1 -d"${duration}s")
+
+say "warm-up: 1 s each"
+for system in baseline cfcost; do
+    run_wrk "$system" warmup 0 rate -- -t"$threads" -c"$connections" -d1s
+done
+check_records warmup
+
+for ((r = 1; r <= rounds; r++)); do
+    # ABBA: each system goes first in every other round
+    if ((r % 2)); then order="baseline cfcost"; else order="cfcost baseline"; fi
+    say "round $r/$rounds: saturated ($order), ${duration} s each"
+    for system in $order; do
+        run_wrk "$system" saturated "$r" rate -- "${sat_args[@]}"
+        after_run "$system" "saturated-$r"
+    done
+    say "round $r/$rounds: one connection ($order), ${duration} s each"
+    for system in $order; do
+        run_wrk "$system" latency "$r" latency -- "${lat_args[@]}"
+        after_run "$system" "latency-$r"
+    done
+done
+
+# sample_rss MASTER: every second, "seconds rss_kb xlen" until killed
+sample_rss() {
+    local t=0
+    while :; do
+        printf '%d %d %d\n' "$t" "$(worker_rss_kb "$1")" \
+            "$(rcli xlen cfcost:records)"
+        sleep 1
+        t=$((t + 1))
+    done
+}
+
+say "RSS: $rss_requests requests to cfcost"
+rss_before=$(worker_rss_kb "${PIDS[gateway]}")
+donedir=$run/rss-done
+mkdir -p "$donedir"
+sample_rss "${PIDS[gateway]}" > "$run/rss-samples.txt" 2>/dev/null &
+PIDS[sampler]=$!
+WRK_TIMEOUT=$((rss_requests / 200 + 120)) \
+BENCH_COUNT=$rss_requests BENCH_THREADS=$threads BENCH_DONE_DIR=$donedir \
+    run_wrk cfcost rss 0 count -- -t"$threads" -c"$connections" \
+        -d"$((rss_requests / 200 + 60))s"
+check_records rss
+sleep 0.5
+rss_after=$(worker_rss_kb "${PIDS[gateway]}")
+stop_pid "${PIDS[sampler]}"
+unset 'PIDS[sampler]'
+rss_series=$(awk '{ printf "%s[%d,%d,%d]", (NR > 1 ? "," : ""), $1, $2, $3 }' \
+    "$run/rss-samples.txt")
+emit "{\"type\":\"rss\",\"workers\":$workers,\"start_kb\":$rss_start,\"before_kb\":$rss_before,\"after_kb\":$rss_after,\"requests\":$last_sent,\"series\":[$rss_series]}"
+
+say "streaming TTFB: $ttfb_samples requests each"
+ttfb_json=$(timeout -k 5 $((ttfb_samples + 60)) "$ttfb_bin" -n "$ttfb_samples" \
+    -b "$stream_body" -H "X-API-Key: $key" \
+    "baseline=$base_port/api/ai/chat-stream" "cfcost=$gw_port/api/ai/chat") ||
+    say "TTFB: not every streamed request succeeded: $ttfb_json"
+[ -n "$ttfb_json" ] || die "the TTFB client printed nothing"
+emit "{\"type\":\"ttfb\",\"samples\":$ttfb_samples,\"result\":$ttfb_json}"
+records_expected=$((records_expected + ttfb_samples))
+check_records ttfb
+
+dropped=$(rcli hget cfcost:gateway records_dropped)
+emit "{\"type\":\"dropped\",\"records_dropped\":${dropped:-0}}"
+[ "${dropped:-0}" = 0 ] || say "the gateway dropped $dropped records"
+
+
+# --------------------------------------------------------------------------
+# /api/usage at growing record counts, as users reach it: through the
+# gateway (cfcost usage checks the admin token) to the aggregator
+
+usage_total() {
+    curl -s --max-time 5 -H "X-API-Key: $admin_token" \
+        "http://127.0.0.1:$gw_port/api/usage" |
+        sed -n 's/.*"total_requests":\([0-9]*\).*/\1/p'
+}
+
+usage_code=000
+if [ -n "$agg_bin" ]; then
+    usage_code=$(curl -s -o "$run/usage-probe.json" -w '%{http_code}' \
+        -H "X-API-Key: $admin_token" "http://127.0.0.1:$gw_port/api/usage")
+    [ "$usage_code" = 200 ] || {
+        agg_note="the gateway's /api/usage answered $usage_code"
+        say "$agg_note: /api/usage is not measured"
+    }
+fi
+if [ "$usage_code" = 200 ]; then
+    loaded=0
+    day=$(date -u +%Y-%m-%d)
+    from=$(date -u -d '30 days ago' +%Y-%m-%d)
+    for size in $usage_sizes; do
+        add=$((size - loaded))
+        say "/api/usage: loading $add synthetic records (total $size)"
+        t0=$(date +%s%N)
+        perl "$bench/gen-records.pl" "$add" "$loaded" |
+            timeout $((add / 2000 + 120)) redis-cli -s "$run/redis.sock" --pipe \
+            > "$run/pipe-$size.out" 2>&1 ||
+            die "redis-cli --pipe failed (see $run/pipe-$size.out)"
+        grep -q 'errors: 0,' "$run/pipe-$size.out" ||
+            die "redis-cli --pipe reported errors (see $run/pipe-$size.out)"
+        loaded=$size
+        want=$(rcli xlen cfcost:records)
+        applied=
+        for ((i = 0; i < (add / 1000 + 60) * 10; i++)); do
+            [ "$(usage_total)" = "$want" ] && { applied=1; break; }
+            sleep 0.1
+        done
+        apply_ms=$((($(date +%s%N) - t0) / 1000000))
+        if [ -z "$applied" ]; then
+            say "the aggregator did not count all $want records in time" \
+                "(total_requests $(usage_total))"
+        fi
+        emit "{\"type\":\"usage_load\",\"records\":$size,\"stream\":$want,\"applied\":${applied:-0},\"load_and_apply_s\":$((apply_ms / 1000)).$(printf %03d $((apply_ms % 1000)))}"
+        for query in "/api/usage" "/api/usage?from=$from&to=$day"; do
+            WRK_PATH=$query WRK_METHOD=GET WRK_BODY= \
+            WRK_HEADERS="X-API-Key: $admin_token" \
+            WRK_TIMEOUT=$((usage_duration + 60)) \
+                run_wrk usage "usage-$size" 0 latency -- -t1 -c1 \
+                    -d"${usage_duration}s"
+        done
+    done
+fi
+
+# --------------------------------------------------------------------------
+# report
+
+# the gateway's error log, by level (the lines: $run/gw/error.log)
+errlog() {
+    local level n
+    for level in emerg alert crit error warn; do
+        n=$(grep -c "\[$level\]" "$run/gw/error.log" 2>/dev/null || true)
+        printf '%s"%s":%d' "$([ "$level" = emerg ] || echo ,)" "$level" "${n:-0}"
+    done
+}
+emit "{\"type\":\"errorlog\",\"counts\":{$(errlog)},\"sample\":\"$(grep -m1 -E '\[(emerg|alert|crit|error)\]' "$run/gw/error.log" 2>/dev/null | cut -c1-200 | tr -d '"\\' || true)\"}"
+
+meta=$(printf '{"type":"meta","started":"%s","stamp":"%s","tiny":%d,"machine":{"nproc":%d,"cpu":"%s","kernel":"%s","nginx":"%s","wrk":"%s","redis":"%s"},"settings":{"rounds":%d,"duration_s":%d,"connections":%d,"threads":%d,"workers":%d,"rss_requests":%d,"ttfb_samples":%d,"usage_duration_s":%d,"usage_sizes":[%s],"model":"%s","stream_model":"%s"},"aggregator":%s}' \
+    "$started" "$stamp" "$tiny" "$nproc_n" "${cpu_model//\"/}" "$kernel" \
+    "$nginx_version" "$wrk_version" "$redis_version" "$rounds" "$duration" \
+    "$connections" "$threads" "$workers" "$rss_requests" "$ttfb_samples" \
+    "$usage_duration" "$(echo $usage_sizes | tr ' ' ,)" "$model" "$stream_model" \
+    "$([ -z "$agg_note" ] && echo '"running"' || echo "\"$agg_note\"")")
+emit "$meta"
+
+rc=0
+perl "$bench/report.pl" "$results" "$out/results-$stamp.json" || rc=$?
+[ "$rc" -le 1 ] || die "bench/report.pl failed (raw results in $results)"
+cp "$out/results-$stamp.json" "$out/latest.json.tmp"
+mv -f "$out/latest.json.tmp" "$out/latest.json"
+say "results: $out/results-$stamp.json (and latest.json)"
+exit "$rc"
