@@ -3,6 +3,7 @@
  */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cfcost_usage.h"
@@ -338,4 +339,237 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
     *end = ve - json;
 
     return 0;
+}
+
+
+/* a count written as plain digits; -1 for anything else */
+static int
+cfcost_scan_count(const char *json, size_t len, const char *key,
+    uint64_t *v)
+{
+    size_t       s, e, i;
+    uint64_t     n;
+    const char  *path[1];
+
+    path[0] = key;
+
+    if (cfcost_json_locate(json, len, path, 1, &s, &e) != 0) {
+        return 1;                                   /* absent */
+    }
+
+    if (e - s == 0 || e - s > 15) {
+        return -1;
+    }
+
+    for (n = 0, i = s; i < e; i++) {
+        if (json[i] < '0' || json[i] > '9') {
+            return -1;
+        }
+
+        n = n * 10 + (json[i] - '0');
+    }
+
+    *v = n;
+
+    return 0;
+}
+
+
+/* a count inside a nested object ("prompt_tokens_details"); absent is 0 */
+static int
+cfcost_scan_detail(const char *json, size_t len, const char *obj,
+    const char *key, uint64_t *v)
+{
+    size_t       s, e;
+    const char  *path[1];
+
+    path[0] = obj;
+    *v = 0;
+
+    if (cfcost_json_locate(json, len, path, 1, &s, &e) != 0) {
+        return 0;
+    }
+
+    if (json[s] != '{') {
+        return -1;
+    }
+
+    return cfcost_scan_count(json + s, e - s, key, v) < 0 ? -1 : 0;
+}
+
+
+int
+cfcost_reply_scan(const char *json, size_t len, int need_text,
+    cfcost_reply_t *out)
+{
+    int          rc_in, rc_out;
+    char         num[32];
+    size_t       s, e, bs, be, us, ue;
+    const char  *p, *end, *path[2];
+    uint64_t     in, outp, cached, reasoning;
+
+    memset(out, 0, sizeof(cfcost_reply_t));
+
+    /* one object, strings and brackets balanced, nothing after it */
+    p = cfcost_json_ws(json, json + len);
+    end = cfcost_json_value_end(p, json + len);
+
+    if (end == NULL || *p != '{' || cfcost_json_ws(end, json + len)
+                                    != json + len)
+    {
+        return -1;
+    }
+
+    path[0] = "success";
+
+    if (cfcost_json_locate(json, len, path, 1, &s, &e) == 0) {
+        if (e - s != 4 || memcmp(json + s, "true", 4) != 0) {
+            return -1;                  /* an error: the slow path says */
+        }
+
+        out->success = 1;
+        path[0] = "result";
+
+        if (cfcost_json_locate(json, len, path, 1, &bs, &be) != 0
+            || json[bs] != '{')
+        {
+            return -1;
+        }
+
+    } else {
+        out->success = -1;
+        bs = p - json;
+        be = end - json;
+    }
+
+    path[0] = "usage";
+
+    if (cfcost_json_locate(json + bs, be - bs, path, 1, &us, &ue) != 0
+        || json[bs + us] != '{')
+    {
+        return -1;
+    }
+
+    us += bs;
+    ue += bs;
+
+    rc_in = cfcost_scan_count(json + us, ue - us, "prompt_tokens", &in);
+    if (rc_in == 1) {
+        rc_in = cfcost_scan_count(json + us, ue - us, "input_tokens", &in);
+    }
+
+    rc_out = cfcost_scan_count(json + us, ue - us, "completion_tokens", &outp);
+    if (rc_out == 1) {
+        rc_out = cfcost_scan_count(json + us, ue - us, "output_tokens",
+                                   &outp);
+    }
+
+    if (rc_in != 0 || rc_out != 0
+        || cfcost_scan_detail(json + us, ue - us, "prompt_tokens_details",
+                              "cached_tokens", &cached) != 0
+        || cfcost_scan_detail(json + us, ue - us,
+                              "completion_tokens_details",
+                              "reasoning_tokens", &reasoning) != 0)
+    {
+        return -1;
+    }
+
+    path[0] = "neurons";
+
+    if (cfcost_json_locate(json + us, ue - us, path, 1, &s, &e) == 0) {
+        if (e - s == 0 || e - s >= sizeof(num)) {
+            return -1;
+        }
+
+        memcpy(num, json + us + s, e - s);
+        num[e - s] = '\0';
+        out->neurons = strtod(num, NULL);
+        out->has_neurons = 1;
+    }
+
+    if (need_text) {
+        path[0] = "response";
+
+        if (cfcost_json_locate(json + bs, be - bs, path, 1, &s, &e) != 0
+            || json[bs + s] != '"')
+        {
+            return -1;
+        }
+
+        out->text_raw = json + bs + s;
+        out->text_raw_len = e - s;
+    }
+
+    out->has_usage = 1;
+    out->input = in;
+    out->output = outp;
+    out->cached = cached > in ? in : cached;
+    out->reasoning = reasoning;
+
+    return 0;
+}
+
+
+int
+cfcost_json_cut(const char *json, size_t len, const char *key, size_t *start,
+    size_t *end)
+{
+    size_t       klen;
+    const char  *p, *last, *k, *v, *ve, *prev_comma;
+
+    last = json + len;
+    p = cfcost_json_ws(json, last);
+    klen = strlen(key);
+
+    if (p >= last || *p != '{') {
+        return -1;
+    }
+
+    prev_comma = NULL;
+
+    for (p++; /* void */; p++) {             /* p: past "{" or "," */
+        p = cfcost_json_ws(p, last);
+        if (p >= last || *p != '"') {
+            return -1;
+        }
+
+        k = p;
+        p = cfcost_json_string_end(p, last);
+        if (p == NULL) {
+            return -1;
+        }
+
+        v = cfcost_json_ws(p, last);
+        if (v >= last || *v != ':') {
+            return -1;
+        }
+
+        ve = cfcost_json_value_end(cfcost_json_ws(v + 1, last), last);
+        if (ve == NULL) {
+            return -1;
+        }
+
+        p = cfcost_json_ws(ve, last);
+
+        if ((size_t) (v - k) >= klen + 2 && memcmp(k + 1, key, klen) == 0
+            && k[klen + 1] == '"' && cfcost_json_ws(k + klen + 2, last) == v)
+        {
+            if (p < last && *p == ',') {     /* "key": v,  -> cut the comma */
+                *start = k - json;
+                *end = p + 1 - json;
+
+            } else {                          /* , "key": v  (the last one) */
+                *start = (prev_comma ? prev_comma : k) - json;
+                *end = ve - json;
+            }
+
+            return 0;
+        }
+
+        if (p >= last || *p != ',') {
+            return -1;
+        }
+
+        prev_comma = p;
+    }
 }

@@ -26,6 +26,10 @@ typedef struct {
     long long    error_code;    /* first error's code; 0 when none */
     char         detail[CFCOST_DETAIL_MAX]; /* "5007: No such model ..." */
     json_t      *text;          /* borrowed from root: the reply, or NULL */
+    const char  *text_raw;      /* or, from cfcost_reply_scan(): the reply
+                                   as the JSON string literal it was sent
+                                   as, quotes included */
+    size_t       text_raw_len;
 } cfcost_reply_t;
 
 
@@ -56,5 +60,25 @@ int cfcost_usage_read(json_t *usage, cfcost_reply_t *out);
  */
 int cfcost_json_locate(const char *json, size_t len, const char **path,
     size_t n, size_t *start, size_t *end);
+
+/*
+ * The bytes to cut from a valid JSON object to remove its top-level member
+ * key: the member and one comma beside it.  Returns 0 and the span
+ * [*start, *end), or -1 when the object has no such member.
+ */
+int cfcost_json_cut(const char *json, size_t len, const char *key,
+    size_t *start, size_t *end);
+
+/*
+ * The fast path of cfcost_reply_parse(), without building a JSON tree: for
+ * the common answer only -- an object with "success": true (or an OpenAI
+ * object without an envelope), a usage object of plain integer counts,
+ * and, when need_text, "response" as a string.  Returns 0 with *out filled
+ * (text_raw set, text NULL), or -1 when the answer is anything else; the
+ * caller then parses it whole.  The text must be valid JSON: this checks
+ * only that strings and brackets balance.
+ */
+int cfcost_reply_scan(const char *json, size_t len, int need_text,
+    cfcost_reply_t *out);
 
 #endif /* CFCOST_USAGE_H */

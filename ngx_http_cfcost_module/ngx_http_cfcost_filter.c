@@ -324,7 +324,12 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     raw = "";
     text_len = 0;
 
-    if (json_is_string(text)) {
+    if (rep->text_raw != NULL) {
+        raw = rep->text_raw;               /* a JSON string literal already */
+        text_len = rep->text_raw_len;
+        len = text_len;
+
+    } else if (json_is_string(text)) {
         raw = json_string_value(text);
         text_len = json_string_length(text);
         len = ngx_http_cfcost_json_escape_len((u_char *) raw, text_len) + 2;
@@ -360,7 +365,10 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
     p = ngx_cpymem(b->last, "{\"response\":", sizeof("{\"response\":") - 1);
 
-    if (json_is_string(text)) {
+    if (rep->text_raw != NULL) {
+        p = ngx_cpymem(p, raw, text_len);
+
+    } else if (json_is_string(text)) {
         *p++ = '"';
         p = ngx_http_cfcost_json_escape(p, (u_char *) raw, text_len);
         *p++ = '"';
@@ -561,6 +569,18 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
                    "read");
     }
 
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+    root = NULL;
+
+    /* the usual answer is read by a scan; anything else by a full parse */
+    if (us == NGX_HTTP_OK
+        && cfcost_reply_scan((char *) ctx->resp, ctx->resp_len,
+                             lcf->route == NGX_HTTP_CFCOST_CHAT, &rep)
+           == 0)
+    {
+        goto success;
+    }
+
     root = json_loadb((char *) ctx->resp, ctx->resp_len, JSON_ALLOW_NUL,
                       &err);
 
@@ -597,8 +617,6 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
             ngx_str_set(&ctx->error, "upstream_error");
         }
 
-        lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
-
         if (lcf->route != NGX_HTTP_CFCOST_CHAT) {
             /* SDK clients read Cloudflare's own error: pass it on */
             out = ngx_http_cfcost_passthrough_body(r, ctx, 0);
@@ -610,6 +628,8 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
                   rep.detail[0] ? rep.detail : "no error details given");
         goto done;
     }
+
+success:
 
     ctx->status = NGX_HTTP_OK;
 
@@ -630,8 +650,6 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     if (json_is_string(rep.text)) {
         ctx->text_bytes = json_string_length(rep.text);
     }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
 
     out = (lcf->route == NGX_HTTP_CFCOST_CHAT)
           ? ngx_http_cfcost_success_body(r, ctx, &rep)

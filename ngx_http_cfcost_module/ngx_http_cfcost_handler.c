@@ -359,7 +359,8 @@ ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, json_t *root, ngx_str_t *body)
 {
     char                        *dump;
-    size_t                       len;
+    u_char                      *p;
+    size_t                       len, s, e;
     json_t                      *opts;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
@@ -368,6 +369,23 @@ ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
     switch (lcf->route) {
 
     case NGX_HTTP_CFCOST_CHAT:
+        /* cut "model" out of the client's bytes: no re-serializing */
+        if (cfcost_json_cut((char *) body->data, body->len, "model", &s, &e)
+            == 0)
+        {
+            p = ngx_pnalloc(r->pool, body->len - (e - s));
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            ctx->upstream_body.data = p;
+            p = ngx_cpymem(p, body->data, s);
+            p = ngx_cpymem(p, body->data + e, body->len - e);
+            ctx->upstream_body.len = p - ctx->upstream_body.data;
+
+            return NGX_OK;
+        }
+
         json_object_del(root, "model");
         break;
 
@@ -488,7 +506,8 @@ ngx_http_cfcost_check_request(ngx_http_request_t *r,
                    "the request body is empty: send a JSON object");
     }
 
-    root = json_loadb((char *) body.data, body.len, 0, &err);
+    root = json_loadb((char *) body.data, body.len, JSON_REJECT_DUPLICATES,
+                      &err);
     if (root == NULL) {
         return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
                    "the request body is not valid JSON: %s (line %d, "

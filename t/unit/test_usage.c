@@ -231,6 +231,82 @@ test_locate(void)
 }
 
 
+static void
+cut_is(const char *json, const char *key, const char *want)
+{
+    char    buf[256];
+    size_t  s, e, n;
+
+    if (cfcost_json_cut(json, strlen(json), key, &s, &e) != 0) {
+        ok(want == NULL, "cut %s from %s: absent", key, json);
+        return;
+    }
+
+    n = strlen(json);
+    memcpy(buf, json, s);
+    memcpy(buf + s, json + e, n - e);
+    buf[s + n - e] = '\0';
+
+    is_str(buf, want ? want : "(absent)", "cut %s from %s", key, json);
+}
+
+
+static void
+test_cut(void)
+{
+    cut_is("{\"model\":\"m\",\"prompt\":\"p\"}", "model", "{\"prompt\":\"p\"}");
+    cut_is("{\"prompt\":\"p\",\"model\":\"m\"}", "model", "{\"prompt\":\"p\"}");
+    cut_is("{\"a\":1,\"model\":\"m\",\"b\":[1,{\"model\":2}]}", "model",
+           "{\"a\":1,\"b\":[1,{\"model\":2}]}");
+    cut_is("{ \"model\" : \"m\" }", "model", "{  }");
+    cut_is("{\"x\":{\"model\":1}}", "model", NULL);
+    cut_is("{\"models\":1,\"mode\":2}", "model", NULL);
+    cut_is("{\"a\":\"\\\"model\\\":1\",\"model\":\"m\"}", "model",
+           "{\"a\":\"\\\"model\\\":1\"}");
+}
+
+
+static void
+test_scan(void)
+{
+    cfcost_reply_t  r;
+    const char     *j;
+
+    j = "{\"result\":{\"response\":\"Hi \\\"there\\\"\",\"tool_calls\":[],"
+        "\"usage\":{\"prompt_tokens\":129,\"completion_tokens\":7,"
+        "\"total_tokens\":136,\"prompt_tokens_details\":{\"cached_tokens\":9},"
+        "\"neurons\":1.7727272510528564}},\"success\":true,\"errors\":[]}";
+    ok(cfcost_reply_scan(j, strlen(j), 1, &r) == 0, "scan: the usual answer");
+    is_u64(r.input, 129, "scan: input");
+    is_u64(r.output, 7, "scan: output");
+    is_u64(r.cached, 9, "scan: cached");
+    ok(r.has_neurons && r.neurons == 1.7727272510528564, "scan: neurons");
+    ok(r.text_raw_len == 14 && memcmp(r.text_raw, "\"Hi \\\"there\\\"\"", 14) == 0,
+       "scan: the text as its JSON literal");
+
+    j = "{\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,"
+        "\"completion_tokens\":2}}";
+    ok(cfcost_reply_scan(j, strlen(j), 0, &r) == 0 && r.input == 3,
+       "scan: a bare OpenAI object");
+    ok(cfcost_reply_scan(j, strlen(j), 1, &r) == -1,
+       "scan: no response text when one is needed: slow path");
+
+    j = "{\"result\":null,\"success\":false,\"errors\":[]}";
+    ok(cfcost_reply_scan(j, strlen(j), 0, &r) == -1, "scan: an error: slow path");
+    j = "{\"result\":{\"response\":\"x\"},\"success\":true}";
+    ok(cfcost_reply_scan(j, strlen(j), 1, &r) == -1, "scan: no usage: slow path");
+    j = "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":1.0,"
+        "\"completion_tokens\":1}},\"success\":true}";
+    ok(cfcost_reply_scan(j, strlen(j), 1, &r) == -1, "scan: 1.0: slow path");
+    j = "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":1,"
+        "\"completion_tokens\":1}},\"success\":true} x";
+    ok(cfcost_reply_scan(j, strlen(j), 1, &r) == -1, "scan: trailing bytes");
+    j = "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":1,"
+        "\"completion_tokens\":1}},\"success\":true";
+    ok(cfcost_reply_scan(j, strlen(j), 1, &r) == -1, "scan: unbalanced");
+}
+
+
 int
 main(void)
 {
@@ -240,6 +316,8 @@ main(void)
     test_missing_and_bad_usage();
     test_errors();
     test_locate();
+    test_cut();
+    test_scan();
 
     return done_testing();
 }
