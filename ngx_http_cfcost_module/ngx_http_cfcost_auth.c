@@ -505,6 +505,40 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
 
 
 /*
+ * SHA-256 with the digest fetched and the context made once per process:
+ * OpenSSL 3 would otherwise look the algorithm up on every call.
+ */
+static ngx_int_t
+ngx_http_cfcost_sha256(u_char *data, size_t len, u_char *out)
+{
+    static EVP_MD      *md;
+    static EVP_MD_CTX  *mdctx;
+
+    if (md == NULL) {
+        md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        mdctx = EVP_MD_CTX_new();
+
+        if (md == NULL || mdctx == NULL) {
+            EVP_MD_free(md);
+            EVP_MD_CTX_free(mdctx);
+            md = NULL;
+            mdctx = NULL;
+            return NGX_ERROR;
+        }
+    }
+
+    if (EVP_DigestInit_ex(mdctx, md, NULL) != 1
+        || EVP_DigestUpdate(mdctx, data, len) != 1
+        || EVP_DigestFinal_ex(mdctx, out, NULL) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * Acts on what is known of a key: returns NGX_OK with ctx's identity set
  * when the request may go on; otherwise sends the error and returns
  * NGX_DONE (the request is finalized).  redis_down: id is only what the
@@ -577,10 +611,7 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
                                           "invalid API key");
     }
 
-    if (EVP_Digest(key.data, key.len, ctx->key_hash, NULL, EVP_sha256(),
-                   NULL)
-        != 1)
-    {
+    if (ngx_http_cfcost_sha256(key.data, key.len, ctx->key_hash) != NGX_OK) {
         return ngx_http_cfcost_send_error(r, ctx,
                                           NGX_HTTP_INTERNAL_SERVER_ERROR,
                                           "cannot hash the API key");
