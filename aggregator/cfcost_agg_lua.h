@@ -18,9 +18,9 @@
  *                     <log index member>
  *
  * An entry whose request id is "" is only acknowledged (deleted or
- * malformed).  A request id already marked is a duplicate: acknowledged,
- * not counted.  Numbers are plain decimal strings below 2^40.  Returns
- * {applied, duplicates}.
+ * malformed).  With a dedup ttl ("0" turns it off) a request id already
+ * marked is a duplicate: acknowledged, not counted.  Numbers are plain
+ * decimal strings below 2^40.  Returns {applied, duplicates}.
  */
 extern const char  cfcost_lua_apply[];
 

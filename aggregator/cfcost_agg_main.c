@@ -78,8 +78,10 @@ static const char  *cfcost_level_names[] = { "error", "warn", "info",
 "  --retention-max N    keep at most N stream entries (XTRIM MAXLEN);\n"     \
 "                       0: no length limit (default 0)\n"                    \
 "  --trim-interval S    seconds between retention passes (default 60)\n"     \
-"  --dedup-ttl S        how long a request_id is remembered to drop a\n"     \
-"                       record sent twice (default 691200, 8 days)\n"        \
+"  --dedup-ttl S        also drop a record whose request_id was applied\n"   \
+"                       within S seconds (a marker key per record); 0,\n"    \
+"                       the default: the gateway never appends a request\n"  \
+"                       twice, so only other writers of the stream need it\n" \
 "  --metrics-open       serve /metrics without the admin identity\n"         \
 "  --log-level LEVEL    error, warn, info or debug (default info)\n"         \
 "  --help               this text\n"                                         \
@@ -372,7 +374,7 @@ cfcost_conf_defaults(cfcost_agg_conf_t *c)
     c->retention_days = 30;
     c->retention_max = 0;
     c->trim_interval_s = 60;
-    c->dedup_ttl_s = 8 * 86400;
+    c->dedup_ttl_s = 0;
     c->redis_timeout_ms = 5000;
     c->socket_mode = 0666;
 }

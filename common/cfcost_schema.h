@@ -110,7 +110,9 @@
  *
  *   STRING cfcost:applied:<request_id>    the stream entry id that applied
  *                                         the record; SET NX by the apply
- *                                         script, expires after --dedup-ttl
+ *                                         script when --dedup-ttl is set
+ *                                         (off by default: the gateway
+ *                                         appends each request once)
  *   ZSET   cfcost:logidx:u:<user>         log index of one user
  *   ZSET   cfcost:logidx:all              log index of everyone
  *

@@ -86,7 +86,7 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 {
     u_char                        nums[12][32], flags[64];
     u_char                       *cmd, *p;
-    size_t                        len;
+    size_t                        len, off;
     uint64_t                      ts, us;
     ngx_str_t                     route;
     ngx_uint_t                    i, n, status;
@@ -253,13 +253,14 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     p = ngx_http_cfcost_bulk(p, CFCOST_RECORD_STREAM,
                              sizeof(CFCOST_RECORD_STREAM) - 1);
     p = ngx_http_cfcost_bulk(p, "*", 1);
+    off = p - cmd;
 
     for (i = 0; i < n; i++) {
         p = ngx_http_cfcost_bulk(p, fields[i].name, fields[i].name_len);
         p = ngx_http_cfcost_bulk(p, fields[i].value, fields[i].len);
     }
 
-    ngx_http_cfcost_redis_push_record(cmd, p - cmd);
+    ngx_http_cfcost_redis_push_record(cmd, p - cmd, ctx->request_id, n, off);
 
     return NGX_OK;
 }

@@ -11,7 +11,12 @@
  *
  * Records are formatted XADD commands.  A record stays in this worker's
  * memory until Redis acknowledges it: requests never wait for Redis, and a
- * record whose connection died before the reply is sent again.
+ * record whose connection died before the reply is sent again -- but only
+ * if it is not in the stream already: Redis may have appended it and lost
+ * only the reply.  A script looks for the request ids in the stretch of
+ * stream those records could have reached (from their first sending to
+ * the loss of the connection, with a margin for clock skew) and appends
+ * the missing ones, so the stream holds each request once.
  */
 
 #include "ngx_http_cfcost_redis.h"
@@ -22,11 +27,53 @@
 #define NGX_HTTP_CFCOST_BACKOFF_MAX    5000
 
 
+#define NGX_HTTP_CFCOST_SKEW_MS        5000    /* gateway vs Redis clocks */
+
+
 typedef struct {
     ngx_queue_t                   queue;
+    uint64_t                      sent_ms;     /* first sent; 0: never */
+    u_char                        rid[NGX_HTTP_CFCOST_ID_LEN];
+    size_t                        pairs;       /* field-value pairs */
+    size_t                        pairs_off;   /* where they start in cmd */
     size_t                        len;
-    u_char                        cmd[1];
+    u_char                        cmd[1];      /* XADD stream * pairs */
 } ngx_http_cfcost_rec_t;
+
+
+typedef struct {
+    ngx_uint_t                    n;
+    ngx_http_cfcost_rec_t        *recs[1];
+} ngx_http_cfcost_resend_t;
+
+
+/*
+ * KEYS[1] the stream; ARGV: min id, max id, n, then per record its
+ * request id, its number of field/value arguments, and those.  Appends
+ * the records whose request id is not in the stream between min and max.
+ */
+static const char  ngx_http_cfcost_resend_lua[] =
+    "local want, recs, i = {}, {}, 4\n"
+    "for r = 1, tonumber(ARGV[3]) do\n"
+    "  local nf = tonumber(ARGV[i + 1])\n"
+    "  want[ARGV[i]] = true\n"
+    "  recs[r] = { ARGV[i], i + 2, i + 1 + nf }\n"
+    "  i = i + 2 + nf\n"
+    "end\n"
+    "for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2])) do\n"
+    "  local f = e[2]\n"
+    "  if f[3] == '" CFCOST_R_REQUEST_ID "' and want[f[4]] then\n"
+    "    want[f[4]] = false\n"
+    "  end\n"
+    "end\n"
+    "local added = 0\n"
+    "for _, rec in ipairs(recs) do\n"
+    "  if want[rec[1]] then\n"
+    "    redis.call('XADD', KEYS[1], '*', unpack(ARGV, rec[2], rec[3]))\n"
+    "    added = added + 1\n"
+    "  end\n"
+    "end\n"
+    "return added\n";
 
 
 typedef struct {
@@ -46,6 +93,8 @@ typedef struct {
     ngx_uint_t                    inflight;
     ngx_uint_t                    dropped;     /* not yet counted in Redis */
     ngx_uint_t                    reporting;   /* drops being counted */
+    uint64_t                      lost_ms;     /* the last connection lost */
+    ngx_uint_t                    resending;   /* a re-send is in flight */
 
     unsigned                      initialized:1;
     unsigned                      connected:1;
@@ -61,6 +110,17 @@ static void ngx_http_cfcost_redis_flush(void);
 
 
 static ngx_http_cfcost_redis_t  ngx_http_cfcost_rd;
+
+
+static uint64_t
+ngx_http_cfcost_wall_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
 
 
 /* hiredis event hooks: idempotent, as hiredis expects */
@@ -164,6 +224,7 @@ ngx_http_cfcost_redis_lost(const char *why, const char *err)
 
     rd->ac = NULL;
     rd->connected = 0;
+    rd->lost_ms = ngx_http_cfcost_wall_ms();
 
     if (rd->exiting) {
         return;
@@ -333,6 +394,7 @@ ngx_http_cfcost_redis_watchdog_handler(ngx_event_t *ev)
             redisAsyncFree(rd->ac);   /* replies fail, records requeue */
             rd->ac = NULL;
             rd->connected = 0;
+            rd->lost_ms = ngx_http_cfcost_wall_ms();
             ngx_http_cfcost_redis_schedule();
         }
     }
@@ -440,7 +502,205 @@ ngx_http_cfcost_redis_send_record(ngx_http_cfcost_rec_t *rec)
         rd->progress = ngx_current_msec;
     }
 
+    if (rec->sent_ms == 0) {
+        rec->sent_ms = ngx_http_cfcost_wall_ms();
+    }
+
     rd->inflight++;
+
+    return NGX_OK;
+}
+
+
+static size_t
+ngx_http_cfcost_bulk_len(size_t len)
+{
+    return 1 + NGX_SIZE_T_LEN + 2 + len + 2;
+}
+
+
+static u_char *
+ngx_http_cfcost_bulk(u_char *p, const void *data, size_t len)
+{
+    p = ngx_sprintf(p, "$%uz\r\n", len);
+    p = ngx_cpymem(p, data, len);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    return p;
+}
+
+
+/*
+ * The EVAL of ngx_http_cfcost_resend_lua for n records, formatted, in
+ * memory the caller frees.  The stretch searched runs from the earliest
+ * first sending to the last connection loss, each widened by the skew.
+ */
+static u_char *
+ngx_http_cfcost_resend_cmd(ngx_http_cfcost_rec_t **recs, ngx_uint_t n,
+    size_t *len)
+{
+    u_char      *cmd, *p, lo[NGX_INT64_LEN], hi[NGX_INT64_LEN],
+                 num[NGX_INT64_LEN];
+    size_t       size, lo_len, hi_len, num_len;
+    uint64_t     first;
+    ngx_uint_t   i, elts;
+
+    first = ngx_http_cfcost_rd.lost_ms;
+
+    for (i = 0; i < n; i++) {
+        if (recs[i]->sent_ms && recs[i]->sent_ms < first) {
+            first = recs[i]->sent_ms;
+        }
+    }
+
+    first = first > NGX_HTTP_CFCOST_SKEW_MS
+            ? first - NGX_HTTP_CFCOST_SKEW_MS : 0;
+
+    lo_len = ngx_sprintf(lo, "%uL", first) - lo;
+    hi_len = ngx_sprintf(hi, "%uL",
+                         ngx_http_cfcost_rd.lost_ms + NGX_HTTP_CFCOST_SKEW_MS)
+             - hi;
+    num_len = ngx_sprintf(num, "%ui", n) - num;
+
+    elts = 7;
+    size = 16 + ngx_http_cfcost_bulk_len(4)
+           + ngx_http_cfcost_bulk_len(sizeof(ngx_http_cfcost_resend_lua) - 1)
+           + ngx_http_cfcost_bulk_len(1)
+           + ngx_http_cfcost_bulk_len(sizeof(CFCOST_RECORD_STREAM) - 1)
+           + ngx_http_cfcost_bulk_len(lo_len)
+           + ngx_http_cfcost_bulk_len(hi_len)
+           + ngx_http_cfcost_bulk_len(num_len);
+
+    for (i = 0; i < n; i++) {
+        elts += 2 + 2 * recs[i]->pairs;
+        size += ngx_http_cfcost_bulk_len(NGX_HTTP_CFCOST_ID_LEN)
+                + ngx_http_cfcost_bulk_len(NGX_INT64_LEN)
+                + recs[i]->len - recs[i]->pairs_off;
+    }
+
+    cmd = ngx_alloc(size, ngx_http_cfcost_rd.log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(cmd, "*%ui\r\n", elts);
+    p = ngx_http_cfcost_bulk(p, "EVAL", 4);
+    p = ngx_http_cfcost_bulk(p, ngx_http_cfcost_resend_lua,
+                             sizeof(ngx_http_cfcost_resend_lua) - 1);
+    p = ngx_http_cfcost_bulk(p, "1", 1);
+    p = ngx_http_cfcost_bulk(p, CFCOST_RECORD_STREAM,
+                             sizeof(CFCOST_RECORD_STREAM) - 1);
+    p = ngx_http_cfcost_bulk(p, lo, lo_len);
+    p = ngx_http_cfcost_bulk(p, hi, hi_len);
+    p = ngx_http_cfcost_bulk(p, num, num_len);
+
+    for (i = 0; i < n; i++) {
+        p = ngx_http_cfcost_bulk(p, recs[i]->rid, NGX_HTTP_CFCOST_ID_LEN);
+        num_len = ngx_sprintf(num, "%uz", 2 * recs[i]->pairs) - num;
+        p = ngx_http_cfcost_bulk(p, num, num_len);
+        p = ngx_cpymem(p, recs[i]->cmd + recs[i]->pairs_off,
+                       recs[i]->len - recs[i]->pairs_off);
+    }
+
+    *len = p - cmd;
+
+    return cmd;
+}
+
+
+static void
+ngx_http_cfcost_redis_resend_reply(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    redisReply                *reply = r;
+    ngx_uint_t                 i;
+    ngx_http_cfcost_resend_t  *rs = data;
+    ngx_http_cfcost_redis_t   *rd = &ngx_http_cfcost_rd;
+
+    rd->inflight -= rs->n;
+    rd->resending = 0;
+
+    if (reply == NULL) {
+        for (i = 0; i < rs->n; i++) {     /* lost again: same again later */
+            ngx_queue_insert_tail(&rd->retry, &rs->recs[i]->queue);
+        }
+
+        ngx_free(rs);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "cfcost: Redis refused to re-send %ui usage records: "
+                      "%*s", rs->n, (size_t) reply->len, reply->str);
+        rd->dropped += rs->n;
+    }
+
+    for (i = 0; i < rs->n; i++) {
+        ngx_http_cfcost_redis_free_record(rs->recs[i]);
+    }
+
+    ngx_free(rs);
+    ngx_http_cfcost_redis_flush();
+}
+
+
+/* sends the records whose fate is unknown, all in one conditional EVAL */
+static ngx_int_t
+ngx_http_cfcost_redis_resend(void)
+{
+    u_char                    *cmd;
+    size_t                     len;
+    ngx_uint_t                 n;
+    ngx_queue_t               *q;
+    ngx_http_cfcost_resend_t  *rs;
+    ngx_http_cfcost_redis_t   *rd = &ngx_http_cfcost_rd;
+
+    for (n = 0, q = ngx_queue_head(&rd->retry);
+         q != ngx_queue_sentinel(&rd->retry) && n < NGX_HTTP_CFCOST_INFLIGHT_MAX;
+         q = ngx_queue_next(q))
+    {
+        n++;
+    }
+
+    rs = ngx_alloc(offsetof(ngx_http_cfcost_resend_t, recs)
+                   + n * sizeof(ngx_http_cfcost_rec_t *), rd->log);
+    if (rs == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (rs->n = 0; rs->n < n; rs->n++) {
+        q = ngx_queue_head(&rd->retry);
+        rs->recs[rs->n] = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
+        ngx_queue_remove(q);
+    }
+
+    cmd = ngx_http_cfcost_resend_cmd(rs->recs, n, &len);
+
+    if (cmd == NULL
+        || redisAsyncFormattedCommand(rd->ac,
+                                      ngx_http_cfcost_redis_resend_reply, rs,
+                                      (char *) cmd, len)
+           != REDIS_OK)
+    {
+        while (n--) {                      /* back where they were */
+            ngx_queue_insert_head(&rd->retry, &rs->recs[n]->queue);
+        }
+
+        if (cmd) {
+            ngx_free(cmd);
+        }
+
+        ngx_free(rs);
+        return NGX_ERROR;
+    }
+
+    ngx_free(cmd);                         /* hiredis copied it */
+
+    rd->inflight += rs->n;
+    rd->resending = 1;
+    rd->progress = ngx_current_msec;
 
     return NGX_OK;
 }
@@ -489,14 +749,20 @@ ngx_http_cfcost_redis_flush(void)
         return;
     }
 
-    while (rd->inflight < NGX_HTTP_CFCOST_INFLIGHT_MAX) {
-
-        head = ngx_queue_empty(&rd->retry) ? &rd->pending : &rd->retry;
-
-        if (ngx_queue_empty(head)) {
-            break;
+    if (!ngx_queue_empty(&rd->retry)) {
+        /* records of unknown fate go first, and alone, in stream order */
+        if (!rd->resending) {
+            (void) ngx_http_cfcost_redis_resend();
         }
 
+        goto done;
+    }
+
+    head = &rd->pending;
+
+    while (rd->inflight < NGX_HTTP_CFCOST_INFLIGHT_MAX
+           && !ngx_queue_empty(head))
+    {
         q = ngx_queue_head(head);
         rec = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
 
@@ -507,6 +773,8 @@ ngx_http_cfcost_redis_flush(void)
         ngx_queue_remove(q);
     }
 
+done:
+
     if (rd->inflight) {
         rd->watchdog.cancelable = 0;
     }
@@ -516,7 +784,8 @@ ngx_http_cfcost_redis_flush(void)
 
 
 void
-ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len)
+ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len, u_char *rid,
+    size_t pairs, size_t pairs_off)
 {
     ngx_http_cfcost_rec_t    *rec;
     ngx_http_cfcost_redis_t  *rd = &ngx_http_cfcost_rd;
@@ -545,6 +814,10 @@ ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len)
         return;
     }
 
+    rec->sent_ms = 0;
+    ngx_memcpy(rec->rid, rid, NGX_HTTP_CFCOST_ID_LEN);
+    rec->pairs = pairs;
+    rec->pairs_off = pairs_off;
     rec->len = len;
     ngx_memcpy(rec->cmd, cmd, len);
 
@@ -597,40 +870,35 @@ ngx_http_cfcost_redis_init_process(ngx_cycle_t *cycle,
 }
 
 
-/* moves every held record, oldest first, into one array for the final
- * flush */
+/* moves the records of a queue, oldest first, into all[] */
 static ngx_uint_t
-ngx_http_cfcost_redis_collect(ngx_http_cfcost_rec_t **all, ngx_uint_t max)
+ngx_http_cfcost_redis_collect(ngx_queue_t *head, ngx_http_cfcost_rec_t **all)
 {
-    ngx_uint_t                n;
-    ngx_queue_t              *q, *head;
-    ngx_http_cfcost_redis_t  *rd = &ngx_http_cfcost_rd;
+    ngx_uint_t    n;
+    ngx_queue_t  *q;
 
-    n = 0;
-
-    for ( ;; ) {
-        head = ngx_queue_empty(&rd->retry) ? &rd->pending : &rd->retry;
-
-        if (ngx_queue_empty(head) || n == max) {
-            return n;
-        }
-
+    for (n = 0; !ngx_queue_empty(head); n++) {
         q = ngx_queue_head(head);
         ngx_queue_remove(q);
-        all[n++] = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
+        all[n] = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
     }
+
+    return n;
 }
 
 
 /*
  * The worker is leaving: send what is held over a blocking connection
  * (nothing else runs in this process any more), bounded by
- * cfcost_redis_timeout per step.  What cannot be sent is logged as lost.
+ * cfcost_redis_timeout per step -- first, conditionally, the records whose
+ * fate is unknown, then the others.  What cannot be sent is logged as lost.
  */
 void
 ngx_http_cfcost_redis_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                i, n, sent;
+    u_char                   *cmd;
+    size_t                    len;
+    ngx_uint_t                i, nr, n, cmds, sent, ok;
     redisReply               *reply;
     redisContext             *c;
     struct timeval            tv;
@@ -663,21 +931,39 @@ ngx_http_cfcost_redis_exit_process(ngx_cycle_t *cycle)
     all = ngx_alloc(rd->queued * sizeof(ngx_http_cfcost_rec_t *) + 1,
                     cycle->log);
 
-    n = all ? ngx_http_cfcost_redis_collect(all, rd->queued) : 0;
+    nr = all ? ngx_http_cfcost_redis_collect(&rd->retry, all) : 0;
+    n = all ? nr + ngx_http_cfcost_redis_collect(&rd->pending, all + nr) : 0;
+    cmd = NULL;
     sent = 0;
 
     if (c != NULL && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK) {
 
-        for (i = 0; i < n; i++) {
-            redisAppendFormattedCommand(c, (char *) all[i]->cmd, all[i]->len);
+        cmds = 0;
+
+        if (nr) {
+            cmd = ngx_http_cfcost_resend_cmd(all, nr, &len);
+            if (cmd != NULL) {
+                redisAppendFormattedCommand(c, (char *) cmd, len);
+                cmds++;
+            }
         }
 
-        for (sent = 0; sent < n; sent++) {
+        for (i = nr; i < n; i++) {
+            redisAppendFormattedCommand(c, (char *) all[i]->cmd, all[i]->len);
+            cmds++;
+        }
+
+        for (i = 0; i < cmds; i++) {
             if (redisGetReply(c, (void **) &reply) != REDIS_OK) {
                 break;
             }
 
+            ok = (reply->type != REDIS_REPLY_ERROR);
             freeReplyObject(reply);
+
+            if (ok) {
+                sent += (i == 0 && cmd != NULL) ? nr : 1;
+            }
         }
 
         if (rd->dropped + (n - sent)) {
@@ -702,7 +988,13 @@ ngx_http_cfcost_redis_exit_process(ngx_cycle_t *cycle)
         ngx_free(all[i]);
     }
 
-    ngx_free(all);
+    if (all) {
+        ngx_free(all);
+    }
+
+    if (cmd) {
+        ngx_free(cmd);
+    }
 
     if (c != NULL) {
         redisFree(c);

@@ -22,10 +22,12 @@ ngx_int_t ngx_http_cfcost_redis_command(redisCallbackFn *fn, void *data,
     int argc, const char **argv, const size_t *argvlen);
 
 /*
- * Queues one formatted RESP command (an XADD of a record).  The queue owns
- * it from here and keeps it until Redis acknowledges it; when the queue is
- * full the record is dropped and counted.
+ * Queues one record: cmd[0..len) is "XADD <stream> * <pairs>" in RESP,
+ * its field/value pairs starting at pairs_off; rid is its request id.
+ * The queue copies it and keeps it until Redis acknowledges it; when the
+ * queue is full the record is dropped and counted.
  */
-void ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len);
+void ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len, u_char *rid,
+    size_t pairs, size_t pairs_off);
 
 #endif /* NGX_HTTP_CFCOST_REDIS_H */

@@ -394,6 +394,7 @@ sub start_agg {
     my $port = free_port();
     spawn($name, "$TMP/$name.log", $AGG, '--listen', "127.0.0.1:$port",
         '--redis', "127.0.0.1:$RPORT", '--claim-idle', '1000',
+        '--dedup-ttl', '691200',        # this test writes duplicates itself
         '--log-level', 'info', @args);
     my $ok = wait_for(10, sub {
         my $r = $HTTP->get("http://127.0.0.1:$port/healthz");

@@ -255,7 +255,8 @@ sub start_redis {
     my $pid = $self->_spawn("$t/redis.out", undef,
         $REDIS, '--port', $self->{redis_port}, '--bind', '127.0.0.1',
         '--save', '', '--appendonly', 'no', '--dir', $t,
-        '--daemonize', 'no', '--logfile', "$t/redis.log");
+        '--daemonize', 'no', '--logfile', "$t/redis.log",
+        '--enable-debug-command', 'yes');
     $self->{pids}{redis} = $pid;
     my $until = time + 10;
     while (time < $until) {
