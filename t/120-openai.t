@@ -605,7 +605,8 @@ sub openai_stream {
         $expect .= $ev;
     }
     same_bytes($gbody, $expect, $client_usage
-        ? "$name: stream = the emulator's with cost_usd $usd in the usage chunk"
+        ? "$name: stream = the emulator's with cost_usd " . ($usd // 'none')
+          . " in the usage chunk"
         : "$name: stream = the emulator's without the usage chunk");
 
     my @gu = grep { is_usage_chunk($_) } sse_events($gbody);
