@@ -17,48 +17,16 @@ use Test::More;
 use IO::Socket::INET;
 use IO::Select;
 use JSON::PP;
-use Math::BigInt;
 use POSIX ();
 use Socket ();
 use Time::HiRes qw(time sleep);
 use CfcostTest;
-
-my $L8   = '@cf/meta/llama-3.1-8b-instruct';
-my $KIMI = '@cf/moonshotai/kimi-k2.5';
-
-# micro-USD per 1M tokens: input, output, cached input (undef: none)
-my %PRICE = (
-    $L8   => [282000, 827000, undef],
-    $KIMI => [600000, 3000000, 100000],
-);
+use CfcostWire qw($L8 $KIMI pusd usd6 ceil4 utf8_len wire_init connect_to
+    send_request read_response peer_closed run_path show_bytes same_bytes
+    sse_events event_data text_bytes $COST_RE cost_event_text done_offset
+    record_for flag_set);
 
 my $JS = JSON::PP->new->utf8->canonical;
-
-sub pusd {
-    my ($model, $in, $out, $cached) = @_;
-    $cached //= 0;
-    my ($pi, $po, $pc) = @{ $PRICE{$model} };
-    $pc //= $pi;
-    return Math::BigInt->new($in - $cached)->bmul($pi)
-        ->badd(Math::BigInt->new($cached)->bmul($pc))
-        ->badd(Math::BigInt->new($out)->bmul($po));
-}
-
-# round half up to whole micro-USD, then "D.DDDDDD"
-sub usd6 {
-    my ($p) = @_;
-    my $micro = $p->copy->badd(500000)->bdiv(1000000);
-    my ($int, $frac) = $micro->copy->bdiv(1000000);
-    return sprintf('%s.%06d', $int->bstr, $frac->numify);
-}
-
-sub ceil4 { my ($n) = @_; return int(($n + 3) / 4) }
-
-sub utf8_len {
-    my ($s) = @_;
-    utf8::encode($s);          # a character string, whatever its flag
-    return length $s;
-}
 
 is(usd6(pusd($L8, 100, 200)), '0.000194', 'self-check: 100/200 on llama-3.1-8b');
 
@@ -68,143 +36,20 @@ my $n_requests = 0;         # authenticated requests sent to the gateway
 
 $env->allow_error(qr/upstream prematurely closed/);
 
+# records: a stray second record is waited for 0.2 s
+wire_init(env => $env, key => $k, settle => 0.2);
+
 
 # --------------------------------------------------------------------------
 # raw HTTP/1.1 over a socket
 
-sub connect_to {
-    my ($port) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-        Proto => 'tcp', Timeout => 5)
-        or die "connect 127.0.0.1:$port: $!";
-    binmode $s;
-    $s->autoflush(1);
-    return { sock => $s, buf => '', eof => 0 };
-}
-
-sub send_request {
+# A POST of a JSON body on connection $c, left open after the answer;
+# the headers %h in name order (_version => '1.0' for an HTTP/1.0
+# request).  Returns the time it was sent.
+sub post_json {
     my ($c, $path, $body, %h) = @_;
-    my $ver = delete $h{_version} // '1.1';
-    my $req = "POST $path HTTP/$ver\r\nHost: 127.0.0.1\r\n"
-        . "Content-Type: application/json\r\n"
-        . 'Content-Length: ' . length($body) . "\r\n";
-    $req .= "$_: $h{$_}\r\n" for sort keys %h;
-    $req .= "\r\n" . $body;
-    my $off = 0;
-    while ($off < length $req) {
-        my $w = syswrite($c->{sock}, $req, length($req) - $off, $off);
-        die "write: $!" unless defined $w;
-        $off += $w;
-    }
-    return time;
-}
-
-# Reads more bytes into $c->{buf}; returns the count, 0 at EOF, undef on
-# timeout or error.
-sub fill {
-    my ($c, $deadline) = @_;
-    return 0 if $c->{eof};
-    my $left = $deadline - time;
-    return undef if $left <= 0;
-    return undef unless IO::Select->new($c->{sock})->can_read($left);
-    my $n = sysread($c->{sock}, my $chunk, 65536);
-    return undef unless defined $n;
-    if ($n == 0) { $c->{eof} = 1; return 0 }
-    $c->{buf} .= $chunk;
-    return $n;
-}
-
-# Reads one response.  Returns {status, headers (lowercase), body (chunked
-# decoding done), complete (the body ended properly), eof, timed_out,
-# reads => [[time, body length so far]]}.  on_data (called with the
-# response after each read) may return true to stop reading.
-sub read_response {
-    my ($c, %o) = @_;
-    my $deadline = time + ($o{timeout} // 15);
-    my $r = { status => 0, headers => {}, body => '', complete => 0,
-              eof => 0, timed_out => 0, reads => [] };
-    my $i;
-    while (($i = index($c->{buf}, "\r\n\r\n")) < 0) {
-        my $n = fill($c, $deadline);
-        if (!defined $n) { $r->{timed_out} = 1; return $r }
-        if ($n == 0)     { $r->{eof} = 1; return $r }
-    }
-    my $head = substr($c->{buf}, 0, $i);
-    substr($c->{buf}, 0, $i + 4, '');
-    my ($sl, @hl) = split /\r\n/, $head;
-    ($r->{status}) = $sl =~ m{^HTTP/1\.[01] (\d{3})};
-    for (@hl) {
-        my ($n, $v) = /^([^:]+):\s*(.*?)\s*$/ or next;
-        $n = lc $n;
-        $r->{headers}{$n} = exists $r->{headers}{$n}
-            ? "$r->{headers}{$n}, $v" : $v;
-    }
-    my $te = lc($r->{headers}{'transfer-encoding'} // '');
-    my $cl = $r->{headers}{'content-length'};
-
-    my $more = sub {           # false when the loop must stop
-        my $n = fill($c, $deadline);
-        if (!defined $n) { $r->{timed_out} = 1; return 0 }
-        if ($n == 0)     { $r->{eof} = 1; return 0 }
-        return 1;
-    };
-
-    if ($te =~ /chunked/) {
-        while (1) {
-            my $grew = 0;
-            while (1) {
-                my $j = index($c->{buf}, "\r\n");
-                last if $j < 0;
-                my ($size) = substr($c->{buf}, 0, $j) =~ /^([0-9a-fA-F]+)/;
-                die "bad chunk size line: " . substr($c->{buf}, 0, 40)
-                    unless defined $size;
-                $size = hex $size;
-                if ($size == 0) {
-                    # last chunk, no trailers expected
-                    last if length($c->{buf}) < $j + 4;
-                    substr($c->{buf}, 0, $j + 4, '');
-                    $r->{complete} = 1;
-                    last;
-                }
-                last if length($c->{buf}) < $j + 2 + $size + 2;
-                $r->{body} .= substr($c->{buf}, $j + 2, $size);
-                substr($c->{buf}, 0, $j + 2 + $size + 2, '');
-                $grew = 1;
-            }
-            if ($grew) {
-                push @{ $r->{reads} }, [time, length $r->{body}];
-                last if $o{on_data} && $o{on_data}->($r);
-            }
-            last if $r->{complete};
-            last unless $more->();
-        }
-    } elsif (defined $cl) {
-        while (length($c->{buf}) < $cl) {
-            last unless $more->();
-        }
-        $r->{body} = substr($c->{buf}, 0, $cl);
-        substr($c->{buf}, 0, length $r->{body}, '');
-        $r->{complete} = length($r->{body}) == $cl;
-        push @{ $r->{reads} }, [time, length $r->{body}];
-    } else {
-        1 while $more->();
-        $r->{body} = $c->{buf};
-        $c->{buf} = '';
-        push @{ $r->{reads} }, [time, length $r->{body}];
-    }
-    $r->{json} = eval { $JS->decode($r->{body}) }
-        if ($r->{headers}{'content-type'} // '') =~ m{application/json};
-    return $r;
-}
-
-# After a complete response: does the peer close the connection (within
-# $t s)?  Returns 1 on EOF, 0 if still open, -1 if unexpected bytes came.
-sub peer_closed {
-    my ($c, $t) = @_;
-    return 1 if $c->{eof};
-    my $n = fill($c, time + $t);
-    return 0 unless defined $n;
-    return $n == 0 ? 1 : -1;
+    return send_request($c, 'POST', $path, $body, _keep_alive => 1,
+        'Content-Type' => 'application/json', map { $_ => $h{$_} } sort keys %h);
 }
 
 sub chat_body {
@@ -223,7 +68,7 @@ sub chat_body {
 sub gw_stream {
     my (%a) = @_;
     my $c = $a{conn} // connect_to($env->port);
-    my $t0 = send_request($c, '/api/ai/chat', chat_body(%a),
+    my $t0 = post_json($c, '/api/ai/chat', chat_body(%a),
         'X-API-Key' => $k->{key}, %{ $a{headers} || {} });
     $n_requests++;
     my $r = read_response($c, timeout => $a{timeout} // 20,
@@ -240,93 +85,13 @@ sub emu_stream {
     my (%a) = @_;
     my $model = $a{model} // $L8;
     my $c = connect_to($env->emu_port);
-    send_request($c, "/client/v4/accounts/$CfcostTest::ACCOUNT/ai/run/$model",
+    post_json($c, run_path($model),
         chat_body(%a, no_model => 1),
         Authorization => "Bearer $CfcostTest::TOKEN",
         Connection => 'close');
     my $r = read_response($c, timeout => 20);
     close $c->{sock};
     return $r;
-}
-
-# SSE events of a byte string (each with its blank-line terminator);
-# a trailing unterminated part is returned as the last element too.
-sub sse_events {
-    my ($s) = @_;
-    my @ev;
-    while ($s =~ /\G(.*?(?:\r\n\r\n|\n\n))/gcs) { push @ev, $1 }
-    my $pos = pos($s) // 0;
-    push @ev, substr($s, $pos) if $pos < length $s;
-    return @ev;
-}
-
-sub event_data {
-    my ($ev) = @_;
-    return $ev =~ /^data: ?(.*?)\r?\n/s ? $1 : undef;
-}
-
-# Bytes of the "response" strings of an emulator stream (what the
-# estimator counts as output text).
-sub response_bytes {
-    my ($bytes) = @_;
-    my $n = 0;
-    for my $ev (sse_events($bytes)) {
-        my $d = event_data($ev) // next;
-        next unless $d =~ /^\{/;
-        my $j = eval { JSON::PP->new->utf8->decode($d) } or next;
-        $n += utf8_len($j->{response})
-            if defined $j->{response} && !ref $j->{response};
-    }
-    return $n;
-}
-
-my $COST_RE = qr/data: \{"response":"","cfcost":\{[^\n]*\}\}\n\n/;
-
-sub cost_event_text {
-    my (%e) = @_;
-    return sprintf('data: {"response":"","cfcost":{"request_id":"%s",'
-        . '"model":"%s","input_tokens":%s,"output_tokens":%s,'
-        . '"cached_tokens":%s,"total_tokens":%s,"cost_usd":%s,'
-        . '"estimated":%s}}' . "\n\n",
-        $e{request_id}, $e{model}, $e{in}, $e{out}, $e{cached} // 0,
-        $e{in} + $e{out}, usd6(pusd($e{model}, $e{in}, $e{out}, $e{cached})),
-        $e{estimated} ? 'true' : 'false');
-}
-
-# Offset of the "data: [DONE]" event in a stream, or -1.
-sub done_offset {
-    my ($bytes) = @_;
-    my $off = 0;
-    for my $ev (sse_events($bytes)) {
-        return $off if $ev =~ /^data: ?\[DONE\]\r?\n/;
-        $off += length $ev;
-    }
-    return -1;
-}
-
-sub show_bytes {
-    my ($s, $max) = @_;
-    $max //= 600;
-    $s = substr($s, 0, $max) . '...' if length $s > $max;
-    $s =~ s/([^\x20-\x7e])/sprintf('\\x%02x', ord $1)/ge;
-    return $s;
-}
-
-# Waits for the one record of this request id; checks there is exactly one.
-sub record_for {
-    my ($rid, $name, $timeout) = @_;
-    my $rec = $env->wait_record($rid // '-', $timeout // 5);
-    ok($rec, "$name: a record for request id " . ($rid // 'undef'));
-    sleep 0.2;
-    my @all = grep { ($_->{request_id} // '') eq ($rid // '-') }
-        @{ $env->records };
-    is(scalar @all, 1, "$name: exactly one record for the request");
-    return $rec;
-}
-
-sub flag_set {
-    my ($flags) = @_;
-    return join ',', sort grep { length } split /,/, ($flags // '');
 }
 
 # Checks a completed stream against the emulator's bytes: exactly one
@@ -350,20 +115,9 @@ sub check_stream {
     ok($d >= 0, "$name: (emulator stream has [DONE])");
     my $ev = cost_event_text(request_id => $rid // '', %e);
     my $expect = substr($emu->{body}, 0, $d) . $ev . substr($emu->{body}, $d);
-    my $ok = ok($r->{body} eq $expect,
-        "$name: body = emulator bytes with the cfcost event before [DONE]");
-    unless ($ok) {
-        my $p = 0;
-        $p++ while $p < length($expect) && $p < length($r->{body})
-            && substr($expect, $p, 1) eq substr($r->{body}, $p, 1);
-        diag("lengths: got " . length($r->{body}) . ", expected "
-            . length($expect) . "; first difference at byte $p");
-        diag("got      ..." . show_bytes(substr($r->{body},
-            $p > 80 ? $p - 80 : 0, 300)));
-        diag("expected ..." . show_bytes(substr($expect,
-            $p > 80 ? $p - 80 : 0, 300)));
-        diag("cfcost event got: " . show_bytes($found[0] // '(none)'));
-    }
+    same_bytes($r->{body}, $expect,
+        "$name: body = emulator bytes with the cfcost event before [DONE]")
+        or diag("cfcost event got: " . show_bytes($found[0] // '(none)', 600));
     if (@found) {
         my $j = eval {
             JSON::PP->new->utf8->decode(event_data($found[0]))
@@ -563,9 +317,9 @@ for my $v (['estimate this answer please [emu:no-usage]', 'no usage'],
     my $emu = emu_stream(%a);
     my $r = gw_stream(%a);
     my $in  = ceil4(utf8_len($content));
-    my $out = ceil4(response_bytes($emu->{body}));
+    my $out = ceil4(text_bytes($emu->{body}));
     ok($out > 0, "$name: (estimated output $out from "
-        . response_bytes($emu->{body}) . " bytes)");
+        . text_bytes($emu->{body}) . " bytes)");
     my %e = (model => $L8, in => $in, out => $out, estimated => 1);
     my $rid = check_stream($name, $r, $emu, %e);
     check_record($name, $rid, %e, flags => 'streamed,estimated,usage_unknown');
@@ -580,7 +334,7 @@ for my $v (['estimate this answer please [emu:no-usage]', 'no usage'],
     my $emu = emu_stream(%a);
     my $r = gw_stream(%a);
     my $in  = ceil4(utf8_len(join '', map { $_->{content} } @m));
-    my $out = ceil4(response_bytes($emu->{body}));
+    my $out = ceil4(text_bytes($emu->{body}));
     my %e = (model => $L8, in => $in, out => $out, estimated => 1);
     my $rid = check_stream($name, $r, $emu, %e);
     check_record($name, $rid, %e, flags => 'streamed,estimated,usage_unknown');
@@ -595,7 +349,7 @@ for my $v (['estimate this answer please [emu:no-usage]', 'no usage'],
     my $emu = emu_stream(%a);
     my $r = gw_stream(%a);
     my %e = (model => $L8, in => ceil4(utf8_len($prompt)),
-             out => ceil4(response_bytes($emu->{body})), estimated => 1);
+             out => ceil4(text_bytes($emu->{body})), estimated => 1);
     my $rid = check_stream($name, $r, $emu, %e);
     check_record($name, $rid, %e, flags => 'streamed,estimated,usage_unknown');
 }
@@ -616,7 +370,7 @@ for my $v ([200000, 0], [300000, 1], [1500000, 0]) {
         ? (model => $L8, in => ceil4(utf8_len($content)),
            out => ceil4($size), estimated => 1)
         : (model => $L8, in => 100, out => 200, estimated => 0);
-    is(response_bytes($emu->{body}), $size, "$name: (emulator text size)");
+    is(text_bytes($emu->{body}), $size, "$name: (emulator text size)");
     my $rid = check_stream($name, $r, $emu, %e);
     check_record($name, $rid, %e, flags => $no_usage
         ? 'streamed,estimated,usage_unknown' : 'streamed');
@@ -633,7 +387,7 @@ for my $v (['[emu:big 120000]', 'slow reader, one 120 KB event'],
     my $emu = emu_stream(%a);
     my $c = connect_to($env->port);
     setsockopt($c->{sock}, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 4096);
-    send_request($c, '/api/ai/chat', chat_body(%a), 'X-API-Key' => $k->{key});
+    post_json($c, '/api/ai/chat', chat_body(%a), 'X-API-Key' => $k->{key});
     $n_requests++;
     sleep 1;
     my $r = read_response($c, timeout => 40);
@@ -649,7 +403,7 @@ for my $v (['[emu:big 120000]', 'slow reader, one 120 KB event'],
     my %a = (content => 'old client [emu:usage 100 200] [emu:split 5]');
     my $emu = emu_stream(%a);
     my $c = connect_to($env->port);
-    send_request($c, '/api/ai/chat', chat_body(%a), 'X-API-Key' => $k->{key},
+    post_json($c, '/api/ai/chat', chat_body(%a), 'X-API-Key' => $k->{key},
         _version => '1.0');
     $n_requests++;
     my $r = read_response($c, timeout => 20);
@@ -683,12 +437,10 @@ sub check_broken {
         ? (model => $L8, in => $x{usage}[0], out => $x{usage}[1],
            estimated => 0)
         : (model => $L8, in => ceil4(utf8_len($content)),
-           out => ceil4(response_bytes($emu->{body})), estimated => 1);
+           out => ceil4(text_bytes($emu->{body})), estimated => 1);
     my $ev = cost_event_text(request_id => $rid // '', %e);
-    my $ok = ok($r->{body} eq $emu->{body} . $ev,
+    same_bytes($r->{body}, $emu->{body} . $ev,
         "$name: the events sent, then the cfcost event");
-    diag("got: " . show_bytes($r->{body}) . "\nexpected: "
-        . show_bytes($emu->{body} . $ev)) unless $ok;
     my $rec = check_record($name, $rid, %e,
         flags => $x{flags}, error => 'upstream_incomplete');
     return $rec;
@@ -722,7 +474,7 @@ check_broken('upstream dies after 3 events, split',
     my $name = 'client closes mid-stream';
     my $content = 'a b c d e f g h i j k l m n o [emu:trickle 200] [emu:usage 50 60]';
     my $c = connect_to($env->port);
-    send_request($c, '/api/ai/chat', chat_body(content => $content),
+    post_json($c, '/api/ai/chat', chat_body(content => $content),
         'X-API-Key' => $k->{key});
     $n_requests++;
     my $r = read_response($c, timeout => 10,
@@ -784,7 +536,7 @@ for my $v (['[emu:error 5007 400]', 400, 'cf:5007', qr/5007/],
     ok($r->{complete}, "$name: complete body");
     my $d = ref $r->{json} eq 'HASH' ? $r->{json}{detail} : undef;
     ok(defined $d && !ref $d && length $d, "$name: {\"detail\": string}")
-        or diag("body: " . show_bytes($r->{body}));
+        or diag("body: " . show_bytes($r->{body}, 600));
     is_deeply([sort keys %{ ref $r->{json} eq 'HASH' ? $r->{json} : {} }],
         ['detail'], "$name: only detail");
     like($d // '', $detail, "$name: detail names the code") if $detail;
@@ -850,7 +602,7 @@ for my $v (['[emu:error 5007 400]', 400, 'cf:5007', qr/5007/],
         $c->{conn} = connect_to($env->port);
     }
     for my $c (@cases) {
-        send_request($c->{conn}, '/api/ai/chat',
+        post_json($c->{conn}, '/api/ai/chat',
             chat_body(content => $c->{content}), 'X-API-Key' => $k->{key});
         $n_requests++;
     }
@@ -861,7 +613,7 @@ for my $v (['[emu:error 5007 400]', 400, 'cf:5007', qr/5007/],
         my $est = $c->{content} =~ /no-usage/;
         my %e = $est
             ? (model => $L8, in => ceil4(utf8_len($c->{content})),
-               out => ceil4(response_bytes($c->{emu}{body})), estimated => 1)
+               out => ceil4(text_bytes($c->{emu}{body})), estimated => 1)
             : (model => $L8, in => $c->{i}, out => 100 + $c->{i},
                estimated => 0);
         my $rid = check_stream($name, $r, $c->{emu}, %e);
@@ -987,10 +739,8 @@ for my $v (['nodone', 0], ['nodone_est', 1], ['nospace', 0], ['length', 0],
     my $d = $up =~ /(data: ?\[DONE\]\n\n)\z/ ? length($up) - length($1)
                                               : length $up;
     my $expect = substr($up, 0, $d) . $ev . substr($up, $d);
-    ok($r->{body} eq $expect, "$name: body = upstream bytes with the cfcost event "
-        . ($d < length $up ? 'before [DONE]' : 'at the end'))
-        or diag("got: " . show_bytes($r->{body}) . "\nexpected: "
-            . show_bytes($expect));
+    same_bytes($r->{body}, $expect, "$name: body = upstream bytes with the cfcost event "
+        . ($d < length $up ? 'before [DONE]' : 'at the end'));
     check_record($name, $rid, %e, flags => $est
         ? 'streamed,estimated,usage_unknown' : 'streamed');
 }

@@ -15,383 +15,37 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use IO::Socket::INET;
-use IO::Select;
 use JSON::PP;
-use Math::BigInt;
-use Time::HiRes qw(time sleep);
 use CfcostTest;
+use CfcostWire qw($L8 $KIMI $OSS $BGE $COST_RE usd6 pusd ceil4
+    utf8_len usage_with_residue cost_self_checks wire_init gw emu_direct
+    run_path auth_headers norm_created show_bytes same_bytes insert_cost
+    sse_events event_data text_bytes cost_event_text done_offset record_for
+    check_record check_upstream_request no_new_records_since
+    check_all_records);
 
-my $L8   = '@cf/meta/llama-3.1-8b-instruct';
 my $L8E  = '%40cf%2Fmeta%2Fllama-3.1-8b-instruct';
-my $KIMI = '@cf/moonshotai/kimi-k2.5';
-my $OSS  = '@cf/openai/gpt-oss-120b';
-my $BGE  = '@cf/baai/bge-small-en-v1.5';
-
-# micro-USD per 1M tokens: input, output, cached input (undef: none)
-my %PRICE = (
-    $L8   => [282000, 827000, undef],
-    $KIMI => [600000, 3000000, 100000],
-    $OSS  => [350000, 750000, undef],
-    $BGE  => [20000, 0, undef],
-);
 
 my $JS = JSON::PP->new->utf8->canonical;
 
-sub run_path {
-    my ($model, $account) = @_;
-    return '/client/v4/accounts/' . ($account // $CfcostTest::ACCOUNT)
-        . "/ai/run/$model";
-}
-
-sub pusd {
-    my ($model, $in, $out, $cached) = @_;
-    $cached //= 0;
-    my ($pi, $po, $pc) = @{ $PRICE{$model} };
-    $pc //= $pi;
-    return Math::BigInt->new($in)->bsub($cached)->bmul($pi)
-        ->badd(Math::BigInt->new($cached)->bmul($pc))
-        ->badd(Math::BigInt->new($out)->bmul($po));
-}
-
-# round half up to whole micro-USD, then "D.DDDDDD"
-sub usd6 {
-    my ($p) = @_;
-    my $micro = $p->copy->badd(500000)->bdiv(1000000);
-    my ($int, $frac) = $micro->copy->bdiv(1000000);
-    return sprintf('%s.%06d', $int->bstr, $frac->numify);
-}
-
-sub ceil4 { my ($n) = @_; return int(($n + 3) / 4) }
-
-sub utf8_len { my ($s) = @_; utf8::encode($s); return length $s }
-
-sub usage_with_residue {
-    my ($model, $residue, $out_min) = @_;
-    my ($pi, $po) = @{ $PRICE{$model} };
-    for my $out ($out_min .. $out_min + 50) {
-        for my $in (100 .. 20000) {
-            return ($in, $out) if ($in * $pi + $out * $po) % 1000000 == $residue;
-        }
-    }
-    die "no usage with residue $residue for $model";
-}
-
 sub uri_unescape { my ($s) = @_; $s =~ s/%([0-9A-Fa-f]{2})/chr hex $1/ge; return $s }
 
-is(usd6(Math::BigInt->new(500000)), '0.000001', 'self-check: half rounds up');
-is(usd6(Math::BigInt->new(499999)), '0.000000', 'self-check: under half rounds down');
-is(pusd($KIMI, 100, 20, 30)->bstr, '105000000', 'self-check: kimi cached cost');
+cost_self_checks();
 
 my $env = CfcostTest->start;
 my $k = $env->create_key(user => 'native', name => 'native test');
 $env->allow_error(qr/upstream prematurely closed/,
     qr/client intended to send too large body/);
-
-
-# --------------------------------------------------------------------------
-# raw HTTP/1.1 over a socket, bounded by timeouts
-
-sub connect_to {
-    my ($port) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-        Proto => 'tcp', Timeout => 5)
-        or die "connect 127.0.0.1:$port: $!";
-    binmode $s;
-    $s->autoflush(1);
-    return { sock => $s, buf => '', eof => 0 };
-}
-
-sub send_request {
-    my ($c, $method, $path, $body, @h) = @_;
-    my $req = "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
-    $req .= 'Content-Length: ' . length($body) . "\r\n" if defined $body;
-    while (my ($n, $v) = splice @h, 0, 2) { $req .= "$n: $v\r\n" }
-    $req .= "\r\n" . ($body // '');
-    my $off = 0;
-    while ($off < length $req) {
-        my $w = syswrite($c->{sock}, $req, length($req) - $off, $off);
-        die "write: $!" unless defined $w;
-        $off += $w;
-    }
-}
-
-sub fill {
-    my ($c, $deadline) = @_;
-    return 0 if $c->{eof};
-    my $left = $deadline - time;
-    return undef if $left <= 0;
-    return undef unless IO::Select->new($c->{sock})->can_read($left);
-    my $n = sysread($c->{sock}, my $chunk, 65536);
-    return undef unless defined $n;
-    if ($n == 0) { $c->{eof} = 1; return 0 }
-    $c->{buf} .= $chunk;
-    return $n;
-}
-
-# {status, headers (lowercase), body (de-chunked), complete, timed_out, json}
-sub read_response {
-    my ($c, %o) = @_;
-    my $deadline = time + ($o{timeout} // 20);
-    my $r = { status => 0, headers => {}, body => '', complete => 0,
-              eof => 0, timed_out => 0 };
-    my $i;
-    while (($i = index($c->{buf}, "\r\n\r\n")) < 0) {
-        my $n = fill($c, $deadline);
-        if (!defined $n) { $r->{timed_out} = 1; return $r }
-        if ($n == 0)     { $r->{eof} = 1; return $r }
-    }
-    my $head = substr($c->{buf}, 0, $i);
-    substr($c->{buf}, 0, $i + 4, '');
-    my ($sl, @hl) = split /\r\n/, $head;
-    ($r->{status}) = $sl =~ m{^HTTP/1\.[01] (\d{3})};
-    for (@hl) {
-        my ($n, $v) = /^([^:]+):\s*(.*?)\s*$/ or next;
-        $n = lc $n;
-        $r->{headers}{$n} = exists $r->{headers}{$n}
-            ? "$r->{headers}{$n}, $v" : $v;
-    }
-    my $te = lc($r->{headers}{'transfer-encoding'} // '');
-    my $cl = $r->{headers}{'content-length'};
-    my $more = sub {
-        my $n = fill($c, $deadline);
-        if (!defined $n) { $r->{timed_out} = 1; return 0 }
-        if ($n == 0)     { $r->{eof} = 1; return 0 }
-        return 1;
-    };
-    if ($te =~ /chunked/) {
-        CHUNKS: while (1) {
-            while (1) {
-                my $j = index($c->{buf}, "\r\n");
-                last if $j < 0;
-                my ($size) = substr($c->{buf}, 0, $j) =~ /^([0-9a-fA-F]+)/;
-                die "bad chunk size line: " . substr($c->{buf}, 0, 40)
-                    unless defined $size;
-                $size = hex $size;
-                if ($size == 0) {
-                    last if length($c->{buf}) < $j + 4;
-                    substr($c->{buf}, 0, $j + 4, '');
-                    $r->{complete} = 1;
-                    last CHUNKS;
-                }
-                last if length($c->{buf}) < $j + 2 + $size + 2;
-                $r->{body} .= substr($c->{buf}, $j + 2, $size);
-                substr($c->{buf}, 0, $j + 2 + $size + 2, '');
-            }
-            last unless $more->();
-        }
-    } elsif (defined $cl) {
-        while (length($c->{buf}) < $cl) { last unless $more->() }
-        $r->{body} = substr($c->{buf}, 0, $cl);
-        $r->{complete} = length($r->{body}) == $cl;
-    } else {
-        1 while $more->();
-        $r->{body} = $c->{buf};
-        $r->{complete} = $r->{eof};
-    }
-    $r->{json} = eval { $JS->decode($r->{body}) };
-    return $r;
-}
-
-sub request {
-    my ($port, $method, $path, $body, @h) = @_;
-    my $c = connect_to($port);
-    send_request($c, $method, $path, $body, @h);
-    my $r = read_response($c, timeout => 30);
-    close $c->{sock};
-    return $r;
-}
-
-sub gw { return request($env->port, @_) }
-
-sub emu_direct {
-    my ($path, $body) = @_;
-    return request($env->emu_port, 'POST', $path, $body,
-        'Content-Type' => 'application/json',
-        Authorization  => "Bearer $CfcostTest::TOKEN");
-}
-
-sub auth_headers {
-    my ($how) = @_;
-    $how //= 'bearer';
-    return () if $how eq 'none';
-    return (Authorization => "Bearer $k->{key}") if $how eq 'bearer';
-    return ('X-API-Key' => $k->{key});
-}
-
-sub norm_created { my ($s) = @_; $s =~ s/"created":\d+/"created":0/g; return $s }
-
-sub show_bytes {
-    my ($s, $max) = @_;
-    $max //= 400;
-    $s = substr($s, 0, $max) . '...' if length $s > $max;
-    $s =~ s/([^\x20-\x7e])/sprintf('\\x%02x', ord $1)/ge;
-    return $s;
-}
-
-sub same_bytes {
-    my ($got, $exp, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $ok = ok(defined $got && $got eq $exp, $name);
-    unless ($ok) {
-        $got //= '';
-        my $p = 0;
-        $p++ while $p < length($exp) && $p < length($got)
-            && substr($exp, $p, 1) eq substr($got, $p, 1);
-        diag("lengths: got " . length($got) . ", expected " . length($exp)
-            . "; first difference at byte $p");
-        my $from = $p > 120 ? $p - 120 : 0;
-        diag("got      ..." . show_bytes(substr($got, $from, 400)));
-        diag("expected ..." . show_bytes(substr($exp, $from, 400)));
-    }
-    return $ok;
-}
-
-# The JSON text with ,"cost_usd":X added as the last field of the (last)
-# "usage" object.
-sub insert_cost {
-    my ($json, $usd) = @_;
-    my $s = rindex($json, '"usage":{');
-    die "no usage object in: $json" if $s < 0;
-    my $i = $s + length('"usage":');
-    my $depth = 0;
-    for (; $i < length $json; $i++) {
-        my $ch = substr($json, $i, 1);
-        $depth++ if $ch eq '{';
-        if ($ch eq '}') { last if --$depth == 0 }
-    }
-    my $inner = substr($json, $s + 9, $i - $s - 9);
-    my $comma = $inner =~ /\S/ ? ',' : '';
-    return substr($json, 0, $i) . $comma . "\"cost_usd\":$usd" . substr($json, $i);
-}
-
-sub sse_events {
-    my ($s) = @_;
-    my @ev;
-    while ($s =~ /\G(.*?(?:\r\n\r\n|\n\n))/gcs) { push @ev, $1 }
-    my $pos = pos($s) // 0;
-    push @ev, substr($s, $pos) if $pos < length $s;
-    return @ev;
-}
-
-sub event_data {
-    my ($ev) = @_;
-    return $ev =~ /^data: ?(.*?)\r?\n/s ? $1 : undef;
-}
-
-sub is_usage_chunk {
-    my ($ev) = @_;
-    my $d = event_data($ev) // return 0;
-    my $j = eval { JSON::PP->new->utf8->decode($d) } or return 0;
-    return ref $j eq 'HASH' && ref $j->{choices} eq 'ARRAY'
-        && !@{ $j->{choices} } && ref $j->{usage} eq 'HASH';
-}
-
-# bytes of the generated text in a stream (what cfcost estimates from):
-# the "response" strings, or the chunks' delta contents
-sub text_bytes {
-    my ($bytes) = @_;
-    my ($n, $m) = (0, 0);
-    for my $ev (sse_events($bytes)) {
-        my $d = event_data($ev) // next;
-        my $j = eval { JSON::PP->new->utf8->decode($d) } or next;
-        next unless ref $j eq 'HASH';
-        $n += utf8_len($j->{response})
-            if defined $j->{response} && !ref $j->{response};
-        for my $c (@{ ref $j->{choices} eq 'ARRAY' ? $j->{choices} : [] }) {
-            my $t = ref $c->{delta} eq 'HASH' ? $c->{delta}{content} : undef;
-            $m += utf8_len($t) if defined $t && !ref $t;
-        }
-    }
-    return $n || $m;
-}
-
-sub flag_set {
-    my ($flags) = @_;
-    return join ',', sort grep { length } split /,/, ($flags // '');
-}
-
-sub record_for {
-    my ($rid, $name) = @_;
-    my $rec = $env->wait_record($rid // '-', 5);
-    ok($rec, "$name: a record for request id " . ($rid // 'undef'));
-    sleep 0.1;
-    my @all = grep { ($_->{request_id} // '') eq ($rid // '-') }
-        @{ $env->records };
-    is(scalar @all, 1, "$name: exactly one record for the request");
-    return $rec;
-}
-
-sub check_record {
-    my ($name, $rid, %e) = @_;
-    my $rec = record_for($rid, $name) or return;
-    my $model = $e{model};
-    my ($pi, $po, $pc) = !ref $model && $PRICE{$model} ? @{ $PRICE{$model} } : ();
-    my %exp = (
-        v               => '1',
-        route           => 'native',
-        user            => 'native',
-        key_id          => $k->{id},
-        model           => $model,
-        status          => $e{status} // '200',
-        upstream_status => $e{upstream_status} // '200',
-        error           => $e{error} // '',
-        input_tokens    => $e{in} // 0,
-        output_tokens   => $e{out} // 0,
-        cached_tokens   => $e{cached} // 0,
-        cost_pusd       => defined $e{in}
-            ? pusd($model, $e{in}, $e{out}, $e{cached})->bstr : '0',
-        price_input     => $pi // '',
-        price_output    => $po // '',
-        price_cached    => $pc // '',
-    );
-    if (ref $model eq 'Regexp') {       # either of two: no price check
-        like($rec->{model} // '', $model, "$name: record model");
-        delete @exp{qw(model price_input price_output price_cached)};
-    }
-    for my $f (sort keys %exp) {
-        next if $f =~ /^price_/ && !$PRICE{$model};
-        is($rec->{$f}, "$exp{$f}", "$name: record $f");
-    }
-    is(flag_set($rec->{flags}), flag_set($e{flags} // ''), "$name: record flags")
-        unless exists $e{flags} && !defined $e{flags};
-    like($rec->{ts_ms} // '', qr/^\d{13}$/, "$name: record ts_ms");
-    like($rec->{latency_us} // '', qr/^\d+$/, "$name: record latency_us");
-    like($rec->{pricing_version} // '', qr/^2026-11-27\S*[0-9a-f]{8}$/,
-        "$name: record pricing_version");
-    is($rec->{neurons}, $e{neurons} // '', "$name: record neurons");
-    return $rec;
-}
-
-# the upstream saw one POST to the operator's account, with the operator's
-# token and none of the client's credentials
-sub check_upstream_request {
-    my ($name, $reqs, $model) = @_;
-    is(scalar @$reqs, 1, "$name: one upstream request")
-        or diag(CfcostTest::_show($reqs));
-    my $q = $reqs->[-1] || { headers => {} };
-    is($q->{method}, 'POST', "$name: upstream method");
-    # the model may go up as it is or percent-encoded: both name it
-    is(uri_unescape($q->{path} // ''), run_path($model),
-        "$name: upstream path is the operator's account and the model");
-    like($q->{path} // '', qr{^/client/v4/accounts/\Q$CfcostTest::ACCOUNT\E/ai/run/},
-        "$name: upstream path names the operator's account");
-    is($q->{headers}{authorization}, "Bearer $CfcostTest::TOKEN",
-        "$name: upstream Authorization is the operator's token");
-    is($q->{headers}{'x-api-key'}, undef, "$name: no X-API-Key upstream");
-    is($q->{headers}{cookie}, undef, "$name: no Cookie upstream");
-    ok(!grep({ index($_ // '', $k->{key}) >= 0 } values %{ $q->{headers} }),
-        "$name: the client's key appears in no upstream header");
-    my $b = $q->{body} // '';
-    utf8::encode($b);
-    return $b;
-}
-
-sub no_new_records_since {
-    my ($before, $name) = @_;
-    sleep 0.5;
-    is($env->record_count, $before, "$name: no record");
-}
+wire_init(env => $env, key => $k, route => 'native', user => 'native',
+    # the operator's account and the model; the model may go up as it is
+    # or percent-encoded: both name it
+    upstream_path => sub {
+        my ($name, $q, $model) = @_;
+        is(uri_unescape($q->{path} // ''), run_path($model),
+            "$name: upstream path is the operator's account and the model");
+        like($q->{path} // '', qr{^/client/v4/accounts/\Q$CfcostTest::ACCOUNT\E/ai/run/},
+            "$name: upstream path names the operator's account");
+    });
 
 sub make_body {
     my (%a) = @_;
@@ -544,29 +198,6 @@ native_ok(name => 'hand-written body with options',
 
 # --------------------------------------------------------------------------
 # 2. streams: Workers AI's bytes plus one cfcost event before [DONE]
-
-my $COST_RE = qr/data: \{"response":"","cfcost":\{[^\n]*\}\}\n\n/;
-
-sub cost_event_text {
-    my (%e) = @_;
-    return sprintf('data: {"response":"","cfcost":{"request_id":"%s",'
-        . '"model":"%s","input_tokens":%s,"output_tokens":%s,'
-        . '"cached_tokens":%s,"total_tokens":%s,"cost_usd":%s,'
-        . '"estimated":%s}}' . "\n\n",
-        $e{request_id}, $e{model}, $e{in}, $e{out}, $e{cached} // 0,
-        $e{in} + $e{out}, usd6(pusd($e{model}, $e{in}, $e{out}, $e{cached})),
-        $e{estimated} ? 'true' : 'false');
-}
-
-sub done_offset {
-    my ($bytes) = @_;
-    my $off = 0;
-    for my $ev (sse_events($bytes)) {
-        return $off if $ev =~ /^data: ?\[DONE\]\r?\n/;
-        $off += length $ev;
-    }
-    return -1;
-}
 
 # %a: name, model, path_model, account, content | prompt | messages,
 # in/out/cached (undef in: no usage reported, estimated), neurons
@@ -888,15 +519,7 @@ upstream_error(name => 'HTML 200', directive => '[emu:html200]',
 # --------------------------------------------------------------------------
 # 5. record ids are unique, every record of this file is route "native"
 
-{
-    my $recs = $env->records;
-    my %seen;
-    $seen{ $_->{request_id} // '' }++ for @$recs;
-    is(scalar(keys %seen), scalar(@$recs), 'request ids are unique');
-    my @other = grep { ($_->{route} // '') ne 'native' } @$recs;
-    is(scalar @other, 0, 'every record has route native')
-        or diag(CfcostTest::_show([@other[0 .. ($#other > 3 ? 3 : $#other)]]));
-}
+check_all_records();
 
 $env->done;
 done_testing;
