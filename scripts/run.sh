@@ -16,8 +16,10 @@ pids=()
 
 say() { printf 'cfcost: %s\n' "$*" >&2; }
 
+stopping=
 stop() {
     trap - INT TERM EXIT
+    stopping=1
     say "stopping"
     if [ -f "$var/nginx.pid" ]; then
         kill -QUIT "$(cat "$var/nginx.pid")" 2>/dev/null || true
@@ -131,4 +133,4 @@ MSG
 
 # run until a child dies or we are told to stop
 wait -n "${pids[@]}" || true
-say "a child process exited; shutting down"
+[ -n "$stopping" ] || say "a child process exited; shutting down"
