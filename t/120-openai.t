@@ -21,7 +21,7 @@ use CfcostWire qw($L8 $KIMI $OSS $TL usd6 pusd ceil4 utf8_len
     usage_with_residue cost_self_checks wire_init gw emu_direct auth_headers
     norm_created show_bytes same_bytes insert_cost sse_events event_data
     is_usage_chunk text_bytes record_for check_record check_upstream_request
-    no_new_records_since check_all_records);
+    no_new_records_since check_all_records stream_head check_upstream_error);
 
 my $JS = JSON::PP->new->utf8->canonical;
 my $OA_UPSTREAM = "/client/v4/accounts/$CfcostTest::ACCOUNT/ai/v1/chat/completions";
@@ -200,15 +200,7 @@ sub gw_stream {
 
 sub stream_basics {
     my ($name, $r) = @_;
-    is($r->{status}, 200, "$name: status 200")
-        or diag('body: ' . show_bytes($r->{body}));
-    like($r->{headers}{'content-type'} // '', qr{^text/event-stream},
-        "$name: Content-Type text/event-stream");
-    ok($r->{complete}, "$name: the chunked body ended with the last chunk")
-        or diag("eof=$r->{eof} timed_out=$r->{timed_out}");
-    is($r->{headers}{'content-length'}, undef, "$name: no Content-Length");
-    my $rid = $r->{headers}{'x-cfcost-request-id'};
-    like($rid // '', qr/^[0-9a-f]{32}$/, "$name: X-Cfcost-Request-Id");
+    my $rid = stream_head($name, $r);
     my @ev = sse_events($r->{body});
     like($ev[-1] // '', qr/^data: \[DONE\]\r?\n\r?\n\z/, "$name: [DONE] is last");
     return $rid;
@@ -498,37 +490,19 @@ sub upstream_error {
     my ($r, $reqs) = gw_stream($body);
     my $up = check_upstream_request($name, $reqs);
     my $emu = emu_direct($OA_UPSTREAM, $up);
-    is($r->{status}, $a{status}, "$name: status $a{status}")
-        or diag('body: ' . show_bytes($r->{body}));
-    is($emu->{status}, $a{upstream_status}, "$name: (emulator direct: $a{upstream_status})");
-    like($r->{headers}{'content-type'} // '', qr{^application/json},
-        "$name: Content-Type application/json");
-    if ($a{passthrough}) {
-        same_bytes($r->{body}, $emu->{body}, "$name: body = the emulator's, unchanged");
-    } else {
-        my $j = $r->{json};
-        ok(ref $j eq 'HASH' && ref $j->{error} eq 'HASH'
-           && defined $j->{error}{message} && !ref $j->{error}{message}
-           && $j->{error}{type} eq $a{type}
-           && exists $j->{error}{param} && !defined $j->{error}{param}
-           && exists $j->{error}{code} && !defined $j->{error}{code}
-           && defined $j->{detail},
-           "$name: an OpenAI error object of type $a{type}")
-            or diag('body: ' . show_bytes($r->{body}));
-    }
-    is($r->{headers}{'x-cfcost-cost-usd'}, undef, "$name: no X-Cfcost-Cost-USD");
-    my $rid = $r->{headers}{'x-cfcost-request-id'};
-    like($rid // '', qr/^[0-9a-f]{32}$/, "$name: X-Cfcost-Request-Id");
-    my $rec = record_for($rid, $name);
-    if ($rec) {
-        is($rec->{route}, 'openai', "$name: record route");
-        is($rec->{status}, "$a{status}", "$name: record status");
-        is($rec->{upstream_status}, "$a{upstream_status}", "$name: record upstream_status");
-        like($rec->{error} // '', $a{error}, "$name: record error");
-        is($rec->{cost_pusd}, '0', "$name: record cost_pusd 0");
-        is($rec->{model}, $a{model} // $L8, "$name: record model");
-        is($rec->{user}, 'oai', "$name: record user");
-    }
+    check_upstream_error($name, $r, $emu, %a, model => $a{model} // $L8,
+        own_error => sub {
+            my ($r) = @_;
+            my $j = $r->{json};
+            ok(ref $j eq 'HASH' && ref $j->{error} eq 'HASH'
+               && defined $j->{error}{message} && !ref $j->{error}{message}
+               && $j->{error}{type} eq $a{type}
+               && exists $j->{error}{param} && !defined $j->{error}{param}
+               && exists $j->{error}{code} && !defined $j->{error}{code}
+               && defined $j->{detail},
+               "$name: an OpenAI error object of type $a{type}")
+                or diag('body: ' . show_bytes($r->{body}));
+        });
 }
 
 upstream_error(name => 'upstream 5007 (400)', directive => '[emu:error 5007 400]',

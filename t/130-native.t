@@ -22,7 +22,7 @@ use CfcostWire qw($L8 $KIMI $OSS $BGE $COST_RE usd6 pusd ceil4
     run_path auth_headers norm_created show_bytes same_bytes insert_cost
     sse_events event_data text_bytes cost_event_text done_offset record_for
     check_record check_upstream_request no_new_records_since
-    check_all_records);
+    check_all_records stream_head check_upstream_error);
 
 my $L8E  = '%40cf%2Fmeta%2Fllama-3.1-8b-instruct';
 
@@ -214,15 +214,7 @@ sub native_stream {
     same_bytes($up, $body, "$name: upstream body is the client's, byte for byte");
     my $emu = emu_direct(run_path($model), $body);
 
-    is($r->{status}, 200, "$name: status 200")
-        or diag('body: ' . show_bytes($r->{body}));
-    like($r->{headers}{'content-type'} // '', qr{^text/event-stream},
-        "$name: Content-Type text/event-stream");
-    ok($r->{complete}, "$name: the chunked body ended with the last chunk")
-        or diag("eof=$r->{eof} timed_out=$r->{timed_out}");
-    is($r->{headers}{'content-length'}, undef, "$name: no Content-Length");
-    my $rid = $r->{headers}{'x-cfcost-request-id'};
-    like($rid // '', qr/^[0-9a-f]{32}$/, "$name: X-Cfcost-Request-Id");
+    my $rid = stream_head($name, $r);
     is($emu->{status}, 200, "$name: (emulator direct: 200)");
     ok($emu->{complete}, "$name: (emulator direct: complete)");
 
@@ -429,38 +421,20 @@ sub upstream_error {
     my $up = check_upstream_request($name, $reqs, $model);
     same_bytes($up, $body, "$name: upstream body is the client's, byte for byte");
     my $emu = emu_direct(run_path($model), $body);
-    is($r->{status}, $a{status}, "$name: status $a{status}")
-        or diag('body: ' . show_bytes($r->{body}));
-    is($emu->{status}, $a{upstream_status}, "$name: (emulator direct: $a{upstream_status})");
-    like($r->{headers}{'content-type'} // '', qr{^application/json},
-        "$name: Content-Type application/json");
-    if ($a{passthrough}) {
-        same_bytes($r->{body}, $emu->{body}, "$name: body = the emulator's, unchanged");
-    } else {
-        my $j = $r->{json};
-        ok(ref $j eq 'HASH' && exists $j->{result} && !defined $j->{result}
-           && JSON::PP::is_bool($j->{success}) && !$j->{success}
-           && ref $j->{errors} eq 'ARRAY' && ref $j->{errors}[0] eq 'HASH'
-           && ($j->{errors}[0]{code} // '') =~ /^\d+$/
-           && defined $j->{errors}[0]{message}
-           && ref $j->{messages} eq 'ARRAY' && defined $j->{detail},
-           "$name: a Cloudflare error envelope with detail")
-            or diag('body: ' . show_bytes($r->{body}));
-    }
-    is($r->{headers}{'x-cfcost-cost-usd'}, undef, "$name: no X-Cfcost-Cost-USD");
-    my $rid = $r->{headers}{'x-cfcost-request-id'};
-    like($rid // '', qr/^[0-9a-f]{32}$/, "$name: X-Cfcost-Request-Id");
-    my $rec = record_for($rid, $name);
-    if ($rec) {
-        is($rec->{route}, 'native', "$name: record route");
-        is($rec->{status}, "$a{status}", "$name: record status");
-        is($rec->{upstream_status}, "$a{upstream_status}", "$name: record upstream_status");
-        like($rec->{error} // '', $a{error}, "$name: record error");
-        is($rec->{cost_pusd}, '0', "$name: record cost_pusd 0");
-        is($rec->{model}, $model, "$name: record model");
-        is($rec->{user}, 'native', "$name: record user");
-        is($rec->{key_id}, $k->{id}, "$name: record key_id");
-    }
+    my $rec = check_upstream_error($name, $r, $emu, %a, model => $model,
+        own_error => sub {
+            my ($r) = @_;
+            my $j = $r->{json};
+            ok(ref $j eq 'HASH' && exists $j->{result} && !defined $j->{result}
+               && JSON::PP::is_bool($j->{success}) && !$j->{success}
+               && ref $j->{errors} eq 'ARRAY' && ref $j->{errors}[0] eq 'HASH'
+               && ($j->{errors}[0]{code} // '') =~ /^\d+$/
+               && defined $j->{errors}[0]{message}
+               && ref $j->{messages} eq 'ARRAY' && defined $j->{detail},
+               "$name: a Cloudflare error envelope with detail")
+                or diag('body: ' . show_bytes($r->{body}));
+        });
+    is($rec->{key_id}, $k->{id}, "$name: record key_id") if $rec;
 }
 
 upstream_error(name => 'upstream 5007 (400)', directive => '[emu:error 5007 400]',
