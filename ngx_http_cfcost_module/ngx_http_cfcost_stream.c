@@ -417,6 +417,47 @@ ngx_http_cfcost_stream_keep(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
 
 /*
+ * Keeps the last keep bytes of held + b for the next buffer.  The held
+ * bytes grow in place, the buffer doubling as needed, so an event that
+ * arrives in many pieces costs linear time and memory.
+ */
+static ngx_int_t
+ngx_http_cfcost_stream_hold(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_buf_t *b, size_t keep)
+{
+    u_char  *p;
+    size_t   len, old, cap;
+
+    len = b->last - b->pos;
+    old = keep > len ? keep - len : 0;     /* bytes kept of the old held */
+
+    if (keep > ctx->held_cap) {
+        cap = ngx_max(keep, 2 * ctx->held_cap);
+
+        p = ngx_pnalloc(r->pool, cap);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (old) {
+            ngx_memcpy(p, ctx->held + ctx->held_len - old, old);
+        }
+
+        ctx->held = p;
+        ctx->held_cap = cap;
+
+    } else if (old) {
+        ngx_memmove(ctx->held, ctx->held + ctx->held_len - old, old);
+    }
+
+    ngx_memcpy(ctx->held + old, b->last - (keep - old), keep - old);
+    ctx->held_len = keep;
+
+    return NGX_OK;
+}
+
+
+/*
  * One upstream buffer: feeds the parser, and appends to *ll either the
  * buffer itself or, when something changes in it, bytes were held, or
  * the stream ends in it, a copy: held bytes and the buffer with the edits
@@ -427,7 +468,7 @@ ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_buf_t *b, ngx_chain_t **ll)
 {
     int                      got;
-    u_char                  *p, *held;
+    u_char                  *p;
     size_t                   len, off, total, keep, size, at;
     uint64_t                 base;
     ngx_int_t                n, i;
@@ -464,49 +505,39 @@ ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         size += e[i].with ? ngx_buf_size(e[i].with) : 0;
     }
 
-    nb = ngx_create_temp_buf(r->pool, size);
-    held = (keep > ctx->held_cap) ? ngx_pnalloc(r->pool, keep) : ctx->held;
-    if (nb == NULL || (keep && held == NULL)) {
-        return NULL;
-    }
+    nb = NULL;
 
-    p = nb->last;
-    at = 0;
-
-    for (i = 0; i < n; i++) {
-        p = ngx_http_cfcost_stream_copy(p, ctx, b, at, e[i].start);
-
-        if (e[i].with) {
-            p = ngx_cpymem(p, e[i].with->pos, ngx_buf_size(e[i].with));
-        }
-
-        at = e[i].end;
-    }
-
-    p = ngx_http_cfcost_stream_copy(p, ctx, b, at, total - keep);
-    nb->last = p;
-    nb->flush = 1;
-
-    /* the new held tail (it may overlap the old one: copy it first) */
-    if (keep) {
-        p = ngx_pnalloc(r->pool, keep);
-        if (p == NULL) {
+    if (size - 1 > keep) {                 /* something goes out now */
+        nb = ngx_create_temp_buf(r->pool, size - keep);
+        if (nb == NULL) {
             return NULL;
         }
 
-        (void) ngx_http_cfcost_stream_copy(p, ctx, b, total - keep, total);
-        ngx_memcpy(held, p, keep);
+        p = nb->last;
+        at = 0;
 
-        if (held != ctx->held) {
-            ctx->held = held;
-            ctx->held_cap = keep;
+        for (i = 0; i < n; i++) {
+            p = ngx_http_cfcost_stream_copy(p, ctx, b, at, e[i].start);
+
+            if (e[i].with) {
+                p = ngx_cpymem(p, e[i].with->pos, ngx_buf_size(e[i].with));
+            }
+
+            at = e[i].end;
         }
+
+        p = ngx_http_cfcost_stream_copy(p, ctx, b, at, total - keep);
+        nb->last = p;
+        nb->flush = 1;
     }
 
-    ctx->held_len = keep;
+    if (ngx_http_cfcost_stream_hold(r, ctx, b, keep) != NGX_OK) {
+        return NULL;
+    }
+
     b->pos = b->last;                      /* copied: upstream may reuse it */
 
-    if (nb->last == nb->pos) {
+    if (nb == NULL || nb->last == nb->pos) {
         return ll;                         /* all of it held */
     }
 
