@@ -252,7 +252,9 @@ ngx_http_cfcost_cache_get(ngx_http_request_t *r,
 
         if (p != NULL) {
             id->state = kn->state;
-            id->age = ngx_current_msec - kn->fetched;
+            /* another worker's clock may be a little ahead of ours */
+            id->age = (ngx_msec_int_t) (ngx_current_msec - kn->fetched) > 0
+                      ? ngx_current_msec - kn->fetched : 0;
             id->id.data = p;
             id->id.len = kn->id_len;
             id->user.data = p + kn->id_len;

@@ -145,7 +145,13 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
 
     u = r->upstream;
 
-    if (u == NULL || u->headers_in.status_n == 0 || !ctx->checked) {
+    /*
+     * nginx's own page, not the upstream's answer: no upstream status, or
+     * one whose headers nginx then refused (its 502 replaced the 200)
+     */
+    if (u == NULL || u->headers_in.status_n == 0 || !ctx->checked
+        || u->headers_in.status_n != r->headers_out.status)
+    {
 
         if (r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
             return ngx_http_next_header_filter(r);
@@ -475,11 +481,8 @@ ngx_http_cfcost_passthrough_body(ngx_http_request_t *r,
 
     b->pos = ctx->resp;
     b->last = ctx->resp + ctx->resp_len;
-    b->memory = 1;
-
-    if (ctx->resp_len == 0) {
-        b->sync = 1;
-    }
+    b->memory = (ctx->resp_len > 0);
+    b->sync = (ctx->resp_len == 0);
 
     return cl;
 }

@@ -152,7 +152,8 @@ ngx_http_cfcost_stream_cost_event(ngx_http_request_t *r,
                  "\"cached_tokens\":,\"total_tokens\":,\"cost_usd\":,"
                  "\"estimated\":false}}\n\n")
           + NGX_HTTP_CFCOST_ID_LEN + 4 * NGX_INT64_LEN + usd_len
-          + ngx_http_cfcost_json_escape_len(ctx->model.data, ctx->model.len);
+          + ngx_http_cfcost_json_escape_len(ctx->model.data, ctx->model.len)
+          + 2;                             /* a line break before it */
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -395,8 +396,10 @@ ngx_http_cfcost_stream_keep(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     cfcost_sse_t                *sse = ctx->sse;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
-    if (!sse->in_event || sse->event_start < base || ctx->cost_sent) {
-        return 0;
+    if (!sse->in_event || sse->event_start < base || ctx->cost_sent
+        || sse->overflow || sse->long_line)
+    {
+        return 0;                          /* an event too big to read */
     }
 
     keep = (size_t) (sse->offset - sse->event_start);
@@ -446,7 +449,7 @@ ngx_http_cfcost_stream_hold(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         ctx->held = p;
         ctx->held_cap = cap;
 
-    } else if (old) {
+    } else if (old && old != ctx->held_len) {
         ngx_memmove(ctx->held, ctx->held + ctx->held_len - old, old);
     }
 
@@ -553,9 +556,15 @@ static ngx_chain_t **
 ngx_http_cfcost_stream_end(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_chain_t **ll)
 {
+    ngx_uint_t                   open;
     ngx_buf_t                   *b;
+    cfcost_sse_t                *sse = ctx->sse;
     cfcost_sse_event_t           ev;
     ngx_http_cfcost_loc_conf_t  *lcf;
+
+    /* the client holds part of a line or event: end it before ours */
+    open = ctx->held_len == 0 && !sse->pending
+           && (sse->in_event || sse->line_len || sse->long_line);
 
     if (cfcost_sse_finish(ctx->sse, &ev)) {
         (void) ngx_http_cfcost_stream_event(ctx, &ev);
@@ -567,6 +576,14 @@ ngx_http_cfcost_stream_end(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         b = ngx_http_cfcost_stream_cost_event(r, ctx);
         if (b == NULL) {
             return NULL;
+        }
+
+        if (open) {
+            /* the event's buffer has room for these two bytes */
+            ngx_memmove(b->pos + 2, b->pos, b->last - b->pos);
+            b->pos[0] = '\n';
+            b->pos[1] = '\n';
+            b->last += 2;
         }
 
         b->flush = 1;

@@ -659,10 +659,17 @@ my %FAKE = (
     close       => { body => $WORDS . $USAGE_EV . "data: [DONE]\n\n",
                      frame => 'close' },
     close_nodone => { body => $WORDS . $USAGE_EV, frame => 'close' },
+    # the last event without its line end: the client's partial line is
+    # ended before the cfcost event, which would otherwise be glued to it
+    unterminated => { body => $WORDS . substr($USAGE_EV, 0, -2),
+                      frame => 'chunked', sep => "\n\n" },
 );
 
 sub fake_response {
     my ($case) = @_;
+    # a status line nginx accepts, then a header it refuses (too big)
+    return "HTTP/1.1 200 OK\r\nX-Big: " . ('x' x 20000) . "\r\n\r\n"
+        if $case eq 'bigheader';
     my $f = $FAKE{$case}
         or return "HTTP/1.1 500 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     my $h = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -718,7 +725,7 @@ my $fake_pid;
 }
 
 for my $v (['nodone', 0], ['nodone_est', 1], ['nospace', 0], ['length', 0],
-           ['close', 0], ['close_nodone', 0])
+           ['close', 0], ['close_nodone', 0], ['unterminated', 0])
 {
     my ($case, $est) = @$v;
     my $name = "scripted upstream: $case";
@@ -738,11 +745,26 @@ for my $v (['nodone', 0], ['nodone_est', 1], ['nospace', 0], ['length', 0],
     my $ev = cost_event_text(request_id => $rid // '', %e);
     my $d = $up =~ /(data: ?\[DONE\]\n\n)\z/ ? length($up) - length($1)
                                               : length $up;
-    my $expect = substr($up, 0, $d) . $ev . substr($up, $d);
+    my $expect = substr($up, 0, $d) . ($FAKE{$case}{sep} // '') . $ev
+        . substr($up, $d);
     same_bytes($r->{body}, $expect, "$name: body = upstream bytes with the cfcost event "
         . ($d < length $up ? 'before [DONE]' : 'at the end'));
     check_record($name, $rid, %e, flags => $est
         ? 'streamed,estimated,usage_unknown' : 'streamed');
+}
+
+# nginx refuses the upstream's headers after its "200": the client gets
+# nginx's 502 as JSON, and the record does not claim Workers AI said 200
+{
+    my $name = 'scripted upstream: a header nginx refuses';
+    my $r = gw_stream(content => 'case:bigheader');
+    my $rid = $r->{headers}{'x-cfcost-request-id'};
+    is($r->{status}, 502, "$name: 502");
+    ok($r->{json} && defined $r->{json}{detail}, "$name: a JSON detail");
+    my $rec = $env->wait_record($rid // '', 5);
+    is($rec && $rec->{upstream_status}, '0', "$name: no upstream status recorded");
+    is($rec && $rec->{error}, 'upstream_unreachable', "$name: error");
+    $env->allow_error(qr/upstream sent too big header/);
 }
 
 CfcostTest::_stop_pid($fake_pid, 'TERM', 3);
