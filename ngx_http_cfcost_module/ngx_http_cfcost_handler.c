@@ -330,6 +330,10 @@ ngx_http_cfcost_find_model(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     if (price == NULL) {
         len = ngx_min(id.len, NGX_HTTP_CFCOST_NAME_MAX);
 
+        while (len < id.len && len > 0 && (id.data[len] & 0xc0) == 0x80) {
+            len--;                         /* not inside a UTF-8 character */
+        }
+
         ctx->model.data = ngx_pnalloc(r->pool, len);
         if (ctx->model.data != NULL) {
             ngx_memcpy(ctx->model.data, id.data, len);
