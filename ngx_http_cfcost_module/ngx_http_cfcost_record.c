@@ -1,6 +1,6 @@
 /*
  * Log phase: one usage record per request that passed authentication,
- * formatted once as an XADD command and handed to the worker's queue.
+ * formatted once, as an XADD command, straight into the worker's queue.
  */
 
 #include "ngx_http_cfcost_redis.h"
@@ -20,25 +20,6 @@ typedef struct {
 #define ngx_http_cfcost_field(f, n, v, l)                                    \
     (f)->name = n; (f)->name_len = sizeof(n) - 1;                            \
     (f)->value = (u_char *) (v); (f)->len = (l); (f)++
-
-
-static size_t
-ngx_http_cfcost_bulk_len(size_t len)
-{
-    return 1 + NGX_SIZE_T_LEN + 2 + len + 2;    /* $<len>\r\n<data>\r\n */
-}
-
-
-static u_char *
-ngx_http_cfcost_bulk(u_char *p, const void *data, size_t len)
-{
-    p = ngx_sprintf(p, "$%uz\r\n", len);
-    p = ngx_cpymem(p, data, len);
-    *p++ = '\r';
-    *p++ = '\n';
-
-    return p;
-}
 
 
 static u_char *
@@ -243,9 +224,9 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
                + ngx_http_cfcost_bulk_len(fields[i].len);
     }
 
-    cmd = ngx_pnalloc(r->pool, len);
+    cmd = ngx_http_cfcost_redis_record_alloc(len);
     if (cmd == NULL) {
-        return NGX_ERROR;
+        return NGX_OK;                     /* queue full: counted there */
     }
 
     p = ngx_sprintf(cmd, "*%ui\r\n", 3 + 2 * n);

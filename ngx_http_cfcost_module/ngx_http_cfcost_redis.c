@@ -512,14 +512,14 @@ ngx_http_cfcost_redis_send_record(ngx_http_cfcost_rec_t *rec)
 }
 
 
-static size_t
+size_t
 ngx_http_cfcost_bulk_len(size_t len)
 {
-    return 1 + NGX_SIZE_T_LEN + 2 + len + 2;
+    return 1 + NGX_SIZE_T_LEN + 2 + len + 2;     /* $<len>\r\n<data>\r\n */
 }
 
 
-static u_char *
+u_char *
 ngx_http_cfcost_bulk(u_char *p, const void *data, size_t len)
 {
     p = ngx_sprintf(p, "$%uz\r\n", len);
@@ -783,15 +783,14 @@ done:
 }
 
 
-void
-ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len, u_char *rid,
-    size_t pairs, size_t pairs_off)
+u_char *
+ngx_http_cfcost_redis_record_alloc(size_t len)
 {
     ngx_http_cfcost_rec_t    *rec;
     ngx_http_cfcost_redis_t  *rd = &ngx_http_cfcost_rd;
 
     if (!rd->initialized) {
-        return;
+        return NULL;
     }
 
     if (rd->queued >= rd->mcf->queue_max) {
@@ -805,21 +804,34 @@ ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len, u_char *rid,
             rd->full_logged = 1;
         }
 
-        return;
+        return NULL;
     }
 
     rec = ngx_alloc(offsetof(ngx_http_cfcost_rec_t, cmd) + len, rd->log);
     if (rec == NULL) {
         rd->dropped++;
-        return;
+        return NULL;
     }
+
+    return rec->cmd;
+}
+
+
+void
+ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len, u_char *rid,
+    size_t pairs, size_t pairs_off)
+{
+    ngx_http_cfcost_rec_t    *rec;
+    ngx_http_cfcost_redis_t  *rd = &ngx_http_cfcost_rd;
+
+    rec = (ngx_http_cfcost_rec_t *)
+              (cmd - offsetof(ngx_http_cfcost_rec_t, cmd));
 
     rec->sent_ms = 0;
     ngx_memcpy(rec->rid, rid, NGX_HTTP_CFCOST_ID_LEN);
     rec->pairs = pairs;
     rec->pairs_off = pairs_off;
     rec->len = len;
-    ngx_memcpy(rec->cmd, cmd, len);
 
     rd->queued++;
 
