@@ -73,6 +73,7 @@ typedef struct {
     /* this process, for /metrics */
     uint64_t            applied;        /* records counted */
     uint64_t            duplicates;     /* request_id seen before */
+    uint64_t            stale;          /* applied before: acked only */
     uint64_t            invalid;        /* acked without counting */
     uint64_t            batches;
     uint64_t            redis_errors;

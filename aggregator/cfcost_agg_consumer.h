@@ -1,8 +1,10 @@
 /*
- * The stream consumer: reads the record stream through a consumer group
- * and applies every entry to the rollups exactly once (one atomic script
- * per batch that marks, counts and acknowledges), reclaims entries a dead
- * consumer left pending, and trims the stream to the retention.
+ * The stream consumer: finds the writers' record streams (cfcost:writers),
+ * reads them through a consumer group and applies every entry to the
+ * rollups exactly once (one atomic script per batch and stream that
+ * counts, records the stream's applied position and acknowledges),
+ * reclaims entries a dead consumer left pending, and trims the streams to
+ * the retention.
  *
  * It owns no connection: it drives agg->consumer_rd, which nothing else
  * uses (its reads block), and sends CLIENT UNBLOCK over agg->http_rd to
@@ -31,8 +33,11 @@ void cfcost_consumer_redis_down(cfcost_redis_t *rd, void *data);
 void cfcost_consumer_stop(cfcost_consumer_t *c, void (*done)(void *data),
     void *data);
 
-/* 1 once the group exists and the scripts are loaded on this connection. */
+/* 1 once the scripts are loaded on this connection. */
 int cfcost_consumer_ready(const cfcost_consumer_t *c);
+
+/* The number of record streams (writers) being read. */
+size_t cfcost_consumer_streams(const cfcost_consumer_t *c);
 
 void cfcost_consumer_free(cfcost_consumer_t *c);
 

@@ -568,6 +568,55 @@ cfcost_http_handle(struct evhttp_request *req, void *arg)
 /* ---- listening ---------------------------------------------------------- */
 
 
+/*
+ * A socket file at the path: a dead aggregator's leftover (connecting is
+ * refused) is removed; one something answers on, or that cannot be
+ * probed, stays and we refuse to start.  The probe does not block: a live
+ * server with a full backlog answers EAGAIN.  Returns 0 when the path is
+ * free now, or -1 with a reason in err.
+ */
+static int
+cfcost_http_stale(const struct sockaddr_un *sun, char *err, size_t errlen)
+{
+    int  fd, rc, e;
+
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd == -1 || evutil_make_socket_nonblocking(fd) != 0) {
+        snprintf(err, errlen, "socket(): %s", strerror(errno));
+        if (fd != -1) {
+            close(fd);
+        }
+        return -1;
+    }
+
+    rc = connect(fd, (const struct sockaddr *) sun, sizeof(*sun));
+    e = errno;
+    close(fd);
+
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS) {
+        snprintf(err, errlen, "%s: another process is listening there",
+                 sun->sun_path);
+        return -1;
+    }
+
+    if (e != ECONNREFUSED) {
+        snprintf(err, errlen, "%s exists and cannot be probed: %s",
+                 sun->sun_path, strerror(e));
+        return -1;
+    }
+
+    if (unlink(sun->sun_path) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot remove the stale socket %s: %s",
+                 sun->sun_path, strerror(errno));
+        return -1;
+    }
+
+    cfcost_log_warn("removed the stale socket %s (nothing answered on it)",
+                    sun->sun_path);
+    return 0;
+}
+
+
 static int
 cfcost_http_unix(cfcost_http_t *h, const char *path, char *err,
     size_t errlen)
@@ -586,26 +635,16 @@ cfcost_http_unix(cfcost_http_t *h, const char *path, char *err,
 
     strcpy(sun.sun_path, path);
 
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)
+        && cfcost_http_stale(&sun, err, errlen) != 0)
+    {
+        return -1;
+    }
+
     fd = socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd == -1) {
         snprintf(err, errlen, "socket(): %s", strerror(errno));
         return -1;
-    }
-
-    /* a leftover socket of a dead aggregator goes; a live one stays */
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        if (connect(fd, (struct sockaddr *) &sun, sizeof(sun)) == 0) {
-            snprintf(err, errlen, "%s: another process is listening there",
-                     path);
-            goto failed;
-        }
-        unlink(path);
-        close(fd);
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        if (fd == -1) {
-            snprintf(err, errlen, "socket(): %s", strerror(errno));
-            return -1;
-        }
     }
 
     if (bind(fd, (struct sockaddr *) &sun, sizeof(sun)) != 0) {

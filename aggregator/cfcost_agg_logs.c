@@ -3,10 +3,12 @@
  * newest first, read through the log index so that no other user's
  * records are scanned.
  *
- * A round: ZREVRANGEBYLEX on the index (members "<ts_ms>:<entry id>"),
- * then XRANGE id id for each member, pipelined.  Filters (model, status)
- * apply to the entries; a page that is not full after a round goes on
- * from the last member read, for a bounded number of rounds.  The cursor
+ * A round: ZREVRANGEBYLEX on the index (members "<ts_ms>:<writer>:<entry
+ * id>"), then XRANGE id id on the writer's stream for each member,
+ * pipelined.  A row's id is "<writer>:<entry id>", unique across
+ * streams.  Filters (model, status) apply to the entries; a page that is
+ * not full after a round goes on from the last member read, for a bounded
+ * number of rounds.  The cursor
  * is the last member consumed, so a page never repeats or skips a record,
  * whatever arrives meanwhile (new records are newer than any cursor).
  *
@@ -134,7 +136,7 @@ cfcost_logs_params(cfcost_req_t *rq, cfcost_logs_ctx_t *l)
     size_t        idlen;
     int64_t       from, to;
     uint64_t      v;
-    const char   *s, *id;
+    const char   *s, *id, *writer;
     char          ts[16];
 
     if (cfcost_req_range(rq, &from, &to) != 0) {
@@ -179,7 +181,7 @@ cfcost_logs_params(cfcost_req_t *rq, cfcost_logs_ctx_t *l)
 
     s = cfcost_req_arg(rq, "cursor");
     if (s != NULL && s[0] != '\0') {
-        if (cfcost_member_parse(s, strlen(s), &id, &idlen) != 0) {
+        if (cfcost_member_parse(s, strlen(s), &writer, &id, &idlen) != 0) {
             cfcost_req_error(rq, 400, "cursor: not one this server gave");
             return -1;
         }
@@ -269,14 +271,19 @@ cfcost_logs_span(cfcost_logs_ctx_t *l, const char *name,
 
 /* Writes one row (the same columns in JSON and CSV). */
 static void
-cfcost_logs_row(cfcost_logs_ctx_t *l, const redisReply *id,
+cfcost_logs_row(cfcost_logs_ctx_t *l, const char *writer, const redisReply *id,
     const cfcost_record_t *rec)
 {
     char      iso[CFCOST_ISO_LEN + 1], cost[32], lat[32];
+    char      rid[CFCOST_WRITER_ID_LEN + 1 + CFCOST_STREAM_ID_MAX + 1];
+    size_t    ridlen;
     int64_t   ts;
     uint64_t  in, out, us;
 
     ts = cfcost_record_ts(rec, id->str, (size_t) id->len);
+    ridlen = (size_t) snprintf(rid, sizeof(rid), "%.*s:%.*s",
+                               (int) CFCOST_WRITER_ID_LEN, writer,
+                               (int) id->len, id->str);
     cfcost_iso_ms(iso, ts);
 
     in = cfcost_record_u64(rec, CFCOST_REC_INPUT, NULL);
@@ -286,11 +293,11 @@ cfcost_logs_row(cfcost_logs_ctx_t *l, const redisReply *id,
              (unsigned long long) us % 1000);
 
     if (l->csv) {
-        cfcost_csv_field(&l->out, id->str, (size_t) id->len);
+        cfcost_csv_field(&l->out, rid, ridlen);
         cfcost_buf_add(&l->out, ",", 1);
     } else {
         cfcost_buf_str(&l->out, l->rows ? ",{\"id\":" : "{\"id\":");
-        cfcost_json_str(&l->out, id->str, (size_t) id->len);
+        cfcost_json_str(&l->out, rid, ridlen);
     }
 
     cfcost_logs_span(l, "request_id", rec, CFCOST_REC_REQUEST_ID);
@@ -333,7 +340,7 @@ cfcost_logs_row(cfcost_logs_ctx_t *l, const redisReply *id,
 static void
 cfcost_logs_on_entry(cfcost_req_t *rq, redisReply *r, unsigned slot)
 {
-    const char          *m, *id;
+    const char          *m, *id, *writer;
     size_t               idlen;
     int64_t              ts;
     uint64_t             v;
@@ -350,10 +357,13 @@ cfcost_logs_on_entry(cfcost_req_t *rq, redisReply *r, unsigned slot)
     m = l->members[slot];
     strcpy(l->last, m);
 
+    if (cfcost_member_parse(m, strlen(m), &writer, &id, &idlen) != 0) {
+        return;                 /* not ours: never indexed by this version */
+    }
+
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
         /* indexed, but trimmed from the stream */
-        if (cfcost_member_parse(m, strlen(m), &id, &idlen) == 0
-            && cfcost_u64_parse(m, 15, INT64_MAX, &v) == 0)
+        if (cfcost_u64_parse(m, 15, INT64_MAX, &v) == 0)
         {
             ts = (int64_t) v + 1;
             if (ts > l->missing_ms) {
@@ -372,7 +382,7 @@ cfcost_logs_on_entry(cfcost_req_t *rq, redisReply *r, unsigned slot)
         return;
     }
 
-    cfcost_logs_row(l, e->element[0], &rec);
+    cfcost_logs_row(l, writer, e->element[0], &rec);
 
     if (l->limit && l->rows == l->limit) {
         l->full = 1;
@@ -515,9 +525,9 @@ cfcost_logs_on_round(cfcost_req_t *rq)
 static void
 cfcost_logs_fetch(cfcost_req_t *rq)
 {
-    size_t              i, idlen;
-    const char         *id, *argv[4];
-    size_t              lens[4];
+    char                key[CFCOST_RECORD_STREAM_LEN + 1];
+    size_t              i, idlen, lens[4];
+    const char         *id, *writer, *argv[4];
     cfcost_logs_ctx_t  *l = rq->ctx;
 
     if (l->nmembers == 0) {
@@ -530,16 +540,18 @@ cfcost_logs_fetch(cfcost_req_t *rq)
 
     argv[0] = "XRANGE";
     lens[0] = 6;
-    argv[1] = CFCOST_RECORD_STREAM;
-    lens[1] = sizeof(CFCOST_RECORD_STREAM) - 1;
+    argv[1] = key;
 
     for (i = 0; i < l->nmembers; i++) {
-        if (cfcost_member_parse(l->members[i], strlen(l->members[i]), &id,
-                                &idlen) != 0)
+        if (cfcost_member_parse(l->members[i], strlen(l->members[i]),
+                                &writer, &id, &idlen) != 0)
         {
-            id = "0-0";         /* never indexed by us: reads as trimmed */
+            /* never indexed by us: reads as nothing */
+            writer = "w0000000000000000";
+            id = "0-0";
             idlen = 3;
         }
+        lens[1] = cfcost_stream_key(key, writer);
         argv[2] = argv[3] = id;
         lens[2] = lens[3] = idlen;
         cfcost_req_argv(rq, 4, argv, lens);

@@ -16,11 +16,83 @@
 #include "cfcost_agg_lua.h"
 
 
+/* "<ms>-<seq>" as 40 digits: ids compare as strings, and as ZSET members */
+#define CFCOST_LUA_PAD                                                       \
+    "local function pad(id)\n"                                               \
+    "  local a, b = string.match(id, '^(%d+)%-(%d+)$')\n"                    \
+    "  return string.rep('0', 20 - #a) .. a .. string.rep('0', 20 - #b)"     \
+             " .. b\n"                                                       \
+    "end\n"
+
+
 const char  cfcost_lua_apply[] =
     "local stream, group, ttl = ARGV[1], ARGV[2], ARGV[3]\n"
     "local n = tonumber(ARGV[4])\n"
+    "local holes = '" CFCOST_APPLIED_HOLES_PREFIX "' .. stream\n"
     "local acc, order, days, users, ids = {}, {}, {}, {}, {}\n"
-    "local applied, dup = 0, 0\n"
+    "local applied, dup, stale = 0, 0, 0\n"
+    CFCOST_LUA_PAD
+
+    /* reads first: once something is written nothing may fail */
+    "local pos = redis.call('HGET', '" CFCOST_APPLIED_POS "', stream)\n"
+    "local ppos = pos and pad(pos) or ''\n"
+    "local top, ptop = nil, ppos\n"
+    "for e = 0, n - 1 do\n"
+    "  local id = ARGV[5 + e * 13]\n"
+    "  local p = pad(id)\n"
+    "  if p > ptop then top, ptop = id, p end\n"
+    "end\n"
+
+    /* what the group has delivered and not acknowledged above pos */
+    "local pend = {}\n"
+    "if top then\n"
+    "  local lo = '-'\n"
+    "  if pos then lo = '(' .. pos end\n"
+    "  while true do\n"
+    "    local r = redis.call('XPENDING', stream, group, lo, top, 1000)\n"
+    "    for _, x in ipairs(r) do pend[pad(x[1])] = true end\n"
+    "    if #r < 1000 then break end\n"
+    "    lo = '(' .. r[#r][1]\n"
+    "  end\n"
+    "end\n"
+
+    /* at or below pos: only a hole is new; above: only what is pending
+     * in this group (an entry a lost group delivered comes again) */
+    "local go, unhole, newtop, newid = {}, {}, ppos, nil\n"
+    "for e = 0, n - 1 do\n"
+    "  local id = ARGV[5 + e * 13]\n"
+    "  local p = pad(id)\n"
+    "  if p <= ppos then\n"
+    "    if redis.call('ZSCORE', holes, p) then\n"
+    "      go[e] = true\n"
+    "      unhole[#unhole + 1] = p\n"
+    "    else\n"
+    "      stale = stale + 1\n"
+    "      ids[#ids + 1] = id\n"
+    "    end\n"
+    "  elseif pend[p] then\n"
+    "    go[e] = true\n"
+    "    pend[p] = nil\n"
+    "    if p > newtop then newtop, newid = p, id end\n"
+    "  end\n"
+    "end\n"
+
+    "if newid then\n"
+    "  local add = {}\n"
+    "  for p in pairs(pend) do\n"
+    "    if p < newtop then\n"
+    "      add[#add + 1] = 0\n"
+    "      add[#add + 1] = p\n"
+    "      if #add == 1000 then\n"
+    "        redis.call('ZADD', holes, unpack(add))\n"
+    "        add = {}\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  if #add > 0 then redis.call('ZADD', holes, unpack(add)) end\n"
+    "  redis.call('HSET', '" CFCOST_APPLIED_POS "', stream, newid)\n"
+    "end\n"
+    "if #unhole > 0 then redis.call('ZREM', holes, unpack(unhole)) end\n"
 
     "local function add(key, field, v)\n"
     "  if v == 0 then return end\n"
@@ -58,8 +130,8 @@ const char  cfcost_lua_apply[] =
     "for e = 0, n - 1 do\n"
     "  local b = 5 + e * 13\n"
     "  local id, rid = ARGV[b], ARGV[b + 1]\n"
-    "  ids[#ids + 1] = id\n"
-    "  if rid ~= '' then\n"
+    "  if go[e] then ids[#ids + 1] = id end\n"
+    "  if go[e] and rid ~= '' then\n"
     "    if ttl == '0' or redis.call('SET', '" CFCOST_APPLIED_PREFIX "'"
                                  " .. rid, id, 'NX', 'EX', ttl) then\n"
     "      applied = applied + 1\n"
@@ -119,14 +191,53 @@ const char  cfcost_lua_apply[] =
     "if #ids > 0 then\n"
     "  redis.call('XACK', stream, group, unpack(ids))\n"
     "end\n"
-    "return { applied, dup }\n";
+    "return { applied, dup, stale }\n";
+
+
+const char  cfcost_lua_group[] =
+    "local stream, group = ARGV[1], ARGV[2]\n"
+    "local function dec(s)\n"
+    "  local i = #s\n"
+    "  while string.sub(s, i, i) == '0' do i = i - 1 end\n"
+    "  return string.sub(s, 1, i - 1)"
+             " .. string.char(string.byte(s, i) - 1)"
+             " .. string.rep('9', #s - i)\n"
+    "end\n"
+    "local function num(s)\n"
+    "  s = string.match(s, '^0*(%d-)$')\n"
+    "  if s == '' then return '0' end\n"
+    "  return s\n"
+    "end\n"
+    "local start = '0'\n"
+    "local h = redis.call('ZRANGE', '" CFCOST_APPLIED_HOLES_PREFIX "'"
+                         " .. stream, 0, 0)\n"
+    "if #h > 0 then\n"
+    "  local a, b = string.sub(h[1], 1, 20), string.sub(h[1], 21, 40)\n"
+    "  if num(b) ~= '0' then\n"
+    "    start = num(a) .. '-' .. num(dec(b))\n"
+    "  elseif num(a) ~= '0' then\n"
+    "    start = num(dec(a)) .. '-18446744073709551615'\n"
+    "  end\n"
+    "else\n"
+    "  local p = redis.call('HGET', '" CFCOST_APPLIED_POS "', stream)\n"
+    "  if p then start = p end\n"
+    "end\n"
+    "local r = redis.pcall('XGROUP', 'CREATE', stream, group, start,"
+                         " 'MKSTREAM')\n"
+    "if type(r) == 'table' and r.err then\n"
+    "  if string.sub(r.err, 1, 9) == 'BUSYGROUP' then return { 0, start } end\n"
+    "  return r\n"
+    "end\n"
+    "return { 1, start }\n";
 
 
 const char  cfcost_lua_trim[] =
-    "local stream = ARGV[1]\n"
+    "local stream, writer = ARGV[1], ARGV[8]\n"
     "local now, maxage = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local maxlen, skew = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local cap, icap = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local holes = '" CFCOST_APPLIED_HOLES_PREFIX "' .. stream\n"
+    CFCOST_LUA_PAD
     "if redis.call('EXISTS', stream) == 0 then return { 0, 0, 0 } end\n"
 
     "local function split(id)\n"
@@ -177,15 +288,31 @@ const char  cfcost_lua_trim[] =
     "  end\n"
     "end\n"
 
+    /* where the stream begins now; an empty one after its last id */
+    "local fms, fseq\n"
+    "local f = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)\n"
+    "if #f > 0 then\n"
+    "  fms, fseq = split(f[1][1])\n"
+    "else\n"
+    "  local info = redis.call('XINFO', 'STREAM', stream)\n"
+    "  for k = 1, #info, 2 do\n"
+    "    if info[k] == 'last-generated-id' then\n"
+    "      fms, fseq = split(info[k + 1])\n"
+    "      fseq = fseq + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+
+    /* holes below the first entry are entries deleted while pending */
+    "local lo = '(' .. pad(string.format('%d-%d', fms, fseq))\n"
+    "local dead = redis.call('ZRANGEBYLEX', holes, '-', lo, 'LIMIT', 0,"
+                           " 1000)\n"
+    "if #dead > 0 then redis.call('ZREM', holes, unpack(dead)) end\n"
+
     "local removed = len0 - redis.call('XLEN', stream)\n"
     "local prev = redis.call('HGET', '" CFCOST_RETENTION_HASH "',"
                  " '" CFCOST_RETENTION_F_BEFORE "')\n"
     "if removed == 0 and prev == false then return { 0, 0, skipped } end\n"
-
-    /* where the stream begins now (an empty one: after everything) */
-    "local fms, fseq = now + 1, 0\n"
-    "local f = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)\n"
-    "if #f > 0 then fms, fseq = split(f[1][1]) end\n"
     "if removed > 0 and (prev == false or tonumber(prev) < fms) then\n"
     "  redis.call('HSET', '" CFCOST_RETENTION_HASH "',"
                  " '" CFCOST_RETENTION_F_BEFORE "',"
@@ -202,9 +329,10 @@ const char  cfcost_lua_trim[] =
     "  local ms = redis.call('ZRANGEBYLEX', key, '-', bound, 'LIMIT', 0,"
                              " icap)\n"
     "  for _, m in ipairs(ms) do\n"
-    "    local a, b = string.match(m, ':(%d+)%-(%d+)$')\n"
+    "    local w, a, b = string.match(m, '^%d+:(w%x+):(%d+)%-(%d+)$')\n"
     "    a, b = tonumber(a), tonumber(b)\n"
-    "    if a == nil or a < fms or (a == fms and b < fseq) then\n"
+    "    if a == nil or (w == writer and (a < fms"
+                                   " or (a == fms and b < fseq))) then\n"
     "      gone[#gone + 1] = m\n"
     "      if #gone == 1000 then\n"
     "        redis.call('ZREM', key, unpack(gone))\n"

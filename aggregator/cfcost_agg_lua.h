@@ -9,7 +9,7 @@
 
 
 /*
- * Applies a batch of stream entries and acknowledges them.
+ * Applies a batch of entries of one record stream and acknowledges them.
  *
  *   EVALSHA <sha> 0 <stream> <group> <dedup ttl s> <n>
  *       then n times: <entry id> <request id> <YYYY-MM-DD> <day number>
@@ -20,7 +20,30 @@
  * An entry whose request id is "" is only acknowledged (deleted or
  * malformed).  With a dedup ttl ("0" turns it off) a request id already
  * marked is a duplicate: acknowledged, not counted.  Numbers are plain
- * decimal strings below 2^40.  Returns {applied, duplicates}.
+ * decimal strings below 2^40.  Returns {applied, duplicates, stale}.
+ *
+ * Which entries are new, exactly, also without the consumer group: the
+ * stream's position P (cfcost:applied-pos, the highest id done) and its
+ * holes (ids at or below P delivered but not done when P passed them).
+ *
+ *   - id <= P: new only if it is a hole (then no longer one); otherwise
+ *     it was applied already (a slow consumer whose entries were claimed
+ *     and applied by another, or a group created again): "stale",
+ *     acknowledged, not counted.
+ *   - id > P: new only if the group has it pending (delivered, not
+ *     acknowledged); an entry delivered by a group since destroyed is left
+ *     alone: the group delivers it again.  When P rises to the highest of
+ *     them, every entry pending in the group between the old and the new
+ *     P, outside this batch, becomes a hole.
+ *
+ * Why that is exact: a group delivers in id order and entries only leave
+ * its pending list through this script (the writer's ids only grow, so
+ * nothing appears below an id delivered).  So when P rises, an entry
+ * between the old and new P is either in the batch, or done before (then
+ * at or below the old P), or pending: a hole.  Every entry at or below P
+ * is done or a hole, holes are taken out when done, and an entry above P
+ * is never done.  The group script below recreates a lost group so that
+ * exactly the holes and what lies above P come again.
  */
 extern const char  cfcost_lua_apply[];
 
@@ -29,14 +52,29 @@ extern const char  cfcost_lua_apply[];
 
 
 /*
- * Retention: trims the stream by age and/or length, never past an entry a
- * consumer group has not acknowledged, records where the stream now
- * begins, and removes from the log indexes the members whose entries are
- * gone (at most <index cap> per index and pass; stale members left over
- * read as trimmed).  Rollups are not touched.
+ * Creates the group on a stream (MKSTREAM) unless it exists: at "0" for a
+ * stream never applied, else just below its oldest hole, else at its
+ * position; what comes again at or below the position and is no hole is
+ * "stale" to the apply script.
+ *
+ *   EVALSHA <sha> 0 <stream> <group>
+ *
+ * Returns {1 created | 0 existed, start id}.
+ */
+extern const char  cfcost_lua_group[];
+
+
+/*
+ * Retention of one record stream: trims it by age and/or length, never
+ * past an entry a consumer group has not acknowledged, records where the
+ * streams now begin (the latest such time), forgets holes whose entries
+ * are gone, and removes from the log indexes the members of this writer
+ * whose entries are gone (looking at the oldest <index cap> members per
+ * index and pass; stale members left over read as trimmed).  Rollups are
+ * not touched.  The stream itself is never deleted.
  *
  *   EVALSHA <sha> 0 <stream> <now ms> <max age ms|0> <max len|0>
- *                   <clock skew ms> <scan cap> <index cap>
+ *                   <clock skew ms> <scan cap> <index cap> <writer>
  *
  * Returns {entries removed, first remaining ms, skipped length trim 0|1}.
  */

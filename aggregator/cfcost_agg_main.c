@@ -45,12 +45,16 @@ static const char  *cfcost_level_names[] = { "error", "warn", "info",
 #define CFCOST_HELP                                                          \
 "usage: cfcost-aggregator [OPTIONS]\n"                                       \
 "\n"                                                                         \
-"Reads the usage records the cfcost gateway writes to the Redis stream\n"    \
-"\"" CFCOST_RECORD_STREAM "\" through a consumer group, keeps rollups per\n" \
-"user, API key, model and UTC day (requests, input/output/cached tokens,\n"  \
-"exact cost in picodollars), and serves them over HTTP.  Each record is\n"   \
-"counted exactly once: across crashes (kill -9), Redis restarts, records\n"  \
-"the gateway sent twice (same request_id) and several aggregators sharing\n" \
+"Reads the usage records the cfcost gateway writes, one Redis stream per\n" \
+"writer (\"" CFCOST_RECORD_STREAM_PREFIX "<writer>"                        \
+CFCOST_RECORD_STREAM_SUFFIX "\", the writers listed in \""                 \
+CFCOST_WRITERS_SET "\";\n"                                                   \
+"new ones are found within a second, or --block when idle), through a\n"    \
+"consumer group, keeps rollups per user, API key, model and UTC day\n"      \
+"(requests, input/output/cached tokens, exact cost in picodollars), and\n"  \
+"serves them over HTTP.  Each record is counted exactly once: across\n"     \
+"crashes (kill -9), Redis restarts, a lost consumer group, records the\n"   \
+"gateway sent twice (same request_id) and several aggregators sharing\n"    \
 "the work.\n"                                                                \
 "\n"                                                                         \
 "Options (also --opt=VALUE):\n"                                              \
@@ -63,7 +67,8 @@ static const char  *cfcost_level_names[] = { "error", "warn", "info",
 "                       localhost).  Default $CFCOST_REDIS, else\n"          \
 "                       unix:$CFCOST_VAR/redis.sock; CFCOST_VAR defaults\n"  \
 "                       to ./var\n"                                          \
-"  --redis-timeout MS   connect and reply timeout (default 5000)\n"          \
+"  --redis-timeout MS   connect and reply timeout (default 5000); a BLOCK\n"\
+"                       read's reply may take --block more\n"              \
 "  --group NAME         consumer group (default cfcost-aggregator)\n"        \
 "  --consumer NAME      consumer name, unique per process (default\n"        \
 "                       HOSTNAME-PID)\n"                                     \
@@ -75,8 +80,8 @@ static const char  *cfcost_level_names[] = { "error", "warn", "info",
 "                       (dead) consumer, via XAUTOCLAIM (default 30000)\n"   \
 "  --retention-days N   trim stream entries older than N days (XTRIM\n"      \
 "                       MINID); 0: no age limit (default 30)\n"              \
-"  --retention-max N    keep at most N stream entries (XTRIM MAXLEN);\n"     \
-"                       0: no length limit (default 0)\n"                    \
+"  --retention-max N    keep at most N entries in each writer's stream\n"   \
+"                       (XTRIM MAXLEN); 0: no length limit (default 0)\n"   \
 "  --trim-interval S    seconds between retention passes (default 60)\n"     \
 "  --dedup-ttl S        also drop a record whose request_id was applied\n"   \
 "                       within S seconds (a marker key per record); 0,\n"    \
@@ -87,9 +92,9 @@ static const char  *cfcost_level_names[] = { "error", "warn", "info",
 "  --help               this text\n"                                         \
 "  --version            the version\n"                                       \
 "\n"                                                                         \
-"Retention trims the stream only, never the rollups, and never an entry a\n" \
-"consumer group has not acknowledged; logs older than the stream are\n"      \
-"reported in truncated_before.\n"                                            \
+"Retention trims the streams only, never the rollups, never an entry a\n"  \
+"consumer group has not acknowledged, and never deletes a stream; logs\n"   \
+"older than the streams are reported in truncated_before.\n"                \
 "\n"                                                                         \
 "Identity (set by nginx, which strips them from clients):\n"                 \
 "  X-Cfcost-User: USER  and  X-Cfcost-Key-Id: KEY_ID   an API key's user\n"  \
@@ -420,6 +425,31 @@ cfcost_conf_env(cfcost_agg_conf_t *c, char *listen, char *redis,
 }
 
 
+/*
+ * Refuses flags that parse one by one but not together.  Returns -1 to go
+ * on, or the exit status.
+ */
+static int
+cfcost_conf_check(const cfcost_agg_conf_t *c)
+{
+    if (strncmp(c->listen, "unix:", 5) == 0
+        && strcmp(c->listen, c->redis) == 0)
+    {
+        return cfcost_usage_error("--listen and --redis name the same unix "
+                                  "socket, %s", c->listen + 5);
+    }
+
+    if ((uint64_t) c->block_ms + c->redis_timeout_ms > 600000) {
+        return cfcost_usage_error("--block %u with --redis-timeout %u: a "
+                                  "read could wait more than 10 minutes "
+                                  "for its reply", c->block_ms,
+                                  c->redis_timeout_ms);
+    }
+
+    return -1;
+}
+
+
 /* ---- start and stop ----------------------------------------------------- */
 
 
@@ -527,6 +557,11 @@ main(int argc, char **argv)
     }
 
     cfcost_conf_env(&agg.conf, listen, redis, consumer, sizeof(listen));
+
+    rc = cfcost_conf_check(&agg.conf);
+    if (rc >= 0) {
+        return rc;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     srandom((unsigned) (getpid() ^ cfcost_now_ms()));

@@ -2,8 +2,12 @@
  * GET /metrics (Prometheus text format 0.0.4) and GET /healthz.
  *
  * Two round trips whatever the number of records: the users set, the
- * "all" rollup, the stream length, the consumer groups and the gateway's
- * dropped counter; then one HGETALL per user, pipelined.
+ * "all" rollup, the writers set and the gateway's dropped counter; then
+ * one HGETALL per user, and XLEN and XINFO GROUPS per writer's stream,
+ * pipelined.  The stream gauges are sums over the writers' streams, of at
+ * most CFCOST_METRICS_STREAMS of them per scrape (the first in the set's
+ * order; cfcost_record_streams says how many there are), so that a scrape
+ * costs a bounded number of commands.
  */
 
 #include <stdio.h>
@@ -19,19 +23,34 @@
 #include "cfcost_agg_routes.h"
 
 
-#define CFCOST_FAMILIES  5
+#define CFCOST_FAMILIES          5
+#define CFCOST_METRICS_STREAMS   256
+#define CFCOST_METRICS_GROUPS    8
+
+
+typedef struct {
+    char              *name;
+    long long          pending;
+    long long          lag;
+    int                lag_unknown;
+} cfcost_metrics_group_t;
 
 
 typedef struct {
     char             **users;
     size_t             nusers;
 
+    char             **writers;
+    size_t             nwriters;        /* read, up to the cap */
+    size_t             writers_total;   /* in the set */
+
     cfcost_rollup_t    all;
     long long          stream_len;
     long long          dropped;
 
-    cfcost_buf_t       pending;         /* per consumer group */
-    cfcost_buf_t       lag;
+    cfcost_metrics_group_t  groups[CFCOST_METRICS_GROUPS];
+    size_t                  ngroups;
+
     cfcost_buf_t       fam[CFCOST_FAMILIES];    /* per user and model */
 } cfcost_metrics_ctx_t;
 
@@ -59,14 +78,21 @@ cfcost_metrics_ctx_free(void *p)
         free(m->users[i]);
     }
 
+    for (i = 0; i < m->nwriters; i++) {
+        free(m->writers[i]);
+    }
+
+    for (i = 0; i < m->ngroups; i++) {
+        free(m->groups[i].name);
+    }
+
     for (i = 0; i < CFCOST_FAMILIES; i++) {
         cfcost_buf_free(&m->fam[i]);
     }
 
     free(m->users);
+    free(m->writers);
     cfcost_rollup_free(&m->all);
-    cfcost_buf_free(&m->pending);
-    cfcost_buf_free(&m->lag);
     free(m);
 }
 
@@ -134,6 +160,46 @@ cfcost_metrics_family(cfcost_buf_t *b, const char *name, const char *type,
 }
 
 
+/* The stream gauges: sums over the streams read. */
+static void
+cfcost_metrics_streams(cfcost_buf_t *b, const cfcost_metrics_ctx_t *m)
+{
+    size_t                         i;
+    const cfcost_metrics_group_t  *g;
+
+    cfcost_metrics_family(b, "cfcost_record_streams", "gauge",
+                          "Writers (gateway workers) with a record stream");
+    cfcost_buf_printf(b, "cfcost_record_streams %zu\n", m->writers_total);
+
+    cfcost_metrics_family(b, "cfcost_stream_length", "gauge",
+                          "Records held in the writers' streams");
+    cfcost_buf_printf(b, "cfcost_stream_length %lld\n", m->stream_len);
+
+    cfcost_metrics_family(b, "cfcost_consumer_group_pending", "gauge",
+                          "Entries delivered to a consumer, not yet "
+                          "acknowledged");
+    for (i = 0; i < m->ngroups; i++) {
+        g = &m->groups[i];
+        cfcost_buf_str(b, "cfcost_consumer_group_pending{group=");
+        cfcost_prom_label(b, g->name, strlen(g->name));
+        cfcost_buf_printf(b, "} %lld\n", g->pending);
+    }
+
+    cfcost_metrics_family(b, "cfcost_consumer_group_lag", "gauge",
+                          "Entries not yet delivered to the group (absent "
+                          "when Redis cannot tell for some stream)");
+    for (i = 0; i < m->ngroups; i++) {
+        g = &m->groups[i];
+        if (g->lag_unknown) {
+            continue;
+        }
+        cfcost_buf_str(b, "cfcost_consumer_group_lag{group=");
+        cfcost_prom_label(b, g->name, strlen(g->name));
+        cfcost_buf_printf(b, "} %lld\n", g->lag);
+    }
+}
+
+
 static void
 cfcost_metrics_answer(cfcost_req_t *rq)
 {
@@ -164,18 +230,7 @@ cfcost_metrics_answer(cfcost_req_t *rq)
         cfcost_buf_free(&model[f]);
     }
 
-    cfcost_metrics_family(&b, "cfcost_stream_length", "gauge",
-                          "Records held in the stream");
-    cfcost_buf_printf(&b, "cfcost_stream_length %lld\n", m->stream_len);
-
-    cfcost_metrics_family(&b, "cfcost_consumer_group_pending", "gauge",
-                          "Entries delivered to a consumer, not yet "
-                          "acknowledged");
-    cfcost_buf_add(&b, m->pending.data, m->pending.len);
-    cfcost_metrics_family(&b, "cfcost_consumer_group_lag", "gauge",
-                          "Entries not yet delivered to the group");
-    cfcost_buf_add(&b, m->lag.data, m->lag.len);
-    b.oom |= m->pending.oom | m->lag.oom;
+    cfcost_metrics_streams(&b, m);
 
     cfcost_metrics_family(&b, "cfcost_gateway_records_dropped_total",
                           "counter", "Records the gateway could not keep "
@@ -200,6 +255,12 @@ cfcost_metrics_answer(cfcost_req_t *rq)
     cfcost_buf_printf(&b, "cfcost_aggregator_records_invalid_total %llu\n",
                       (unsigned long long) agg->invalid);
 
+    cfcost_metrics_family(&b, "cfcost_aggregator_records_stale_total",
+                          "counter", "Entries delivered again after they "
+                          "were counted (acknowledged, not counted)");
+    cfcost_buf_printf(&b, "cfcost_aggregator_records_stale_total %llu\n",
+                      (unsigned long long) agg->stale);
+
     cfcost_metrics_family(&b, "cfcost_aggregator_batches_total", "counter",
                           "Batches this process applied");
     cfcost_buf_printf(&b, "cfcost_aggregator_batches_total %llu\n",
@@ -220,15 +281,158 @@ cfcost_metrics_answer(cfcost_req_t *rq)
 }
 
 
+/* The sums of group name[0..len), a new one if room is left, or NULL. */
+static cfcost_metrics_group_t *
+cfcost_metrics_group(cfcost_metrics_ctx_t *m, const char *name, size_t len)
+{
+    size_t                   i;
+    cfcost_metrics_group_t  *g;
+
+    for (i = 0; i < m->ngroups; i++) {
+        g = &m->groups[i];
+        if (strlen(g->name) == len && memcmp(g->name, name, len) == 0) {
+            return g;
+        }
+    }
+
+    if (m->ngroups == CFCOST_METRICS_GROUPS) {
+        return NULL;
+    }
+
+    g = &m->groups[m->ngroups];
+    memset(g, 0, sizeof(cfcost_metrics_group_t));
+
+    g->name = strndup(name, len);
+    if (g->name == NULL) {
+        return NULL;
+    }
+
+    m->ngroups++;
+    return g;
+}
+
+
+/* XINFO GROUPS of one stream: adds pending and lag to each group's sums
+ * (lag may be unknown). */
+static void
+cfcost_metrics_groups(cfcost_metrics_ctx_t *m, const redisReply *r)
+{
+    size_t                   i, k;
+    const redisReply        *e, *f, *v, *name, *pending, *lag;
+    cfcost_metrics_group_t  *g;
+
+    if (r->type != REDIS_REPLY_ARRAY) {
+        return;                 /* no stream yet */
+    }
+
+    for (i = 0; i < r->elements; i++) {
+        e = r->element[i];
+        name = pending = lag = NULL;
+
+        for (k = 0; e->type == REDIS_REPLY_ARRAY && k + 1 < e->elements;
+             k += 2)
+        {
+            f = e->element[k];
+            v = e->element[k + 1];
+            if (f->type != REDIS_REPLY_STRING) {
+                continue;
+            }
+            if (strcmp(f->str, "name") == 0) {
+                name = v;
+            } else if (strcmp(f->str, "pending") == 0) {
+                pending = v;
+            } else if (strcmp(f->str, "lag") == 0) {
+                lag = v;
+            }
+        }
+
+        if (name == NULL || name->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        g = cfcost_metrics_group(m, name->str, (size_t) name->len);
+        if (g == NULL) {
+            continue;
+        }
+
+        if (pending != NULL && pending->type == REDIS_REPLY_INTEGER) {
+            g->pending += pending->integer;
+        }
+
+        if (lag != NULL && lag->type == REDIS_REPLY_INTEGER) {
+            g->lag += lag->integer;
+        } else {
+            g->lag_unknown = 1;
+        }
+    }
+}
+
+
+/* SMEMBERS writers: the valid ones, up to the cap. */
+static void
+cfcost_metrics_writers(cfcost_req_t *rq, redisReply *r)
+{
+    size_t                 i;
+    const redisReply      *w;
+    cfcost_metrics_ctx_t  *m = rq->ctx;
+
+    if (cfcost_req_bad(rq, r, REDIS_REPLY_ARRAY, "writers")
+        || r->type != REDIS_REPLY_ARRAY || r->elements == 0)
+    {
+        return;
+    }
+
+    m->writers = calloc(r->elements < CFCOST_METRICS_STREAMS
+                        ? r->elements : CFCOST_METRICS_STREAMS,
+                        sizeof(char *));
+    if (m->writers == NULL) {
+        rq->failed = 1;
+        return;
+    }
+
+    for (i = 0; i < r->elements; i++) {
+        w = r->element[i];
+        if (w->type != REDIS_REPLY_STRING
+            || !cfcost_writer_valid(w->str, (size_t) w->len))
+        {
+            continue;
+        }
+
+        m->writers_total++;
+
+        if (m->nwriters == CFCOST_METRICS_STREAMS) {
+            continue;
+        }
+
+        m->writers[m->nwriters] = strdup(w->str);
+        if (m->writers[m->nwriters] == NULL) {
+            rq->failed = 1;
+            return;
+        }
+        m->nwriters++;
+    }
+}
+
+
 static void
 cfcost_metrics_on_user(cfcost_req_t *rq, redisReply *r, unsigned slot)
 {
     cfcost_rollup_t        ru;
     cfcost_metrics_ctx_t  *m = rq->ctx;
 
-    if (cfcost_req_bad(rq, r, REDIS_REPLY_ARRAY, "user rollup")
-        || slot >= m->nusers)
-    {
+    if (slot >= m->nusers) {
+        /* per stream: XLEN, then XINFO GROUPS */
+        if ((slot - m->nusers) % 2 == 0) {
+            if (!cfcost_req_bad(rq, r, REDIS_REPLY_INTEGER, "XLEN")) {
+                m->stream_len += r->integer;
+            }
+        } else {
+            cfcost_metrics_groups(m, r);
+        }
+        return;
+    }
+
+    if (cfcost_req_bad(rq, r, REDIS_REPLY_ARRAY, "user rollup")) {
         return;
     }
 
@@ -257,59 +461,14 @@ cfcost_metrics_read_users(cfcost_req_t *rq)
                        "%s", m->users[i]);
     }
 
+    for (i = 0; i < m->nwriters; i++) {
+        cfcost_req_cmd(rq, "XLEN " CFCOST_RECORD_STREAM_PREFIX "%s"
+                       CFCOST_RECORD_STREAM_SUFFIX, m->writers[i]);
+        cfcost_req_cmd(rq, "XINFO GROUPS " CFCOST_RECORD_STREAM_PREFIX "%s"
+                       CFCOST_RECORD_STREAM_SUFFIX, m->writers[i]);
+    }
+
     cfcost_req_go(rq);
-}
-
-
-/* XINFO GROUPS: pending and lag of every group (lag may be unknown). */
-static void
-cfcost_metrics_groups(cfcost_metrics_ctx_t *m, const redisReply *r)
-{
-    size_t             i, k;
-    const redisReply  *g, *f, *v, *name, *pending, *lag;
-
-    if (r->type != REDIS_REPLY_ARRAY) {
-        return;                 /* no stream yet */
-    }
-
-    for (i = 0; i < r->elements; i++) {
-        g = r->element[i];
-        name = pending = lag = NULL;
-
-        for (k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements;
-             k += 2)
-        {
-            f = g->element[k];
-            v = g->element[k + 1];
-            if (f->type != REDIS_REPLY_STRING) {
-                continue;
-            }
-            if (strcmp(f->str, "name") == 0) {
-                name = v;
-            } else if (strcmp(f->str, "pending") == 0) {
-                pending = v;
-            } else if (strcmp(f->str, "lag") == 0) {
-                lag = v;
-            }
-        }
-
-        if (name == NULL || name->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        if (pending != NULL && pending->type == REDIS_REPLY_INTEGER) {
-            cfcost_buf_str(&m->pending,
-                           "cfcost_consumer_group_pending{group=");
-            cfcost_prom_label(&m->pending, name->str, (size_t) name->len);
-            cfcost_buf_printf(&m->pending, "} %lld\n", pending->integer);
-        }
-
-        if (lag != NULL && lag->type == REDIS_REPLY_INTEGER) {
-            cfcost_buf_str(&m->lag, "cfcost_consumer_group_lag{group=");
-            cfcost_prom_label(&m->lag, name->str, (size_t) name->len);
-            cfcost_buf_printf(&m->lag, "} %lld\n", lag->integer);
-        }
-    }
 }
 
 
@@ -354,14 +513,8 @@ cfcost_metrics_on_first(cfcost_req_t *rq, redisReply *r, unsigned slot)
         }
         return;
 
-    case 2:                     /* XLEN */
-        if (!cfcost_req_bad(rq, r, REDIS_REPLY_INTEGER, "XLEN")) {
-            m->stream_len = r->integer;
-        }
-        return;
-
-    case 3:                     /* XINFO GROUPS: an error when no stream */
-        cfcost_metrics_groups(m, r);
+    case 2:                     /* SMEMBERS writers */
+        cfcost_metrics_writers(rq, r);
         return;
 
     default:                    /* HGET gateway records_dropped */
@@ -389,8 +542,7 @@ cfcost_route_metrics(cfcost_req_t *rq)
     cfcost_req_phase(rq, cfcost_metrics_on_first, cfcost_metrics_read_users);
     cfcost_req_cmd(rq, "SMEMBERS " CFCOST_ROLLUP_USERS);
     cfcost_req_cmd(rq, "HGETALL " CFCOST_ROLLUP_PREFIX CFCOST_SCOPE_ALL);
-    cfcost_req_cmd(rq, "XLEN " CFCOST_RECORD_STREAM);
-    cfcost_req_cmd(rq, "XINFO GROUPS " CFCOST_RECORD_STREAM);
+    cfcost_req_cmd(rq, "SMEMBERS " CFCOST_WRITERS_SET);
     cfcost_req_cmd(rq, "HGET " CFCOST_GATEWAY_HASH " "
                    CFCOST_GATEWAY_F_DROPPED);
     cfcost_req_go(rq);

@@ -261,35 +261,76 @@ cfcost_member_ts(char *buf, int64_t ts_ms)
 }
 
 
-size_t
-cfcost_member_make(char *buf, int64_t ts_ms, const char *id, size_t idlen)
+int
+cfcost_writer_valid(const char *s, size_t len)
 {
-    uint64_t  ms, seq;
+    size_t  i;
+
+    if (len != CFCOST_WRITER_ID_LEN || s[0] != CFCOST_WRITER_TAG[0]) {
+        return 0;
+    }
+
+    for (i = 1; i < len; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+size_t
+cfcost_stream_key(char *buf, const char *writer)
+{
+    return (size_t) snprintf(buf, CFCOST_RECORD_STREAM_LEN + 1, "%s%.*s%s",
+                             CFCOST_RECORD_STREAM_PREFIX,
+                             (int) CFCOST_WRITER_ID_LEN, writer,
+                             CFCOST_RECORD_STREAM_SUFFIX);
+}
+
+
+size_t
+cfcost_member_make(char *buf, int64_t ts_ms, const char *writer, size_t wlen,
+    const char *id, size_t idlen)
+{
+    char      *p;
+    uint64_t   ms, seq;
 
     if (ts_ms < 0 || ts_ms > CFCOST_MEMBER_TS_MAX
+        || !cfcost_writer_valid(writer, wlen)
         || idlen > CFCOST_STREAM_ID_MAX
         || cfcost_stream_id_parse(id, idlen, &ms, &seq) != 0)
     {
         return 0;
     }
 
-    cfcost_member_ts(buf, ts_ms);
-    buf[15] = ':';
-    memcpy(buf + 16, id, idlen);
-    buf[16 + idlen] = '\0';
+    p = buf + cfcost_member_ts(buf, ts_ms);
+    *p++ = ':';
+    memcpy(p, writer, wlen);
+    p += wlen;
+    *p++ = ':';
+    memcpy(p, id, idlen);
+    p += idlen;
+    *p = '\0';
 
-    return 16 + idlen;
+    return (size_t) (p - buf);
 }
 
 
 int
-cfcost_member_parse(const char *m, size_t len, const char **id,
-    size_t *idlen)
+cfcost_member_parse(const char *m, size_t len, const char **writer,
+    const char **id, size_t *idlen)
 {
-    size_t    i;
+    size_t    i, head;
     uint64_t  ms, seq;
 
-    if (len < 16 + 3 || len > CFCOST_MEMBER_MAX || m[15] != ':') {
+    head = 15 + 1 + CFCOST_WRITER_ID_LEN + 1;
+
+    if (len < head + 3 || len > CFCOST_MEMBER_MAX || m[15] != ':'
+        || m[head - 1] != ':'
+        || !cfcost_writer_valid(m + 16, CFCOST_WRITER_ID_LEN))
+    {
         return -1;
     }
 
@@ -299,12 +340,13 @@ cfcost_member_parse(const char *m, size_t len, const char **id,
         }
     }
 
-    if (cfcost_stream_id_parse(m + 16, len - 16, &ms, &seq) != 0) {
+    if (cfcost_stream_id_parse(m + head, len - head, &ms, &seq) != 0) {
         return -1;
     }
 
-    *id = m + 16;
-    *idlen = len - 16;
+    *writer = m + 16;
+    *id = m + head;
+    *idlen = len - head;
 
     return 0;
 }

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cfcost_schema.h"
+
 
 #define CFCOST_DAY_MS            86400000LL
 #define CFCOST_DAY_MIN           0          /* 1970-01-01 */
@@ -19,7 +21,8 @@
 #define CFCOST_DATE_LEN          10         /* "YYYY-MM-DD" */
 #define CFCOST_ISO_LEN           24         /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
 #define CFCOST_STREAM_ID_MAX     41         /* "<u64>-<u64>" */
-#define CFCOST_MEMBER_MAX        (15 + 1 + CFCOST_STREAM_ID_MAX)
+#define CFCOST_MEMBER_MAX        (15 + 1 + CFCOST_WRITER_ID_LEN + 1         \
+                                  + CFCOST_STREAM_ID_MAX)
 
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (m 1..12, d 1..31). */
@@ -71,20 +74,33 @@ int cfcost_stream_id_parse(const char *s, size_t len, uint64_t *ms,
     uint64_t *seq);
 
 /*
- * Writes the log-index member of an entry, "<ts_ms, 15 digits>:<id>", into
- * buf (>= CFCOST_MEMBER_MAX + 1 bytes).  Returns the length, or 0 when
- * ts_ms is negative or too large, or id is not a stream id.
+ * 1 when s[0..len) is a writer id: "w" and 16 lowercase hex digits.
  */
-size_t cfcost_member_make(char *buf, int64_t ts_ms, const char *id,
-    size_t idlen);
+int cfcost_writer_valid(const char *s, size_t len);
+
+/*
+ * Writes the record stream key of a writer, "cfcost:rec:{<writer>}", into
+ * buf (>= CFCOST_RECORD_STREAM_LEN + 1 bytes).  Returns the length.  The
+ * writer must be valid.
+ */
+size_t cfcost_stream_key(char *buf, const char *writer);
+
+/*
+ * Writes the log-index member of an entry, "<ts_ms, 15 digits>:<writer>:
+ * <id>", into buf (>= CFCOST_MEMBER_MAX + 1 bytes).  Returns the length,
+ * or 0 when ts_ms is negative or too large, the writer is not a writer id
+ * or id is not a stream id.  Members sort by time, then writer, then id.
+ */
+size_t cfcost_member_make(char *buf, int64_t ts_ms, const char *writer,
+    size_t wlen, const char *id, size_t idlen);
 
 /*
  * Checks that m[0..len) is a well-formed log-index member (as a cursor
- * from a client must be).  Returns 0 and points id and idlen at its stream
- * id, or -1.
+ * from a client must be).  Returns 0 and points writer and id (lengths
+ * CFCOST_WRITER_ID_LEN and *idlen) into m, or -1.
  */
-int cfcost_member_parse(const char *m, size_t len, const char **id,
-    size_t *idlen);
+int cfcost_member_parse(const char *m, size_t len, const char **writer,
+    const char **id, size_t *idlen);
 
 /* Writes the 15-digit, zero-padded form of ts_ms (>= 0) into buf (16). */
 size_t cfcost_member_ts(char *buf, int64_t ts_ms);

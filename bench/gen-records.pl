@@ -1,6 +1,9 @@
 #!/usr/bin/perl
 # gen-records.pl COUNT FIRST_SEQ: COUNT synthetic usage records as Redis
-# protocol (XADD cfcost:records * ...), for `redis-cli --pipe`.
+# protocol, for `redis-cli --pipe`, written as one gateway writer does:
+# SADD cfcost:writers <writer>, then XADD cfcost:rec:{<writer>} <id> ...
+# with explicit, increasing ids; the writer id is made from FIRST_SEQ, so
+# each batch is a writer of its own.
 #
 # The fields are those the gateway writes (common/cfcost_schema.h), with
 # plausible values: 50 users with 2 keys each, 8 priced models, timestamps
@@ -15,7 +18,8 @@ my ($count, $first) = @ARGV;
 die "usage: gen-records.pl COUNT FIRST_SEQ\n"
     unless defined $first && $count =~ /^\d+$/ && $first =~ /^\d+$/;
 
-my $STREAM = 'cfcost:records';
+my $WRITER = sprintf('wbe%014x', $first);
+my $STREAM = "cfcost:rec:{$WRITER}";
 my @MODELS = (
     # id, micro-USD per 1M input, output
     ['@cf/meta/llama-3.1-8b-instruct',           282000,  827000],
@@ -48,7 +52,7 @@ sub resp {
 }
 
 binmode STDOUT;
-my $buf = '';
+my $buf = resp('SADD', 'cfcost:writers', $WRITER);
 for my $i ($first .. $first + $count - 1) {
     my $u = rnd(50);
     my $m = $MODELS[rnd(scalar @MODELS)];
@@ -57,7 +61,7 @@ for my $i ($first .. $first + $count - 1) {
     my $ok = rnd(20) != 0;
     my $status = $ok ? 200 : (400, 429, 502)[rnd(3)];
     my $cost = $ok ? $in * $m->[1] + $out * $m->[2] : 0;
-    $buf .= resp('XADD', $STREAM, '*',
+    $buf .= resp('XADD', $STREAM, "$now-$i",
         v               => '1',
         request_id      => sprintf('be%014x%016x', $$ & 0xffffff, $i),
         ts_ms           => $now - rnd($span),

@@ -329,24 +329,46 @@ rss_start=$(worker_rss_kb "${PIDS[gateway]}")
 
 emit() { printf '%s\n' "$1" >> "$results"; }
 
-# redis_field NAME < XINFO GROUPS output: the value after the line NAME
-group_field() {
-    rcli xinfo groups cfcost:records 2>/dev/null |
-        awk -v f="$1" 'prev == f { print; exit } { prev = $0 }'
+# the writers' record streams (cfcost:writers)
+record_streams() {
+    rcli smembers cfcost:writers 2>/dev/null |
+        grep -E '^w[0-9a-f]{16}$' | sed 's/.*/cfcost:rec:{&}/'
 }
 
-# Waits (bounded) until the gateway's queues reached Redis: XLEN equals
-# the records expected; and until the aggregator caught up, so that
+# records held, summed over the writers' streams
+records_len() {
+    local s n=0
+    for s in $(record_streams); do
+        n=$((n + $(rcli xlen "$s" || echo 0)))
+    done
+    echo "$n"
+}
+
+# group_field NAME: the value after the line NAME in XINFO GROUPS, summed
+# over the streams ("x" when some stream does not tell)
+group_field() {
+    local s v n=0
+    for s in $(record_streams); do
+        v=$(rcli xinfo groups "$s" 2>/dev/null |
+            awk -v f="$1" 'prev == f { print; exit } { prev = $0 }')
+        case "$v" in ''|*[!0-9]*) echo x; return ;; esac
+        n=$((n + v))
+    done
+    echo "$n"
+}
+
+# Waits (bounded) until the gateway's queues reached Redis: the streams'
+# XLEN sum equals the records expected; and until the aggregator caught up, so that
 # neither steals the next measurement's CPU.  Prints XLEN.
 settle() {
     local want=$1 len i lag pending
     for ((i = 0; i < 400; i++)); do          # 20 s
-        len=$(rcli xlen cfcost:records || echo 0)
+        len=$(records_len)
         [ "${len:-0}" -ge "$want" ] && break
         sleep 0.05
     done
     sleep 0.2                                # late extras would show now
-    len=$(rcli xlen cfcost:records || echo 0)
+    len=$(records_len)
     if [ -n "$agg_bin" ]; then
         for ((i = 0; i < 1200; i++)); do     # 60 s
             lag=$(group_field lag)
@@ -400,7 +422,7 @@ run_wrk() {
     last_sent=$(printf '%s' "$line" | sed -n 's/.*"sent":\([0-9]*\).*/\1/p')
     if [ "$system" = cfcost ]; then
         records_expected=$((records_expected + last_sent))
-        xlen_at_end=$(rcli xlen cfcost:records || echo 0)
+        xlen_at_end=$(records_len)
     fi
     case $line in
         *'"non200":0,'*) ;;
@@ -448,7 +470,7 @@ sample_rss() {
     local t=0
     while :; do
         printf '%d %d %d\n' "$t" "$(worker_rss_kb "$1")" \
-            "$(rcli xlen cfcost:records)"
+            "$(records_len)"
         sleep 1
         t=$((t + 1))
     done
@@ -522,7 +544,7 @@ if [ "$usage_code" = 200 ]; then
         grep -q 'errors: 0,' "$run/pipe-$size.out" ||
             die "redis-cli --pipe reported errors (see $run/pipe-$size.out)"
         loaded=$size
-        want=$(rcli xlen cfcost:records)
+        want=$(records_len)
         applied=
         for ((i = 0; i < (add / 1000 + 60) * 10; i++)); do
             [ "$(usage_total)" = "$want" ] && { applied=1; break; }

@@ -38,11 +38,32 @@
 #define CFCOST_KEYID_TAG             "key_"
 
 /*
- * Usage records: one stream entry per authenticated request.
+ * Usage records: one stream entry per authenticated request, in one stream
+ * per writer (an nginx worker process), so that appending is idempotent
+ * and O(1): the writer chooses every entry id, "<ms>-<seq>", strictly
+ * increasing within its stream, and Redis refuses an id that is not above
+ * the stream's top.  A record re-sent after a lost reply is either stored
+ * now or refused, never stored twice; "XRANGE <stream> <id> <id>" tells
+ * which, exactly, without a scan.
  *
- *   STREAM cfcost:records           fields below, all values strings
+ *   STREAM cfcost:rec:{<writer>}    one writer's records, fields below
+ *   SET    cfcost:writers           every writer id that has a stream
+ *
+ * A writer id is "w" followed by 16 lowercase hex digits, random for each
+ * worker process.  The braces put every key of one writer on one Redis
+ * Cluster hash slot.  A writer adds itself to cfcost:writers on every
+ * connection, before its first record; readers find the streams there.
+ * A stream is never deleted while its writer may re-send (an empty stream
+ * still remembers its top id, which is what refuses a repeat).
  */
-#define CFCOST_RECORD_STREAM         "cfcost:records"
+#define CFCOST_RECORD_STREAM_PREFIX  "cfcost:rec:{"
+#define CFCOST_RECORD_STREAM_SUFFIX  "}"
+#define CFCOST_WRITERS_SET           "cfcost:writers"
+#define CFCOST_WRITER_TAG            "w"
+#define CFCOST_WRITER_ID_LEN         17     /* "w" + 16 hex */
+#define CFCOST_RECORD_STREAM_LEN     (sizeof(CFCOST_RECORD_STREAM_PREFIX) - 1 \
+                                      + CFCOST_WRITER_ID_LEN                  \
+                                      + sizeof(CFCOST_RECORD_STREAM_SUFFIX) - 1)
 
 #define CFCOST_R_VERSION             "v"            /* schema version */
 #define CFCOST_R_REQUEST_ID          "request_id"   /* 32 hex, unique */
@@ -76,14 +97,16 @@
 /*
  * Gateway counters.
  *
- *   HASH   cfcost:gateway           records_dropped: records a worker could
- *                                   not keep while Redis was unreachable
+ *   HASH   cfcost:gateway           records_dropped: records that never
+ *                                   reached a stream (queue full, or
+ *                                   refused for good and dead-lettered),
+ *                                   added when Redis can take the count
  */
 #define CFCOST_GATEWAY_HASH          "cfcost:gateway"
 #define CFCOST_GATEWAY_F_DROPPED     "records_dropped"
 
 /*
- * Rollups: written by the aggregator from the record stream, read by the
+ * Rollups: written by the aggregator from the record streams, read by the
  * usage API.
  *
  * A "scope" is whose usage a rollup counts:
@@ -117,13 +140,30 @@
  *   ZSET   cfcost:logidx:all              log index of everyone
  *
  * Log index members all score 0 and sort by their text:
- * "<ts_ms, 15 digits>:<stream entry id>", newest last.  They are added by
- * the apply script (records counted once, duplicates never) and trimmed
- * with the stream (a member goes when its entry id falls off the stream).
+ * "<ts_ms, 15 digits>:<writer>:<stream entry id>", newest last; the entry
+ * is in the writer's record stream.  They are added by the apply script
+ * (records counted once, duplicates never) and trimmed with the streams (a
+ * member goes when its entry id falls off its writer's stream).
  *
- *   HASH   cfcost:retention               trimmed_before_ms: the stream no
- *                                         longer holds entries older than
- *                                         this (unix ms); absent: untrimmed
+ *   HASH   cfcost:applied-pos             <record stream key> -> the
+ *                                         highest entry id of that stream
+ *                                         the apply script counted (or
+ *                                         acknowledged as malformed)
+ *   ZSET   cfcost:applied-holes:<stream key>
+ *                                         entries at or below that
+ *                                         position delivered to a consumer
+ *                                         and not applied yet; members are
+ *                                         the id as 40 digits (20 + 20,
+ *                                         zero-padded), scores 0
+ *
+ * Together they say exactly which entries of a stream were applied,
+ * without the consumer group: a lost group is created again just below
+ * the oldest hole, or at the position (see cfcost_agg_lua.h).
+ *
+ *   HASH   cfcost:retention               trimmed_before_ms: some stream
+ *                                         no longer holds entries older
+ *                                         than this (unix ms); absent:
+ *                                         untrimmed
  */
 #define CFCOST_ROLLUP_PREFIX          "cfcost:r:"
 #define CFCOST_ROLLUP_DAY_PREFIX      "cfcost:r:d:"
@@ -143,6 +183,8 @@
 #define CFCOST_ROLLUP_F_MODEL         "m:"          /* m:<model>:<field> */
 
 #define CFCOST_APPLIED_PREFIX         "cfcost:applied:"
+#define CFCOST_APPLIED_POS            "cfcost:applied-pos"
+#define CFCOST_APPLIED_HOLES_PREFIX   "cfcost:applied-holes:"
 
 #define CFCOST_LOGIDX_PREFIX          "cfcost:logidx:"
 #define CFCOST_LOGIDX_TS_DIGITS       15

@@ -9,8 +9,11 @@
  * while Redis cannot be reached.
  *
  * A lookup never blocks the worker: the request waits on an async hiredis
- * reply.  The reply callback gets a lookup structure, never the request:
- * a request that goes away first just unhooks itself from it.
+ * reply, on a connection of its own (records never delay it).  The reply
+ * callback gets a lookup structure, never the request: a request that
+ * goes away first just unhooks itself from it.  While that connection is
+ * down or stalled, a known key is decided from the cache at once (within
+ * ttl + stale) instead of waiting for the watchdog.
  */
 
 #include <openssl/crypto.h>
@@ -24,6 +27,9 @@
 #define NGX_HTTP_CFCOST_KEY_REVOKED   3
 
 #define NGX_HTTP_CFCOST_KEY_MAX       256
+
+/* replies outstanding this long, with none back: Redis is stalled */
+#define NGX_HTTP_CFCOST_LOOKUP_PATIENCE  50
 
 
 typedef struct {
@@ -63,8 +69,12 @@ struct ngx_http_cfcost_lookup_s {
     ngx_http_request_t           *request;    /* NULL once it is gone */
     ngx_pool_cleanup_t           *cleanup;
     ngx_http_cfcost_cache_t      *cache;
+    ngx_event_t                   patience;   /* known key: stop waiting */
     u_char                        hash[NGX_HTTP_CFCOST_HASH_LEN];
 };
+
+
+static ngx_http_cfcost_redis_t  ngx_http_cfcost_lookups;
 
 
 static ngx_int_t ngx_http_cfcost_auth_decide(ngx_http_request_t *r,
@@ -397,6 +407,10 @@ ngx_http_cfcost_lookup_request_gone(void *data)
     ngx_http_cfcost_lookup_t  *lk = data;
 
     lk->request = NULL;
+
+    if (lk->patience.timer_set) {
+        ngx_del_timer(&lk->patience);
+    }
 }
 
 
@@ -456,6 +470,10 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
     rc = ngx_http_cfcost_parse_key_reply(rep, &id);
     cache = lk->cache;
 
+    if (lk->patience.timer_set) {
+        ngx_del_timer(&lk->patience);
+    }
+
     if (rc == NGX_OK) {
         ngx_http_cfcost_cache_put(cache, lk->hash, &id);
     }
@@ -496,6 +514,50 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
         ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &cached);
         rc = ngx_http_cfcost_auth_decide(r, ctx, &cached, 1);
     }
+
+    if (rc == NGX_OK) {
+        r->write_event_handler = ngx_http_core_run_phases;
+        ngx_http_core_run_phases(r);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * A key the cache knows waited PATIENCE ms for Redis: decide from the
+ * cache (stale-if-error) and let the reply, when it comes, only refresh
+ * the cache.
+ */
+static void
+ngx_http_cfcost_lookup_patience_handler(ngx_event_t *ev)
+{
+    ngx_int_t                    rc;
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_cfcost_ctx_t       *ctx;
+    ngx_http_cfcost_lookup_t    *lk = ev->data;
+    ngx_http_cfcost_identity_t   cached;
+
+    r = lk->request;
+    if (r == NULL) {
+        return;
+    }
+
+    lk->request = NULL;
+    lk->cleanup->handler = NULL;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    ctx->lookup = NULL;
+    ctx->waiting = 0;
+
+    c = r->connection;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "cfcost: key lookup slow, deciding from the cache");
+
+    ngx_http_cfcost_cache_get(r, lk->cache, ctx->key_hash, &cached);
+    rc = ngx_http_cfcost_auth_decide(r, ctx, &cached, 1);
 
     if (rc == NGX_OK) {
         r->write_event_handler = ngx_http_core_run_phases;
@@ -638,8 +700,16 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         return ngx_http_cfcost_auth_decide(r, ctx, &id, 0);
     }
 
+    if (id.state
+        && ngx_http_cfcost_redis_stalled(&ngx_http_cfcost_lookups,
+                                         NGX_HTTP_CFCOST_LOOKUP_PATIENCE))
+    {
+        /* stale-if-error: asking now would wait for the watchdog */
+        return ngx_http_cfcost_auth_decide(r, ctx, &id, 1);
+    }
+
     cln = ngx_pool_cleanup_add(r->pool, 0);
-    lk = ngx_alloc(sizeof(ngx_http_cfcost_lookup_t), r->connection->log);
+    lk = ngx_calloc(sizeof(ngx_http_cfcost_lookup_t), r->connection->log);
 
     if (cln == NULL || lk == NULL) {
         if (lk) {
@@ -671,8 +741,9 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     lk->cache = cache;
     ngx_memcpy(lk->hash, ctx->key_hash, NGX_HTTP_CFCOST_HASH_LEN);
 
-    if (ngx_http_cfcost_redis_command(ngx_http_cfcost_lookup_done, lk, 5,
-                                      argv, argvlen)
+    if (ngx_http_cfcost_redis_argv(&ngx_http_cfcost_lookups,
+                                   ngx_http_cfcost_lookup_done, lk, 5,
+                                   argv, argvlen)
         != NGX_OK)
     {
         ngx_free(lk);
@@ -682,8 +753,37 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     cln->handler = ngx_http_cfcost_lookup_request_gone;
     cln->data = lk;
 
+    if (id.state) {
+        lk->patience.handler = ngx_http_cfcost_lookup_patience_handler;
+        lk->patience.data = lk;
+        lk->patience.log = r->connection->log;
+        lk->patience.cancelable = 1;
+        ngx_add_timer(&lk->patience, NGX_HTTP_CFCOST_LOOKUP_PATIENCE);
+    }
+
     ctx->lookup = lk;
     ctx->waiting = 1;
 
     return NGX_AGAIN;
+}
+
+
+ngx_int_t
+ngx_http_cfcost_auth_init_process(ngx_cycle_t *cycle,
+    ngx_http_cfcost_main_conf_t *mcf)
+{
+    ngx_memzero(&ngx_http_cfcost_lookups, sizeof(ngx_http_cfcost_redis_t));
+    ngx_http_cfcost_redis_start(&ngx_http_cfcost_lookups, mcf, cycle->log,
+                                "key lookups");
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_cfcost_auth_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_cfcost_lookups.mcf != NULL) {
+        ngx_http_cfcost_redis_close(&ngx_http_cfcost_lookups);
+    }
 }

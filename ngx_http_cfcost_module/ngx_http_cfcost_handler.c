@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "ngx_http_cfcost_module.h"
+#include "ngx_http_cfcost_writer.h"
 
 
 static void ngx_http_cfcost_body_handler(ngx_http_request_t *r);
@@ -608,6 +609,74 @@ ngx_http_cfcost_models_handler(ngx_http_request_t *r)
     b->memory = 1;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * cfcost_status: what became of the records made since the gateway
+ * started, from shared memory, so that it answers whatever Redis does.
+ */
+ngx_int_t
+ngx_http_cfcost_status_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_buf_t                       *b;
+    ngx_chain_t                      out;
+    ngx_http_cfcost_main_conf_t     *mcf;
+    ngx_http_cfcost_writer_stats_t  *st;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+    st = ngx_http_cfcost_writer_stats(mcf);
+
+    if (st == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    b = ngx_create_temp_buf(r->pool, 512 + 6 * mcf->dead_letter.len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                  "{\"records\":{\"made\":%uA,\"stored\":%uA,"
+                  "\"queued\":%A,\"retried\":%uA,"
+                  "\"already_stored\":%uA,\"dropped_queue_full\":%uA,"
+                  "\"dead_lettered\":%uA,\"lost_at_exit\":%uA,"
+                  "\"redis_errors\":%uA},\"dead_letter_file\":\"",
+                  st->made, st->stored, (ngx_atomic_int_t) st->queued,
+                  st->retried, st->already, st->dropped, st->dead,
+                  st->lost_exit, st->redis_errors);
+
+    b->last = (u_char *) ngx_escape_json(b->last, mcf->dead_letter.data,
+                                         mcf->dead_letter.len);
+
+    b->last = ngx_cpymem(b->last, "\"}\n", 3);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
 
     out.buf = b;
     out.next = NULL;

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include "ngx_http_cfcost_module.h"
+#include "ngx_http_cfcost_writer.h"
 
 
 static ngx_int_t ngx_http_cfcost_init(ngx_conf_t *cf);
@@ -27,6 +28,8 @@ static char *ngx_http_cfcost_admin_token_file(ngx_conf_t *cf,
 static char *ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cfcost_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_cfcost_init_process(ngx_cycle_t *cycle);
 static void ngx_http_cfcost_exit_process(ngx_cycle_t *cycle);
@@ -87,6 +90,27 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_cfcost_main_conf_t, queue_max),
       &ngx_http_cfcost_queue_bounds },
+
+    { ngx_string("cfcost_record_drain"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cfcost_main_conf_t, record_drain),
+      NULL },
+
+    { ngx_string("cfcost_dead_letter"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cfcost_main_conf_t, dead_letter),
+      NULL },
+
+    { ngx_string("cfcost_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_cfcost_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("cfcost"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -428,6 +452,7 @@ ngx_http_cfcost_create_main_conf(ngx_conf_t *cf)
     mcf->cache_ttl = NGX_CONF_UNSET_MSEC;
     mcf->cache_stale = NGX_CONF_UNSET_MSEC;
     mcf->queue_max = NGX_CONF_UNSET_UINT;
+    mcf->record_drain = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -439,6 +464,7 @@ ngx_http_cfcost_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_cfcost_main_conf_t  *mcf = conf;
 
     ngx_str_t  dflt = ngx_string("127.0.0.1:6379");
+    ngx_str_t  dead = ngx_string(NGX_HTTP_CFCOST_DEAD_LETTER);
 
     if (mcf->redis_addr.len == 0) {
         mcf->redis_addr = dflt;
@@ -449,7 +475,23 @@ ngx_http_cfcost_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->redis_timeout, 1000);
     ngx_conf_init_msec_value(mcf->cache_ttl, 1000);
     ngx_conf_init_msec_value(mcf->cache_stale, 300000);
-    ngx_conf_init_uint_value(mcf->queue_max, 10000);
+    ngx_conf_init_uint_value(mcf->queue_max, 100000);
+    ngx_conf_init_msec_value(mcf->record_drain, 30000);
+
+    if (mcf->dead_letter.len == 0) {
+        mcf->dead_letter = dead;
+    }
+
+    /* a NUL-terminated full path, for open() in a worker */
+    if (ngx_conf_full_name(cf->cycle, &mcf->dead_letter, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->stats_zone == NULL
+        && ngx_http_cfcost_writer_init_conf(cf, mcf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->cache_zone == NULL
         && ngx_http_cfcost_cache_init_conf(cf, mcf, 10 * 1024 * 1024)
@@ -1058,6 +1100,19 @@ ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* cfcost_status: the record writer's counters, gateway-wide, as JSON */
+static char *
+ngx_http_cfcost_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_cfcost_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
 static ngx_int_t
 ngx_http_cfcost_init_process(ngx_cycle_t *cycle)
 {
@@ -1074,12 +1129,17 @@ ngx_http_cfcost_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_cfcost_redis_init_process(cycle, mcf);
+    if (ngx_http_cfcost_auth_init_process(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_cfcost_writer_init_process(cycle, mcf);
 }
 
 
 static void
 ngx_http_cfcost_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_cfcost_redis_exit_process(cycle);
+    ngx_http_cfcost_auth_exit_process(cycle);
+    ngx_http_cfcost_writer_exit_process(cycle);
 }

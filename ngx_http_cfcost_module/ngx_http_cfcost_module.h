@@ -3,7 +3,8 @@
  *
  *   _module.c     directives, configuration, process init/exit
  *   _auth.c       API keys: extraction, SHA-256, shared cache, Redis lookup
- *   _redis.c      hiredis on nginx's event loop; the record queue
+ *   _redis.c      hiredis on nginx's event loop, one connection each
+ *   _writer.c     the record queue and this worker's record stream
  *   _handler.c    access phase: auth, body, request checks; /api/ai/models
  *   _filter.c     header/body filters: usage, cost, response rewriting
  *   _record.c     log phase: one usage record per request
@@ -28,10 +29,14 @@
 #define NGX_HTTP_CFCOST_USAGE       2       /* identity for the aggregator */
 #define NGX_HTTP_CFCOST_NATIVE      3       /* Cloudflare's own API */
 #define NGX_HTTP_CFCOST_OPENAI      4       /* OpenAI-compatible */
+#define NGX_HTTP_CFCOST_STATUS      5       /* the writer's counters */
 
 #define NGX_HTTP_CFCOST_HASH_LEN    32       /* SHA-256 */
 #define NGX_HTTP_CFCOST_ID_LEN      32       /* request id, hex */
 #define NGX_HTTP_CFCOST_NAME_MAX    128      /* key id, user name */
+
+/* records Redis refuses for good, relative to nginx's prefix */
+#define NGX_HTTP_CFCOST_DEAD_LETTER "logs/cfcost_dead_letter.resp"
 
 
 typedef struct {
@@ -54,6 +59,9 @@ typedef struct {
     u_char                      admin_hash[NGX_HTTP_CFCOST_HASH_LEN];
     ngx_uint_t                  has_admin;
     ngx_uint_t                  queue_max;
+    ngx_msec_t                  record_drain;   /* exiting with records */
+    ngx_shm_zone_t             *stats_zone;     /* writer counters */
+    ngx_str_t                   dead_letter;    /* NUL-terminated path */
     ngx_uint_t                  used;           /* a location enables us */
 } ngx_http_cfcost_main_conf_t;
 
@@ -149,10 +157,9 @@ ngx_int_t ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
 ngx_int_t ngx_http_cfcost_authenticate(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, ngx_uint_t admin_ok);
 
-/* _redis.c (commands: ngx_http_cfcost_redis.h) */
-ngx_int_t ngx_http_cfcost_redis_init_process(ngx_cycle_t *cycle,
+ngx_int_t ngx_http_cfcost_auth_init_process(ngx_cycle_t *cycle,
     ngx_http_cfcost_main_conf_t *mcf);
-void ngx_http_cfcost_redis_exit_process(ngx_cycle_t *cycle);
+void ngx_http_cfcost_auth_exit_process(ngx_cycle_t *cycle);
 
 static ngx_inline uint64_t
 ngx_http_cfcost_now_us(void)
@@ -167,6 +174,7 @@ ngx_http_cfcost_now_us(void)
 /* _handler.c */
 ngx_int_t ngx_http_cfcost_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_cfcost_models_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_cfcost_status_handler(ngx_http_request_t *r);
 
 /* _filter.c */
 ngx_int_t ngx_http_cfcost_filter_init(ngx_conf_t *cf);

@@ -1,9 +1,11 @@
 /*
  * Log phase: one usage record per request that passed authentication,
- * formatted once, as an XADD command, straight into the worker's queue.
+ * formatted once, as the field/value pairs of an XADD command, straight
+ * into the writer's queue.
  */
 
 #include "ngx_http_cfcost_redis.h"
+#include "ngx_http_cfcost_writer.h"
 
 
 #define NGX_HTTP_CFCOST_FIELDS   21
@@ -66,8 +68,8 @@ ngx_int_t
 ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 {
     u_char                        nums[12][32], flags[64];
-    u_char                       *cmd, *p;
-    size_t                        len, off;
+    u_char                       *pairs, *p;
+    size_t                        len;
     uint64_t                      ts, us;
     ngx_str_t                     route;
     ngx_uint_t                    i, n, status;
@@ -214,34 +216,26 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 
     n = f - fields;
 
-    len = sizeof("*\r\n") - 1 + NGX_SIZE_T_LEN
-          + ngx_http_cfcost_bulk_len(sizeof("XADD") - 1)
-          + ngx_http_cfcost_bulk_len(sizeof(CFCOST_RECORD_STREAM) - 1)
-          + ngx_http_cfcost_bulk_len(1);
+    len = 0;
 
     for (i = 0; i < n; i++) {
         len += ngx_http_cfcost_bulk_len(fields[i].name_len)
                + ngx_http_cfcost_bulk_len(fields[i].len);
     }
 
-    cmd = ngx_http_cfcost_redis_record_alloc(len);
-    if (cmd == NULL) {
+    pairs = ngx_http_cfcost_writer_alloc(len);
+    if (pairs == NULL) {
         return NGX_OK;                     /* queue full: counted there */
     }
 
-    p = ngx_sprintf(cmd, "*%ui\r\n", 3 + 2 * n);
-    p = ngx_http_cfcost_bulk(p, "XADD", sizeof("XADD") - 1);
-    p = ngx_http_cfcost_bulk(p, CFCOST_RECORD_STREAM,
-                             sizeof(CFCOST_RECORD_STREAM) - 1);
-    p = ngx_http_cfcost_bulk(p, "*", 1);
-    off = p - cmd;
+    p = pairs;
 
     for (i = 0; i < n; i++) {
         p = ngx_http_cfcost_bulk(p, fields[i].name, fields[i].name_len);
         p = ngx_http_cfcost_bulk(p, fields[i].value, fields[i].len);
     }
 
-    ngx_http_cfcost_redis_push_record(cmd, p - cmd, ctx->request_id, n, off);
+    ngx_http_cfcost_writer_push(pairs, p - pairs, n);
 
     return NGX_OK;
 }

@@ -1,6 +1,8 @@
 /*
- * One async hiredis connection per worker, on nginx's event loop: key
- * lookups and the pipelined record queue share it.
+ * An async hiredis connection on nginx's event loop, with what Debian's
+ * hiredis 0.14 lacks: a reply watchdog and reconnection with capped,
+ * jittered backoff.  Each worker keeps two: key lookups (_auth.c) and the
+ * record writer (_writer.c), so that a lookup never waits behind records.
  */
 
 #ifndef NGX_HTTP_CFCOST_REDIS_H
@@ -12,26 +14,69 @@
 #include "ngx_http_cfcost_module.h"
 
 
+typedef struct ngx_http_cfcost_redis_s  ngx_http_cfcost_redis_t;
+
+typedef void (*ngx_http_cfcost_redis_event_pt)(ngx_http_cfcost_redis_t *rd);
+
+
+struct ngx_http_cfcost_redis_s {
+    redisAsyncContext               *ac;
+    ngx_connection_t                *conn;
+    ngx_http_cfcost_main_conf_t     *mcf;
+    ngx_log_t                       *log;
+    const char                      *name;        /* for log lines */
+
+    ngx_event_t                      reconnect;
+    ngx_event_t                      watchdog;
+    ngx_msec_t                       backoff;
+    ngx_msec_t                       progress;    /* last sign of life */
+
+    /* on_up: connected; on_down: lost, every reply callback has run */
+    ngx_http_cfcost_redis_event_pt   on_up;
+    ngx_http_cfcost_redis_event_pt   on_down;
+    void                            *data;
+
+    unsigned                         connected:1;
+    unsigned                         exiting:1;
+    unsigned                         down_logged:1;
+};
+
+
+/* Starts connecting rd (zeroed by the caller, then the hooks set). */
+void ngx_http_cfcost_redis_start(ngx_http_cfcost_redis_t *rd,
+    ngx_http_cfcost_main_conf_t *mcf, ngx_log_t *log, const char *name);
+
+/* Closes rd for good (worker exit): pending callbacks run with NULL. */
+void ngx_http_cfcost_redis_close(ngx_http_cfcost_redis_t *rd);
+
 /*
  * Sends a command; fn(ac, reply, data) runs once, with reply NULL when the
  * connection went away first (hiredis's contract).  Returns NGX_OK, or
- * NGX_DECLINED when there is no connection (fn will not run).  The
- * arguments are copied before this returns.
+ * NGX_DECLINED when not connected (fn will not run).  The arguments are
+ * copied before this returns.
  */
-ngx_int_t ngx_http_cfcost_redis_command(redisCallbackFn *fn, void *data,
-    int argc, const char **argv, const size_t *argvlen);
+ngx_int_t ngx_http_cfcost_redis_argv(ngx_http_cfcost_redis_t *rd,
+    redisCallbackFn *fn, void *data, int argc, const char **argv,
+    const size_t *argvlen);
+ngx_int_t ngx_http_cfcost_redis_formatted(ngx_http_cfcost_redis_t *rd,
+    redisCallbackFn *fn, void *data, u_char *cmd, size_t len);
 
 /*
- * A record is written straight into the queue's memory: record_alloc()
- * returns room for len bytes, or NULL when the queue is full (the record
- * is counted as dropped) or memory is short; push_record() then queues
- * what was written there -- "XADD <stream> * <pairs>" in RESP, len bytes
- * at most, the field/value pairs starting at pairs_off; rid is its
- * request id.  The queue keeps it until Redis acknowledges it.
+ * 1 when a command sent now would wait: not connected, or replies are
+ * outstanding and none has come for `patience` ms.
  */
-u_char *ngx_http_cfcost_redis_record_alloc(size_t len);
-void ngx_http_cfcost_redis_push_record(u_char *cmd, size_t len, u_char *rid,
-    size_t pairs, size_t pairs_off);
+ngx_uint_t ngx_http_cfcost_redis_stalled(ngx_http_cfcost_redis_t *rd,
+    ngx_msec_t patience);
+
+/* The next delay of a capped exponential backoff, jittered (+/- 25%). */
+ngx_msec_t ngx_http_cfcost_backoff(ngx_msec_t *backoff);
+
+/*
+ * Error replies: 1 when Redis did not run the command because of its own
+ * state (LOADING, BUSY, OOM, MISCONF, READONLY, MASTERDOWN, TRYAGAIN,
+ * NOAUTH...), so the same command can succeed later.
+ */
+ngx_uint_t ngx_http_cfcost_redis_transient(redisReply *reply);
 
 /* RESP bulk strings: the most bytes one takes, and writing one */
 size_t ngx_http_cfcost_bulk_len(size_t len);

@@ -1,13 +1,18 @@
 #!/usr/bin/perl
 #
 # cfcost-aggregator, end to end without nginx: its own redis-server, records
-# written with XADD exactly as the gateway writes them, the aggregator on a
-# loopback port, and the identity headers nginx would set, set by the test.
+# written with XADD exactly as the gateway writes them (each writer its own
+# stream, its own increasing entry ids, after SADD cfcost:writers), the
+# aggregator on a loopback port, and the identity headers nginx would set,
+# set by the test.
 #
 # Every number the API returns is checked against an independent sum
 # computed here (Math::BigInt for picodollars).  Then the hard cases: a
 # kill -9 in the middle of a backlog, entries left pending by a dead
-# consumer, two aggregators at once, a Redis restart, retention.
+# consumer, two aggregators at once, a Redis restart, retention, a writer
+# appearing later, a consumer group destroyed under the aggregator, --block
+# above --redis-timeout, a stale unix socket, Redis refusing with LOADING-
+# like errors for a while.
 #
 # CFCOST_TEST_KEEP=1 keeps the temp dir (logs of redis and the aggregators).
 
@@ -30,7 +35,9 @@ use File::Basename ();
 my $ROOT = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/..');
 my $AGG = $ENV{CFCOST_TEST_AGGREGATOR} || "$ROOT/build/cfcost-aggregator";
 my $REDIS_BIN = $ENV{CFCOST_TEST_REDIS} || 'redis-server';
-my $STREAM = 'cfcost:records';
+my $PREFIX = 'cfcost:rec:{';
+my @WRITERS = ('w00000000000000a1', 'w00000000000000b2', 'w00000000000000c3');
+my %LAST_ID;        # writer -> [ms, seq] of its last entry
 my $GROUP = 'cfcost-aggregator';
 my $DAY_MS = 86400000;
 
@@ -353,17 +360,44 @@ my @FIELDS = qw(v request_id ts_ms key_id user model route status
     error neurons);
 
 
-# XADDs records (pipelined) and accounts for them.
-sub add_records {
-    my (@recs) = @_;
-    my $res = $R->pipeline([ map {
-        my $r = $_;
-        [ 'XADD', $STREAM, '*', map { ($_, $r->{$_}) } @FIELDS ]
-    } @recs ]);
-    for my $i (0 .. $#recs) {
-        die "XADD failed: $res->[$i]{err}\n" if ref $res->[$i];
-        account($recs[$i]);
+sub stream_of { $PREFIX . $_[0] . '}' }
+
+sub streams { map { stream_of($_) } sort keys %LAST_ID }
+
+# The next entry id of a writer: its own clock, strictly increasing.
+sub next_id {
+    my ($w) = @_;
+    my $ms = int(time * 1000);
+    my $l = $LAST_ID{$w} //= [0, 0];
+    if ($ms > $l->[0]) { @$l = ($ms, 0) } else { $l->[1]++ }
+    return "$l->[0]-$l->[1]";
+}
+
+# XADDs records (pipelined) as writers do, spread over @writers (default
+# @WRITERS), and accounts for them.
+sub add_records_by {
+    my ($writers, @recs) = @_;
+    my $i = 0;
+    my @cmds = map { [ 'SADD', 'cfcost:writers', $_ ] } @$writers;
+    for my $r (@recs) {
+        my $w = $writers->[$i++ % @$writers];
+        push @cmds, [ 'XADD', stream_of($w), next_id($w),
+            map { ($_, $r->{$_}) } @FIELDS ];
     }
+    my $res = $R->pipeline(\@cmds);
+    for my $k (0 .. $#$res) {
+        die "SADD/XADD failed: $res->[$k]{err}\n" if ref $res->[$k];
+    }
+    account($_) for @recs;
+}
+
+sub add_records { add_records_by(\@WRITERS, @_) }
+
+sub sum_streams {
+    my ($cmd) = @_;
+    my $n = 0;
+    $n += $cmd->($_) for streams();
+    return $n;
 }
 
 
@@ -700,7 +734,8 @@ for my $u (@USERS) {
     is($row->{timestamp}, strftime('%Y-%m-%dT%H:%M:%S', gmtime(
         int($r->{ts_ms} / 1000))) . sprintf('.%03dZ', $r->{ts_ms} % 1000),
         '... timestamp ISO-8601 UTC with ms');
-    like($row->{id}, qr/^\d+-\d+$/, '... id is the stream entry id');
+    like($row->{id}, qr/^w[0-9a-f]{16}:\d+-\d+$/,
+        '... id is the writer and its stream entry id');
     ok(!defined $j->{truncated_before}, 'nothing trimmed: '
         . 'truncated_before null');
 
@@ -894,7 +929,7 @@ is(stop('agg-a', 'TERM'), 0, 'SIGTERM: the aggregator exits 0');
 
     # a consumer that read entries and died: they stay pending with it
     my $r = $R->cmd('XREADGROUP', 'GROUP', $GROUP, 'ghost', 'COUNT', 100,
-        'STREAMS', $STREAM, '>');
+        'STREAMS', stream_of($WRITERS[1]), '>');
     is(scalar @{ $r->[0][1] }, 100, 'a ghost consumer holds 100 entries');
 
     my $p = start_agg('agg-b', '--consumer', 'b1', '--batch', '8');
@@ -923,8 +958,8 @@ is(stop('agg-a', 'TERM'), 0, 'SIGTERM: the aggregator exits 0');
         $EXP{'*'}{model});
 
     ok(wait_for(10, sub {
-        my $s = $R->cmd('XPENDING', $STREAM, $GROUP);
-        return $s->[0] == 0;
+        return sum_streams(sub { $R->cmd('XPENDING', $_[0], $GROUP)->[0] })
+            == 0;
     }), 'nothing left pending (the ghost\'s entries were reclaimed)');
     is(stop('agg-b2', 'TERM'), 0, 'agg-b2 exits 0');
 }
@@ -1001,13 +1036,17 @@ is(stop('agg-a', 'TERM'), 0, 'SIGTERM: the aggregator exits 0');
 # 11. retention
 
 {
-    my $len = $R->cmd('XLEN', $STREAM);
-    ok($len > 1000, "the stream holds $len entries");
+    my $xlen = sub { sum_streams(sub { $R->cmd('XLEN', $_[0]) }) };
+    my $len = $xlen->();
+    my $n = scalar streams();
+    ok($len > 1000, "the $n streams hold $len entries");
 
     my $p = start_agg('agg-d', '--retention-max', '50', '--trim-interval',
         '1');
-    ok(wait_for(30, sub { $R->cmd('XLEN', $STREAM) <= 50 }),
-        'the stream is trimmed to --retention-max');
+    ok(wait_for(30, sub { $xlen->() <= 50 * $n }),
+        'each stream is trimmed to --retention-max');
+    is(scalar(grep { $R->cmd('EXISTS', $_) } streams()), $n,
+        '... and none is deleted');
     my ($st, $j, $raw) = get($p, '/api/usage', admin => 1);
     check_usage('after trimming: admin', $j, $raw, $EXP{'*'},
         $EXP{'*'}{model});
@@ -1027,15 +1066,179 @@ is(stop('agg-a', 'TERM'), 0, 'SIGTERM: the aggregator exits 0');
 
     ok(wait_for(15, sub {
         my @rows = all_logs($p, 'limit=1000', admin => 1);
-        return @rows == $R->cmd('XLEN', $STREAM);
+        return @rows == $xlen->();
     }), 'the log index is trimmed with the stream');
 
     my @rows = all_logs($p, 'limit=1000', admin => 1);
-    my $ids = $R->cmd('XRANGE', $STREAM, '-', '+');
-    is_deeply([ sort map { $_->{id} } @rows ], [ sort map { $_->[0] } @$ids ],
+    my @ids;
+    for my $w (sort keys %LAST_ID) {
+        push @ids, map { "$w:$_->[0]" }
+            @{ $R->cmd('XRANGE', stream_of($w), '-', '+') };
+    }
+    is_deeply([ sort map { $_->{id} } @rows ], [ sort @ids ],
         'logs are exactly the entries the stream holds');
 
     is(stop('agg-d', 'TERM'), 0, 'agg-d exits 0');
+}
+
+
+# ==========================================================================
+# 12. writers: several, one appearing later, a group lost under the
+#     aggregator, --block above --redis-timeout
+
+sub metric {
+    my ($port, $name) = @_;
+    my (undef, undef, $m) = get($port, '/metrics', admin => 1);
+    my ($v) = $m =~ /^\Q$name\E (\d+)$/m;
+    return $v;
+}
+
+{
+    is(scalar(grep { $R->cmd('XLEN', $_) > 0 } streams()), 3,
+        'three writers wrote records, each into its own stream');
+
+    my $p = start_agg('agg-e', '--block', '3000', '--redis-timeout', '1000',
+        '--consumer', 'e1');
+    ok(wait_for(30, sub { admin_total($p) == unique_count() }),
+        'every record of every writer counted once');
+    sleep 4.5;                  # idle: BLOCK reads longer than the timeout
+    is(admin_total($p), unique_count(), '--block 3000 with --redis-timeout '
+        . '1000: still answering, nothing counted twice');
+    my $log = slurp("$TMP/agg-e.log");
+    unlike($log, qr/reply timed out/, '... and no reply timed out');
+
+    # a writer that appears while the aggregator runs
+    my $new = 'w00000000000000d4';
+    add_records_by([$new], random_records(40));
+    ok(wait_for(15, sub { admin_total($p) == unique_count() }),
+        'a new writer\'s records are read') or diag('admin total '
+        . admin_total($p) . ', want ' . unique_count());
+    like(metric($p, 'cfcost_record_streams'), qr/^4$/,
+        'metrics: four writer streams');
+    is(metric($p, 'cfcost_stream_length'),
+        sum_streams(sub { $R->cmd('XLEN', $_[0]) }),
+        'metrics: stream length is the sum over the streams');
+
+    # the group destroyed under the running aggregator: nothing again
+    my $s0 = metric($p, 'cfcost_aggregator_records_applied_total');
+    is($R->cmd('XGROUP', 'DESTROY', stream_of($WRITERS[0]), $GROUP), 1,
+        'XGROUP DESTROY on one stream');
+    add_records(random_records(30));
+    ok(wait_for(20, sub { admin_total($p) == unique_count() }),
+        'NOGROUP: records written after it are counted');
+    sleep 1.5;
+    my ($st, $j, $raw) = get($p, '/api/usage', admin => 1);
+    check_usage('after NOGROUP: admin', $j, $raw, $EXP{'*'},
+        $EXP{'*'}{model});
+    is(metric($p, 'cfcost_aggregator_records_applied_total') - $s0, 30,
+        '... and only those 30');
+    ok(ref $R->cmd('XINFO', 'GROUPS', stream_of($WRITERS[0])) eq 'ARRAY'
+        && @{ $R->cmd('XINFO', 'GROUPS', stream_of($WRITERS[0])) } == 1,
+        '... the group exists again');
+    is(stop('agg-e', 'TERM'), 0, 'agg-e exits 0');
+}
+
+
+# ==========================================================================
+# 13. a group lost while a dead consumer held entries below what was
+#     applied: those come again, nothing else is counted twice
+
+{
+    my $w = $WRITERS[1];
+    my @a = random_records(10);
+    add_records_by([$w], @a);
+    my $r = $R->cmd('XREADGROUP', 'GROUP', $GROUP, 'ghost2', 'COUNT', 4,
+        'STREAMS', stream_of($w), '>');
+    is(scalar @{ $r->[0][1] }, 4, 'a ghost consumer holds 4 entries');
+    add_records_by([$w], random_records(10));
+
+    my $p = start_agg('agg-f', '--consumer', 'f1', '--claim-idle',
+        '600000');
+    ok(wait_for(20, sub { admin_total($p) == unique_count() - 4 }),
+        'all but the ghost\'s 4 entries applied') or diag('admin total '
+        . admin_total($p) . ', want ' . (unique_count() - 4));
+    ok($R->cmd('ZCARD', 'cfcost:applied-holes:' . stream_of($w)) == 4,
+        'the 4 are holes below the applied position');
+
+    $R->cmd('XGROUP', 'DESTROY', stream_of($w), $GROUP);
+    ok(wait_for(20, sub { admin_total($p) == unique_count() }),
+        'group destroyed: the ghost\'s 4 entries are applied now');
+    sleep 1.5;
+    my ($st, $j, $raw) = get($p, '/api/usage', admin => 1);
+    check_usage('after losing the group: admin', $j, $raw, $EXP{'*'},
+        $EXP{'*'}{model});
+    ok(metric($p, 'cfcost_aggregator_records_stale_total') > 0,
+        '... the entries applied before came again and were not counted');
+    is($R->cmd('ZCARD', 'cfcost:applied-holes:' . stream_of($w)), 0,
+        '... no hole left');
+    is(stop('agg-f', 'TERM'), 0, 'agg-f exits 0');
+}
+
+
+# ==========================================================================
+# 14. Redis refusing writes for a while (OOM: like LOADING, BUSY, MISCONF,
+#     READONLY): records wait, none is skipped
+
+{
+    add_records(random_records(50));
+    $R->cmd('CONFIG', 'SET', 'maxmemory', '1');
+    my $p = start_agg('agg-g', '--consumer', 'g1');
+    my $before = admin_total($p);
+    sleep 3;
+    is(admin_total($p), $before, 'OOM: nothing applied meanwhile');
+    $R->cmd('CONFIG', 'SET', 'maxmemory', '0');
+    ok(wait_for(20, sub { admin_total($p) == unique_count() }),
+        'OOM lifted: every record applied');
+    sleep 1;
+    my ($st, $j, $raw) = get($p, '/api/usage', admin => 1);
+    check_usage('after OOM: admin', $j, $raw, $EXP{'*'}, $EXP{'*'}{model});
+    is(metric($p, 'cfcost_aggregator_records_invalid_total'), 0,
+        '... none acknowledged without counting');
+    ok(metric($p, 'cfcost_aggregator_redis_errors_total') > 0,
+        '... the errors were seen');
+    like(slurp("$TMP/agg-g.log"), qr/OOM/, '... and logged');
+    is(stop('agg-g', 'TERM'), 0, 'agg-g exits 0');
+}
+
+
+# ==========================================================================
+# 15. the unix socket: a stale one is replaced, a live one refused; flags
+
+sub unix_healthz {
+    my ($path) = @_;
+    my $s = IO::Socket::UNIX->new(Peer => $path, Type => SOCK_STREAM)
+        or return '';
+    print $s "GET /healthz HTTP/1.0\r\n\r\n";
+    local $/;
+    return scalar <$s>;
+}
+
+{
+    require IO::Socket::UNIX;
+    IO::Socket::UNIX->import;
+    my $sock = "$TMP/agg.sock";
+    {
+        my $l = IO::Socket::UNIX->new(Local => $sock, Type => SOCK_STREAM(),
+            Listen => 1) or die "bind $sock: $!";
+        close $l;               # the file stays: a killed aggregator's
+    }
+    ok(-S $sock, 'a stale socket file');
+    spawn('agg-h', "$TMP/agg-h.log", $AGG, '--listen', "unix:$sock",
+        '--redis', "127.0.0.1:$RPORT", '--consumer', 'h1');
+    ok(wait_for(10, sub { unix_healthz($sock) =~ /^HTTP\/1\.\d 200/ }),
+        'the aggregator replaced it and answers on it');
+    like(slurp("$TMP/agg-h.log"), qr/stale socket/, '... saying so');
+
+    my $o = `$AGG --listen unix:$sock --redis 127.0.0.1:$RPORT 2>&1`;
+    isnt($? >> 8, 0, 'a second aggregator on a live socket is refused');
+    like($o, qr/another process is listening/, '... saying why');
+    ok(unix_healthz($sock) =~ /^HTTP\/1\.\d 200/, '... the first still '
+        . 'answers');
+    is(stop('agg-h', 'TERM'), 0, 'agg-h exits 0');
+
+    $o = `$AGG --listen unix:$TMP/x.sock --redis unix:$TMP/x.sock 2>&1`;
+    is($? >> 8, 2, 'the same socket for --listen and --redis is refused');
+    like($o, qr/same unix socket/, '... saying why');
 }
 
 stop('redis', 'TERM', 20);

@@ -92,6 +92,7 @@ sub start {
         pids       => {},
         done       => 0,
         log_level  => $opt{log_level} // 'info',
+        redis_args => $opt{redis_args},
     }, $class;
     $LIVE{"$self"} = $self;
 
@@ -256,9 +257,9 @@ sub start_redis {
         $REDIS, '--port', $self->{redis_port}, '--bind', '127.0.0.1',
         '--save', '', '--appendonly', 'no', '--dir', $t,
         '--daemonize', 'no', '--logfile', "$t/redis.log",
-        '--enable-debug-command', 'yes');
+        '--enable-debug-command', 'yes', @{ $self->{redis_args} || [] });
     $self->{pids}{redis} = $pid;
-    my $until = time + 10;
+    my $until = time + ($self->{redis_start_timeout} // 10);
     while (time < $until) {
         die "redis-server exited early:\n" . _slurp("$t/redis.out")
             . _slurp("$t/redis.log")
@@ -272,6 +273,18 @@ sub start_redis {
     }
     die "redis-server did not answer PING within 10 s:\n"
         . _slurp("$t/redis.log");
+}
+
+
+sub redis_pid { $_[0]{pids}{redis} }
+
+
+# kill -9, as a crash would: nothing flushed beyond what its fsync policy
+# already wrote
+sub kill_redis {
+    my ($self) = @_;
+    $self->_redis_drop;
+    _stop_pid(delete $self->{pids}{redis}, 'KILL', 5);
 }
 
 
@@ -841,27 +854,52 @@ sub revoke_key {
 }
 
 
-# All records in the stream, oldest first, each a hashref (plus _id).
-sub records {
+# The record streams, one per gateway writer (cfcost_schema.h).
+sub record_streams {
     my ($self) = @_;
-    my $r = $self->redis('XRANGE', 'cfcost:records', '-', '+');
-    die "XRANGE failed: $r->{error}" if ref $r eq 'HASH';
-    return [] unless ref $r eq 'ARRAY';
-    my @out;
-    for my $e (@$r) {
-        my ($id, $fields) = @$e;
-        my %h = @{ $fields || [] };
-        $h{_id} = $id;
-        push @out, \%h;
-    }
-    return \@out;
+    my $w = $self->redis('SMEMBERS', 'cfcost:writers');
+    return [] unless ref $w eq 'ARRAY';
+    return [ map { "cfcost:rec:{$_}" } sort @$w ];
 }
 
 
+# All records of every writer, oldest first (by ts_ms, then stream and
+# entry id), each a hashref (plus _id and _stream).
+sub records {
+    my ($self) = @_;
+    my @out;
+    for my $s (@{ $self->record_streams }) {
+        my $r = $self->redis('XRANGE', $s, '-', '+');
+        die "XRANGE failed: $r->{error}" if ref $r eq 'HASH';
+        next unless ref $r eq 'ARRAY';
+        for my $e (@$r) {
+            my ($id, $fields) = @$e;
+            my %h = @{ $fields || [] };
+            $h{_id} = $id;
+            $h{_stream} = $s;
+            push @out, \%h;
+        }
+    }
+    my $ms = sub { my ($a) = $_[0] =~ /^(\d+)/; $a // 0 };
+    return [ sort {
+        ($a->{ts_ms} // 0) <=> ($b->{ts_ms} // 0)
+            || $a->{_stream} cmp $b->{_stream}
+            || $ms->($a->{_id}) <=> $ms->($b->{_id})
+            || $a->{_id} cmp $b->{_id}
+    } @out ];
+}
+
+
+# Entries in every writer's stream (-1 when Redis does not answer).
 sub record_count {
     my ($self) = @_;
-    my $n = $self->redis('XLEN', 'cfcost:records');
-    return ref $n ? -1 : $n;
+    my $n = 0;
+    for my $s (@{ $self->record_streams }) {
+        my $c = $self->redis('XLEN', $s);
+        return -1 if ref $c;
+        $n += $c;
+    }
+    return $n;
 }
 
 

@@ -167,7 +167,9 @@ test_numbers(void)
     char         buf[CFCOST_MEMBER_MAX + 1], buf2[CFCOST_MEMBER_MAX + 1];
     uint64_t     v, ms, seq;
     size_t       n, idlen;
-    const char  *id;
+    const char  *id, *wr;
+
+#define W  "w0123456789abcdef"
 
     ok(cfcost_u64_parse("0", 1, INT64_MAX, &v) == 0 && v == 0, "0 parses");
     ok(cfcost_u64_parse("18446744073709551615", 20, UINT64_MAX, &v) == 0
@@ -186,20 +188,33 @@ test_numbers(void)
     ok(cfcost_stream_id_parse("1700000000000", 13, &ms, &seq) != 0,
        "an id needs its sequence");
 
-    n = cfcost_member_make(buf, 1700000000000LL, "1795821966396-10", 16);
-    is_str(buf, "001700000000000:1795821966396-10", "member layout");
+    n = cfcost_member_make(buf, 1700000000000LL, W, 17, "1795821966396-10",
+                           16);
+    is_str(buf, "001700000000000:w0123456789abcdef:1795821966396-10",
+           "member layout");
     ok(n == strlen(buf), "member length");
-    ok(cfcost_member_parse(buf, n, &id, &idlen) == 0 && idlen == 16
-       && memcmp(id, "1795821966396-10", 16) == 0, "member parses back");
-    ok(cfcost_member_make(buf, -1, "1-1", 3) == 0, "negative ts refused");
-    ok(cfcost_member_make(buf, 5, "x-1", 3) == 0, "bad id refused");
-    ok(cfcost_member_parse("garbage", 7, &id, &idlen) != 0,
+    ok(cfcost_member_parse(buf, n, &wr, &id, &idlen) == 0 && idlen == 16
+       && memcmp(id, "1795821966396-10", 16) == 0
+       && memcmp(wr, W, 17) == 0, "member parses back");
+    ok(cfcost_member_make(buf, -1, W, 17, "1-1", 3) == 0,
+       "negative ts refused");
+    ok(cfcost_member_make(buf, 5, W, 17, "x-1", 3) == 0, "bad id refused");
+    ok(cfcost_member_make(buf, 5, "w0123456789ABCDEF", 17, "1-1", 3) == 0,
+       "bad writer refused");
+    ok(cfcost_member_parse("garbage", 7, &wr, &id, &idlen) != 0,
        "garbage is no cursor");
-    ok(cfcost_member_parse("00170000000000x:1-1", 19, &id, &idlen) != 0,
-       "a cursor's time is digits");
+    ok(cfcost_member_parse("00170000000000x:w0123456789abcdef:1-1", 37, &wr,
+                           &id, &idlen) != 0, "a cursor's time is digits");
+    ok(cfcost_member_parse("001700000000000:1-1", 19, &wr, &id, &idlen) != 0,
+       "a member of the one-stream format is no cursor");
+    ok(cfcost_writer_valid(W, 17) && !cfcost_writer_valid(W, 16)
+       && !cfcost_writer_valid("x0123456789abcdef", 17), "writer ids");
+    n = cfcost_stream_key(buf, W);
+    is_str(buf, "cfcost:rec:{w0123456789abcdef}", "stream key");
+    ok(n == CFCOST_RECORD_STREAM_LEN, "stream key length");
 
-    cfcost_member_make(buf, 999, "5-0", 3);
-    cfcost_member_make(buf2, 1000, "4-0", 3);
+    cfcost_member_make(buf, 999, W, 17, "5-0", 3);
+    cfcost_member_make(buf2, 1000, "w0000000000000000", 17, "4-0", 3);
     ok(strcmp(buf, buf2) < 0, "members sort by time first");
 }
 
