@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
 # make run: the whole gateway in the foreground -- its own redis-server, the
-# Workers AI emulator when no Cloudflare token is set, and nginx with the
-# cfcost module.  Ctrl-C (or SIGTERM) stops every child.
+# Workers AI emulator when no Cloudflare token is set, the aggregator, and
+# nginx with the cfcost module.
+#
+# This script is their supervisor.  Redis, the emulator and the aggregator
+# each run under a small loop that restarts them when they exit (capped
+# exponential backoff, a line on stderr); nginx keeps serving meanwhile (its
+# workers queue records while Redis is away).  nginx is the process that
+# stays: if it exits, everything stops.  Ctrl-C or SIGTERM stops nginx first
+# (QUIT: graceful, workers flush their record queues), then the emulator and
+# the aggregator, then Redis.
+#
+# Every child runs in its own session, so a Ctrl-C on the terminal reaches
+# only this script, which then stops the children in that order.  Their pids
+# are in $CFCOST_VAR/NAME.pid (redis-server, emulator, aggregator; nginx
+# writes nginx.pid itself).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,25 +25,166 @@ port=${CFCOST_PORT:-8080}
 upstream=${CFCOST_UPSTREAM:-https://api.cloudflare.com}
 account=${CF_ACCOUNT_ID:-}
 token=${CF_API_TOKEN:-}
-pids=()
+main_pid=$$
 
 say() { printf 'cfcost: %s\n' "$*" >&2; }
 
-stopping=
-stop() {
-    trap - INT TERM EXIT
-    stopping=1
-    say "stopping"
-    if [ -f "$var/nginx.pid" ]; then
-        kill -QUIT "$(cat "$var/nginx.pid")" 2>/dev/null || true
-    fi
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+# alive PID: the process exists and is not a zombie (a child of ours that
+# exited stays a zombie until waited for, and kill -0 still succeeds on it)
+alive() {
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    [ "${s%% *}" != Z ]
 }
-trap stop INT TERM EXIT
+
+# reap PID SECONDS: waits up to SECONDS for our child PID to exit, then
+# collects its status (TERM, then KILL, if it is still there)
+reap() {
+    local pid=$1 n=$(($2 * 10)) sig
+    for sig in TERM KILL; do
+        while [ "$n" -gt 0 ] && alive "$pid"; do sleep 0.1; n=$((n - 1)); done
+        alive "$pid" || break
+        kill -"$sig" "$pid" 2>/dev/null || true
+        n=30
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+# group_alive PGID: a live process is left in that process group (each child
+# leads its own: setsid)
+group_alive() {
+    local f s state ppid pgrp
+    for f in /proc/[0-9]*/stat; do
+        read -r s < "$f" 2>/dev/null || continue
+        read -r state ppid pgrp _ <<< "${s##*) }"
+        [ "$pgrp" = "$1" ] && [ "$state" != Z ] && return 0
+    done
+    return 1
+}
+
+# redis_ready [PID]: waits until Redis answers PING with exactly PONG (an
+# error such as LOADING does not count): up to 10 s, or 120 s once it says
+# it is loading its data.  With PID, gives up as soon as that process is gone.
+redis_ready() {
+    local watch=${1:-} start=$SECONDS limit=10 out
+    while :; do
+        out=$(timeout 5 redis-cli -s "$var/redis.sock" ping 2>&1) || true
+        [ "$out" = PONG ] && return 0
+        if [[ $out == *LOADING* ]] && [ "$limit" -lt 120 ]; then
+            say "Redis is loading its data..."
+            limit=120
+        fi
+        [ $((SECONDS - start)) -lt "$limit" ] || return 1
+        [ -z "$watch" ] || alive "$watch" || return 1
+        sleep 0.1
+    done
+}
+
+# supervise NAME LOG CMD...: runs CMD (output appended to LOG) and restarts
+# it whenever it exits, after 0.2 s, doubling up to 5 s; the delay goes back
+# to 0.2 s once a run has lasted 30 s.  SIGTERM stops CMD (TERM, KILL after
+# 10 s) and the loop.  Runs in the background (a subshell).
+supervise() {
+    local name=$1 log=$2
+    shift 2
+    set +e
+    sv_stop= sv_child= sv_sleep= sv_termed=
+    trap '' HUP INT      # the terminal's signals are for the main script
+    trap 'sv_stop=1
+          if [ -n "$sv_child" ] && [ -z "$sv_termed" ]; then
+              kill -TERM "$sv_child" 2>/dev/null; sv_termed=1
+          fi
+          [ -z "$sv_sleep" ] || kill -TERM "$sv_sleep" 2>/dev/null' TERM
+    local delay=200 started rc runs=0
+    while [ -z "$sv_stop" ]; do
+        started=$SECONDS
+        setsid "$@" >>"$log" 2>&1 </dev/null &
+        sv_child=$!
+        printf '%s\n' "$sv_child" > "$var/$name.pid"
+        [ -z "$sv_stop" ] || break
+        runs=$((runs + 1))
+        if [ "$name" = redis-server ] && [ "$runs" -gt 1 ]; then
+            if redis_ready "$sv_child"; then
+                say "redis-server is back"
+            elif alive "$sv_child"; then
+                say "redis-server does not answer PING; see $var/redis.log"
+            fi
+        fi
+        wait "$sv_child" 2>/dev/null; rc=$?    # (no "Killed" line)
+        [ -z "$sv_stop" ] || break
+        kill -KILL -- "-$sv_child" 2>/dev/null  # what it left behind, if any
+        sv_child=
+        kill -0 "$main_pid" 2>/dev/null || exit 0      # orphaned: stop
+        [ $((SECONDS - started)) -lt 30 ] || delay=200
+        say "$name exited (status $rc); restarting in $((delay / 1000)).$((delay % 1000 / 100)) s"
+        sleep "$((delay / 1000)).$(printf %03d $((delay % 1000)))" &
+        sv_sleep=$!
+        wait "$sv_sleep"
+        sv_sleep=
+        delay=$((delay * 2 > 5000 ? 5000 : delay * 2))
+    done
+    if [ -n "$sv_child" ]; then
+        # (TERM may have come before $sv_child was set)
+        [ -n "$sv_termed" ] || kill -TERM "$sv_child" 2>/dev/null
+        reap "$sv_child" 10
+        kill -KILL -- "-$sv_child" 2>/dev/null
+    fi
+    rm -f "$var/$name.pid"
+    exit 0
+}
+
+declare -A sv=()         # name -> supervisor pid
+nginx_pid=
+stopping=
+
+stop_sv() {              # stop_sv NAME...: the supervisors, in parallel
+    local n
+    for n in "$@"; do
+        [ -n "${sv[$n]:-}" ] && kill -TERM "${sv[$n]}" 2>/dev/null || true
+    done
+    for n in "$@"; do
+        [ -n "${sv[$n]:-}" ] || continue
+        reap "${sv[$n]}" 15
+        # a supervisor killed before it could stop its child: do it here
+        local pid
+        pid=$(cat "$var/$n.pid" 2>/dev/null) || pid=
+        if [ -n "$pid" ] && alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+        rm -f "$var/$n.pid"
+        unset "sv[$n]"
+    done
+}
+
+stop() {
+    local rc=${1:-0}
+    trap '' INT TERM HUP
+    trap - EXIT
+    stopping=1
+    [ -z "$nginx_pid" ] && [ "${#sv[@]}" -eq 0 ] || say "stopping"
+    if [ -n "$nginx_pid" ]; then
+        # QUIT: a graceful stop, the workers flush their record queues.  To
+        # the master; or, if it died, to the workers it left behind.
+        if alive "$nginx_pid"; then
+            kill -QUIT "$nginx_pid" 2>/dev/null || true
+        else
+            kill -QUIT -- "-$nginx_pid" 2>/dev/null || true
+        fi
+        reap "$nginx_pid" 10
+        local n=50
+        while [ "$n" -gt 0 ] && group_alive "$nginx_pid"; do
+            sleep 0.1; n=$((n - 1))
+        done
+        kill -KILL -- "-$nginx_pid" 2>/dev/null || true
+    fi
+    stop_sv emulator aggregator
+    stop_sv redis-server
+    exit "$rc"
+}
+trap 'stop 0' INT TERM HUP
+trap 'stop $?' EXIT
 
 nginx_up() {     # our nginx (not whatever else holds the port) answers
-    kill -0 "$1" 2>/dev/null &&
+    alive "$1" &&
         curl -sf "http://127.0.0.1:$port/api/ai/models" | grep -q '"models"'
 }
 
@@ -48,21 +202,31 @@ wait_for() {     # wait_for WHAT COMMAND...: up to 10 s
 # Redis: data under $var, reachable only through a unix socket (world-
 # writable so that nginx workers, which run as nobody when started as root,
 # can connect; a production Redis would also set a password or ACL)
-redis-server --port 0 --unixsocket "$var/redis.sock" --unixsocketperm 777 \
+if [ -S "$var/redis.sock" ] && timeout 5 redis-cli -s "$var/redis.sock" ping >/dev/null 2>&1; then
+    say "$var/redis.sock answers: another gateway runs on $var; stop it first"
+    exit 1
+fi
+supervise redis-server /dev/null \
+    redis-server --port 0 --unixsocket "$var/redis.sock" --unixsocketperm 777 \
     --dir "$var" --appendonly yes --save "" --daemonize no \
     --logfile "$var/redis.log" &
-pids+=($!)
-wait_for "redis-server" redis-cli -s "$var/redis.sock" ping
+sv[redis-server]=$!
+if ! redis_ready; then
+    say "redis-server did not start; see $var/redis.log"
+    exit 1
+fi
 export CFCOST_REDIS="unix:$var/redis.sock"
 
 if [ -z "$token" ]; then
     emu_port=$(free_port)
     account=emulator-account
     token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    /usr/bin/python3 "$root/emulator/cf_emulator.py" \
+    : > "$var/emulator.log"
+    supervise emulator "$var/emulator.log" \
+        /usr/bin/python3 "$root/emulator/cf_emulator.py" \
         --listen "127.0.0.1:$emu_port" --token "$token" \
-        --account "$account" > "$var/emulator.log" 2>&1 &
-    pids+=($!)
+        --account "$account" &
+    sv[emulator]=$!
     wait_for "the emulator" grep -q listening "$var/emulator.log"
     upstream="http://127.0.0.1:$emu_port"
     say "CF_API_TOKEN is not set: using the local Workers AI emulator at $upstream"
@@ -94,11 +258,13 @@ if [ -z "$key" ] || [ "$(redis-cli -s "$var/redis.sock" exists \
     (umask 077; printf '%s\n' "$key" > "$var/demo-key")
 fi
 
-# the usage API daemon
+# the usage API daemon (it replaces a dead predecessor's socket itself)
 rm -f "$var/agg.sock"
-"$root/build/cfcost-aggregator" --listen "unix:$var/agg.sock" \
-    --redis "unix:$var/redis.sock" > "$var/aggregator.log" 2>&1 &
-pids+=($!)
+: > "$var/aggregator.log"
+supervise aggregator "$var/aggregator.log" \
+    "$root/build/cfcost-aggregator" --listen "unix:$var/agg.sock" \
+    --redis "unix:$var/redis.sock" &
+sv[aggregator]=$!
 wait_for "cfcost-aggregator" test -S "$var/agg.sock"
 
 "$root/scripts/render-conf" "$root/conf/nginx.conf.in" "$var/nginx.conf" \
@@ -109,9 +275,9 @@ wait_for "cfcost-aggregator" test -S "$var/agg.sock"
     UPSTREAM_SCHEME="$scheme" PORT="$port" ROOT="$root/dashboard"
 
 nginx -t -q -p "$var/" -c "$var/nginx.conf" -e "$var/error.log"
-nginx -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" &
-pids+=($!)
-wait_for "nginx" nginx_up $!
+setsid nginx -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" </dev/null &
+nginx_pid=$!
+wait_for "nginx" nginx_up "$nginx_pid"
 
 cat <<MSG
 
@@ -131,6 +297,9 @@ cat <<MSG
 
 MSG
 
-# run until a child dies or we are told to stop
-wait -n "${pids[@]}" || true
-[ -n "$stopping" ] || say "a child process exited; shutting down"
+# Run until nginx exits or we are told to stop (the trap calls stop, which
+# exits).  The other children are restarted by their supervisors.
+rc=0
+wait "$nginx_pid" || rc=$?
+say "nginx exited (status $rc); stopping everything"
+stop 1
