@@ -38,9 +38,10 @@ ngx_http_cfcost_request_id(ngx_http_cfcost_ctx_t *ctx)
 ngx_int_t
 ngx_http_cfcost_access_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                    rc;
-    ngx_http_cfcost_ctx_t       *ctx;
-    ngx_http_cfcost_loc_conf_t  *lcf;
+    ngx_int_t                     rc;
+    ngx_http_cfcost_ctx_t        *ctx;
+    ngx_http_cfcost_loc_conf_t   *lcf;
+    ngx_http_cfcost_main_conf_t  *mcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
 
@@ -76,6 +77,18 @@ ngx_http_cfcost_access_handler(ngx_http_request_t *r)
     if (!ctx->authenticated) {
         if (ctx->waiting) {
             return NGX_AGAIN;
+        }
+
+        mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+
+        if (lcf->route != NGX_HTTP_CFCOST_USAGE
+            && ngx_http_cfcost_writer_refusing(mcf))
+        {
+            /* cfcost_spool ... when_full=refuse: no record, no request */
+            return ngx_http_cfcost_send_error(r, ctx,
+                       NGX_HTTP_SERVICE_UNAVAILABLE,
+                       "usage cannot be recorded right now; try again "
+                       "shortly");
         }
 
         rc = ngx_http_cfcost_authenticate(r, ctx,
@@ -656,10 +669,12 @@ ngx_http_cfcost_status_handler(ngx_http_request_t *r)
                   "\"queued\":%A,\"retried\":%uA,"
                   "\"already_stored\":%uA,\"dropped_queue_full\":%uA,"
                   "\"dead_lettered\":%uA,\"lost_at_exit\":%uA,"
-                  "\"redis_errors\":%uA},\"dead_letter_file\":\"",
+                  "\"redis_errors\":%uA,\"spooled\":%uA,"
+                  "\"replayed\":%uA},\"dead_letter_file\":\"",
                   st->made, st->stored, (ngx_atomic_int_t) st->queued,
                   st->retried, st->already, st->dropped, st->dead,
-                  st->lost_exit, st->redis_errors);
+                  st->lost_exit, st->redis_errors, st->spooled,
+                  st->replayed);
 
     b->last = (u_char *) ngx_escape_json(b->last, mcf->dead_letter.data,
                                          mcf->dead_letter.len);

@@ -31,6 +31,8 @@ static char *ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cfcost_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_cfcost_spool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_cfcost_init_process(ngx_cycle_t *cycle);
 static void ngx_http_cfcost_exit_process(ngx_cycle_t *cycle);
 
@@ -96,6 +98,13 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_cfcost_main_conf_t, record_drain),
+      NULL },
+
+    { ngx_string("cfcost_spool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_cfcost_spool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("cfcost_dead_letter"),
@@ -1097,6 +1106,103 @@ ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * cfcost_spool DIR [max_size=SIZE] [when_full=serve|refuse]: nginx creates
+ * DIR at start, owned by the workers' user (ngx_add_path).
+ */
+static char *
+ngx_http_cfcost_spool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    off_t        max;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i;
+    ngx_path_t  *path;
+
+    if (mcf->spool_dir.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    path = ngx_pcalloc(cf->pool, sizeof(ngx_path_t));
+    if (path == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    path->name = value[1];
+
+    while (path->name.len > 1
+           && path->name.data[path->name.len - 1] == '/')
+    {
+        path->name.len--;
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &path->name, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* a NUL-terminated copy: opendir() and open() take it */
+    mcf->spool_dir.data = ngx_pnalloc(cf->pool, path->name.len + 1);
+    if (mcf->spool_dir.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(mcf->spool_dir.data, path->name.data, path->name.len);
+    mcf->spool_dir.data[path->name.len] = '\0';
+    mcf->spool_dir.len = path->name.len;
+
+    path->conf_file = cf->conf_file->file.name.data;
+    path->line = cf->conf_file->line;
+
+    if (ngx_add_path(cf, &path) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->spool_max = 64 * 1024 * 1024;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "max_size=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            max = ngx_parse_offset(&s);
+            if (max <= 0) {
+                goto invalid;
+            }
+
+            mcf->spool_max = max;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "when_full=serve") == 0) {
+            mcf->spool_refuse = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "when_full=refuse") == 0) {
+            mcf->spool_refuse = 1;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in \"cfcost_spool\" "
+                       "(expected max_size=SIZE or when_full=serve|refuse)",
+                       &value[i]);
+
+    return NGX_CONF_ERROR;
 }
 
 

@@ -62,6 +62,9 @@ typedef struct {
     ngx_msec_t                  record_drain;   /* exiting with records */
     ngx_shm_zone_t             *stats_zone;     /* writer counters */
     ngx_str_t                   dead_letter;    /* NUL-terminated path */
+    ngx_str_t                   spool_dir;      /* "": no spool */
+    off_t                       spool_max;      /* per worker file */
+    ngx_uint_t                  spool_refuse;   /* when_full=refuse */
     ngx_uint_t                  used;           /* a location enables us */
 } ngx_http_cfcost_main_conf_t;
 

@@ -20,20 +20,32 @@
  * Records wait in three queues, each in id order: retry (to send again)
  * goes before pending (never sent); back collects what the connection or
  * an error handed back while it lasts, and returns to the head of retry.
+ *
+ * With cfcost_spool, a record that finds the memory queue full goes to
+ * this worker's spool file instead, and so do the records an exiting
+ * worker could not store; spooled records come back, oldest first, once
+ * the memory queue has drained (any writer's file: a record keeps the
+ * stream and id it was given, so a replay is as idempotent as a re-send).
  */
 
 #include <openssl/rand.h>
 
 #include "ngx_http_cfcost_redis.h"
+#include "ngx_http_cfcost_spool.h"
 #include "ngx_http_cfcost_writer.h"
 
 
 #define NGX_HTTP_CFCOST_INFLIGHT_MAX   1024
+#define NGX_HTTP_CFCOST_REPLAY_BATCH   256
+#define NGX_HTTP_CFCOST_SYNC_TICKS     10      /* x 100 ms: spool fsync */
+#define NGX_HTTP_CFCOST_RECORD_MAX     4096    /* a record's bytes, at most */
 #define NGX_HTTP_CFCOST_HEAD_MAX       160     /* "*N XADD <stream> <id>" */
 
 
 typedef struct {
     ngx_queue_t                      queue;
+    ngx_http_cfcost_spool_file_t    *from;        /* read back from a spool */
+    u_char                           stream[CFCOST_RECORD_STREAM_LEN];
     uint64_t                         ms;          /* entry id */
     uint64_t                         seq;
     ngx_uint_t                       pairs;
@@ -69,6 +81,9 @@ typedef struct {
 
     ngx_event_t                      drain;       /* holds an exiting worker */
     ngx_msec_t                       exit_start;
+    ngx_uint_t                       ticks;
+
+    u_char                           foreign[CFCOST_RECORD_STREAM_LEN];
 
     unsigned                         initialized:1;
     unsigned                         registered:1;
@@ -77,6 +92,9 @@ typedef struct {
     unsigned                         full_logged:1;
     unsigned                         pause_logged:1;
     unsigned                         exit_seen:1;
+    unsigned                         spill_logged:1;
+    unsigned                         foreign_ok:1;   /* its writer is known */
+    unsigned                         foreign_sent:1;
 } ngx_http_cfcost_writer_t;
 
 
@@ -179,6 +197,7 @@ ngx_http_cfcost_writer_new_id(ngx_http_cfcost_rec_t *rec)
 
     rec->ms = wr->last_ms;
     rec->seq = wr->last_seq;
+    ngx_memcpy(rec->stream, wr->stream, sizeof(wr->stream));
 }
 
 
@@ -198,6 +217,15 @@ ngx_http_cfcost_writer_free(ngx_http_cfcost_rec_t *rec)
 }
 
 
+/* rec is stored, or set aside for good: its spool file may let it go */
+static void
+ngx_http_cfcost_writer_settled(ngx_http_cfcost_rec_t *rec)
+{
+    ngx_http_cfcost_spool_done(rec->from);
+    ngx_http_cfcost_writer_free(rec);
+}
+
+
 /*
  * The whole XADD command of rec: the head is written just before the
  * pairs.  Returns where it starts; *len is its length.
@@ -205,14 +233,12 @@ ngx_http_cfcost_writer_free(ngx_http_cfcost_rec_t *rec)
 static u_char *
 ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec, size_t *len)
 {
-    u_char                     head[NGX_HTTP_CFCOST_HEAD_MAX], *p,
-                               id[NGX_INT64_LEN * 2 + 2];
-    size_t                     hlen;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+    u_char   head[NGX_HTTP_CFCOST_HEAD_MAX], *p, id[NGX_INT64_LEN * 2 + 2];
+    size_t   hlen;
 
     p = ngx_sprintf(head, "*%ui\r\n", 3 + 2 * rec->pairs);
     p = ngx_http_cfcost_bulk(p, "XADD", sizeof("XADD") - 1);
-    p = ngx_http_cfcost_bulk(p, wr->stream, sizeof(wr->stream));
+    p = ngx_http_cfcost_bulk(p, rec->stream, sizeof(rec->stream));
     p = ngx_http_cfcost_bulk(p, id, ngx_http_cfcost_writer_id_str(rec, id));
 
     hlen = p - head;
@@ -261,7 +287,7 @@ ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, redisReply *reply)
 
     ngx_http_cfcost_count(dead, 1);
     wr->unreported++;
-    ngx_http_cfcost_writer_free(rec);
+    ngx_http_cfcost_writer_settled(rec);
 }
 
 
@@ -347,10 +373,15 @@ ngx_http_cfcost_writer_check_reply(redisAsyncContext *ac, void *r,
         /* stored by an earlier attempt */
         ngx_http_cfcost_count(already, 1);
         ngx_http_cfcost_count(stored, 1);
-        ngx_http_cfcost_writer_free(rec);
+        ngx_http_cfcost_writer_settled(rec);
 
     } else {
-        /* never stored, and never can be under that id */
+        /*
+         * never stored, and never can be under that id: a new id in this
+         * writer's stream; no longer the spooled record it was read as
+         */
+        ngx_http_cfcost_spool_done(rec->from);
+        rec->from = NULL;
         ngx_http_cfcost_writer_new_id(rec);
         rec->maybe = 0;
         ngx_queue_insert_tail(&wr->pending, &rec->queue);
@@ -370,11 +401,11 @@ ngx_http_cfcost_writer_check(ngx_http_cfcost_rec_t *rec)
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
     argv[0] = "XRANGE";
-    argv[1] = (char *) wr->stream;
+    argv[1] = (char *) rec->stream;
     argv[2] = (char *) id;
     argv[3] = (char *) id;
     argvlen[0] = sizeof("XRANGE") - 1;
-    argvlen[1] = sizeof(wr->stream);
+    argvlen[1] = sizeof(rec->stream);
     argvlen[2] = ngx_http_cfcost_writer_id_str(rec, id);
     argvlen[3] = argvlen[2];
 
@@ -418,7 +449,7 @@ ngx_http_cfcost_writer_reply(redisAsyncContext *ac, void *r, void *data)
 
     if (reply->type != REDIS_REPLY_ERROR) {
         ngx_http_cfcost_count(stored, 1);
-        ngx_http_cfcost_writer_free(rec);
+        ngx_http_cfcost_writer_settled(rec);
 
         wr->backoff = 0;
         wr->pause_logged = 0;
@@ -517,10 +548,143 @@ ngx_http_cfcost_writer_report(void)
 }
 
 
+static void
+ngx_http_cfcost_writer_foreign_reply(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    redisReply                *reply = r;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    wr->foreign_sent = 0;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_cfcost_writer_hold(reply);
+        return;
+    }
+
+    wr->foreign_ok = 1;
+    ngx_http_cfcost_writer_flush();
+}
+
+
+/*
+ * rec belongs to another writer's stream (read back from its spool): that
+ * writer may never have reached Redis, so readers learn of its stream
+ * first.  Returns NGX_OK when rec may be sent now.
+ */
+static ngx_int_t
+ngx_http_cfcost_writer_foreign(ngx_http_cfcost_rec_t *rec)
+{
+    size_t                     argvlen[3];
+    const char                *argv[3];
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    if (ngx_memcmp(rec->stream, wr->stream, sizeof(wr->stream)) == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_memcmp(rec->stream, wr->foreign, sizeof(wr->foreign)) == 0
+        && wr->foreign_ok)
+    {
+        return NGX_OK;
+    }
+
+    if (wr->foreign_sent) {
+        return NGX_AGAIN;
+    }
+
+    ngx_memcpy(wr->foreign, rec->stream, sizeof(wr->foreign));
+    wr->foreign_ok = 0;
+
+    argv[0] = "SADD";
+    argv[1] = CFCOST_WRITERS_SET;
+    argv[2] = (char *) rec->stream + sizeof(CFCOST_RECORD_STREAM_PREFIX) - 1;
+    argvlen[0] = sizeof("SADD") - 1;
+    argvlen[1] = sizeof(CFCOST_WRITERS_SET) - 1;
+    argvlen[2] = CFCOST_WRITER_ID_LEN;
+
+    if (ngx_http_cfcost_redis_argv(&wr->rd,
+                                   ngx_http_cfcost_writer_foreign_reply, NULL,
+                                   3, argv, argvlen)
+        == NGX_OK)
+    {
+        wr->foreign_sent = 1;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* a record read back from a spool file joins the memory queue */
+static void
+ngx_http_cfcost_writer_unspool(ngx_http_cfcost_spooled_t *sp, void *data)
+{
+    ngx_http_cfcost_rec_t     *rec;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    rec = ngx_alloc(offsetof(ngx_http_cfcost_rec_t, buf)
+                    + NGX_HTTP_CFCOST_HEAD_MAX + sp->pairs_len, wr->log);
+    if (rec == NULL) {
+        /* it stays in its file: the next worker to adopt it sends it */
+        return;
+    }
+
+    rec->from = data;
+    ngx_memcpy(rec->stream, sp->stream, sizeof(rec->stream));
+    rec->ms = sp->ms;
+    rec->seq = sp->seq;
+    rec->pairs = sp->npairs;
+    rec->len = sp->pairs_len;
+    rec->maybe = 1;                  /* it may have been sent before */
+    ngx_memcpy(rec->buf + NGX_HTTP_CFCOST_HEAD_MAX, sp->pairs, sp->pairs_len);
+
+    wr->queued++;
+    ngx_http_cfcost_count(queued, 1);
+    ngx_http_cfcost_count(replayed, 1);
+    wr->drain.cancelable = 0;
+
+    ngx_queue_insert_tail(&wr->pending, &rec->queue);
+}
+
+
+/*
+ * Once the memory queue has drained, the next spooled records join it.
+ * Returns 1 when some did.
+ */
+static ngx_uint_t
+ngx_http_cfcost_writer_replay(void)
+{
+    ngx_http_cfcost_spool_file_t  *f;
+    ngx_http_cfcost_writer_t      *wr = &ngx_http_cfcost_wr;
+
+    if (wr->mcf->spool_dir.len == 0
+        || !ngx_queue_empty(&wr->pending) || !ngx_queue_empty(&wr->retry)
+        || wr->inflight >= NGX_HTTP_CFCOST_INFLIGHT_MAX / 2
+        || wr->queued >= wr->mcf->queue_max / 2)
+    {
+        return 0;
+    }
+
+    f = ngx_http_cfcost_spool_next(wr->mcf, wr->log, wr->id);
+    if (f == NULL) {
+        return 0;
+    }
+
+    return ngx_http_cfcost_spool_read(f, NGX_HTTP_CFCOST_REPLAY_BATCH,
+                                      ngx_http_cfcost_writer_unspool, f)
+           > 0;
+}
+
+
 /* sends held records in id order, keeping at most INFLIGHT_MAX unacked */
 static void
 ngx_http_cfcost_writer_flush(void)
 {
+    ngx_uint_t                 again;
     ngx_queue_t               *q;
     ngx_http_cfcost_rec_t     *rec;
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
@@ -529,27 +693,39 @@ ngx_http_cfcost_writer_flush(void)
         return;
     }
 
-    while (wr->inflight < NGX_HTTP_CFCOST_INFLIGHT_MAX) {
+    do {
+        while (wr->inflight < NGX_HTTP_CFCOST_INFLIGHT_MAX) {
 
-        if (!ngx_queue_empty(&wr->retry)) {
-            q = ngx_queue_head(&wr->retry);
+            again = !ngx_queue_empty(&wr->retry);
+
+            if (again) {
+                q = ngx_queue_head(&wr->retry);
+
+            } else if (!ngx_queue_empty(&wr->pending)) {
+                q = ngx_queue_head(&wr->pending);
+
+            } else {
+                break;
+            }
+
             rec = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
-            ngx_http_cfcost_count(retried, 1);
 
-        } else if (!ngx_queue_empty(&wr->pending)) {
-            q = ngx_queue_head(&wr->pending);
-            rec = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
+            if (ngx_http_cfcost_writer_foreign(rec) != NGX_OK
+                || ngx_http_cfcost_writer_send(rec) != NGX_OK)
+            {
+                goto done;
+            }
 
-        } else {
-            break;
+            if (again || rec->maybe) {
+                ngx_http_cfcost_count(retried, 1);
+            }
+
+            ngx_queue_remove(q);
         }
 
-        if (ngx_http_cfcost_writer_send(rec) != NGX_OK) {
-            break;
-        }
+    } while (ngx_http_cfcost_writer_replay());
 
-        ngx_queue_remove(q);
-    }
+done:
 
     ngx_http_cfcost_writer_report();
 }
@@ -609,6 +785,8 @@ ngx_http_cfcost_writer_register(void)
 static void
 ngx_http_cfcost_writer_up(ngx_http_cfcost_redis_t *rd)
 {
+    ngx_http_cfcost_wr.foreign_ok = 0;
+    ngx_http_cfcost_wr.foreign_sent = 0;
     ngx_http_cfcost_wr.registered = 0;
     ngx_http_cfcost_writer_register();
 }
@@ -619,6 +797,8 @@ ngx_http_cfcost_writer_down(ngx_http_cfcost_redis_t *rd)
 {
     ngx_http_cfcost_wr.registered = 0;
     ngx_http_cfcost_wr.registering = 0;
+    ngx_http_cfcost_wr.foreign_ok = 0;
+    ngx_http_cfcost_wr.foreign_sent = 0;
 
     ngx_http_cfcost_writer_requeue();
 }
@@ -651,6 +831,10 @@ ngx_http_cfcost_writer_drain_handler(ngx_event_t *ev)
         }
     }
 
+    if (++wr->ticks % NGX_HTTP_CFCOST_SYNC_TICKS == 0) {
+        ngx_http_cfcost_spool_sync();
+    }
+
     ev->cancelable = (wr->queued == 0);
     ngx_add_timer(ev, 100);
 }
@@ -671,15 +855,19 @@ ngx_http_cfcost_writer_alloc(size_t len)
 
     ngx_http_cfcost_count(made, 1);
 
-    if (wr->queued >= wr->mcf->queue_max) {
+    if (wr->queued >= wr->mcf->queue_max
+        && ngx_http_cfcost_spool_full(wr->mcf, len))
+    {
         ngx_http_cfcost_count(dropped, 1);
         wr->unreported++;
 
         if (!wr->full_logged) {
             ngx_log_error(NGX_LOG_ERR, wr->log, 0,
-                          "cfcost: record queue is full (%ui records), "
+                          "cfcost: record queue is full (%ui records)%s, "
                           "dropping records until Redis at %V catches up",
-                          wr->queued, &wr->mcf->redis_addr);
+                          wr->queued, wr->mcf->spool_dir.len
+                                      ? " and so is the spool" : "",
+                          &wr->mcf->redis_addr);
             wr->full_logged = 1;
         }
 
@@ -698,6 +886,63 @@ ngx_http_cfcost_writer_alloc(size_t len)
 }
 
 
+/*
+ * The memory queue is full: rec goes to the spool (it comes back when the
+ * queue has drained), or, when the spool cannot take it, it is lost and
+ * counted.  rec is freed either way.
+ */
+static ngx_int_t
+ngx_http_cfcost_writer_spill(ngx_http_cfcost_rec_t *rec)
+{
+    u_char                    *cmd;
+    size_t                     len;
+    ngx_int_t                  rc;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    cmd = ngx_http_cfcost_writer_command(rec, &len);
+    rc = ngx_http_cfcost_spool_append(wr->mcf, wr->log, wr->id, cmd, len);
+
+    if (rc == NGX_OK) {
+        ngx_http_cfcost_count(spooled, 1);
+
+        if (!wr->spill_logged) {
+            ngx_log_error(NGX_LOG_WARN, wr->log, 0,
+                          "cfcost: record queue is full (%ui records): "
+                          "records go to the spool until Redis at %V "
+                          "catches up", wr->queued, &wr->mcf->redis_addr);
+            wr->spill_logged = 1;
+        }
+
+    } else {
+        ngx_http_cfcost_count(dropped, 1);
+        wr->unreported++;
+
+        if (!wr->full_logged) {
+            ngx_log_error(NGX_LOG_ERR, wr->log, 0,
+                          "cfcost: record queue and spool are full, "
+                          "dropping records until Redis at %V catches up",
+                          &wr->mcf->redis_addr);
+            wr->full_logged = 1;
+        }
+    }
+
+    ngx_free(rec);
+
+    return rc;
+}
+
+
+ngx_uint_t
+ngx_http_cfcost_writer_refusing(ngx_http_cfcost_main_conf_t *mcf)
+{
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    return mcf->spool_refuse && wr->initialized
+           && wr->queued >= mcf->queue_max
+           && ngx_http_cfcost_spool_full(mcf, NGX_HTTP_CFCOST_RECORD_MAX);
+}
+
+
 void
 ngx_http_cfcost_writer_push(u_char *pairs, size_t len, ngx_uint_t npairs)
 {
@@ -708,10 +953,16 @@ ngx_http_cfcost_writer_push(u_char *pairs, size_t len, ngx_uint_t npairs)
               (pairs - NGX_HTTP_CFCOST_HEAD_MAX
                - offsetof(ngx_http_cfcost_rec_t, buf));
 
+    rec->from = NULL;
     rec->pairs = npairs;
     rec->len = len;
     rec->maybe = 0;
     ngx_http_cfcost_writer_new_id(rec);
+
+    if (wr->queued >= wr->mcf->queue_max) {
+        ngx_http_cfcost_writer_spill(rec);
+        return;
+    }
 
     wr->queued++;
     ngx_http_cfcost_count(queued, 1);
@@ -719,6 +970,7 @@ ngx_http_cfcost_writer_push(u_char *pairs, size_t len, ngx_uint_t npairs)
 
     if (wr->queued < wr->mcf->queue_max / 2) {
         wr->full_logged = 0;
+        wr->spill_logged = 0;
     }
 
     ngx_queue_insert_tail(&wr->pending, &rec->queue);
@@ -792,12 +1044,17 @@ ngx_http_cfcost_writer_init_process(ngx_cycle_t *cycle,
 /* ---- exit: a blocking last pass ------------------------------------ */
 
 
-/* moves every held record, in id order, into all[]; returns how many */
+/*
+ * Moves every held record of this worker, in id order, into all[];
+ * returns how many.  Records read back from a spool file are freed: they
+ * are still in that file, which the next worker adopts.
+ */
 static ngx_uint_t
 ngx_http_cfcost_writer_collect(ngx_http_cfcost_rec_t **all)
 {
     ngx_uint_t                 i, n;
     ngx_queue_t               *q, *heads[2];
+    ngx_http_cfcost_rec_t     *rec;
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
     ngx_http_cfcost_writer_requeue();
@@ -810,7 +1067,15 @@ ngx_http_cfcost_writer_collect(ngx_http_cfcost_rec_t **all)
         while (!ngx_queue_empty(heads[i])) {
             q = ngx_queue_head(heads[i]);
             ngx_queue_remove(q);
-            all[n++] = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
+            rec = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
+
+            if (rec->from) {
+                ngx_http_cfcost_writer_free(rec);
+                continue;
+            }
+
+            rec->done = 0;
+            all[n++] = rec;
         }
     }
 
@@ -826,11 +1091,10 @@ ngx_http_cfcost_writer_collect(ngx_http_cfcost_rec_t **all)
 static ngx_uint_t
 ngx_http_cfcost_writer_sync_one(redisContext *c, ngx_http_cfcost_rec_t *rec)
 {
-    u_char                    *cmd, id[NGX_INT64_LEN * 2 + 2];
-    size_t                     len, idlen;
-    ngx_uint_t                 round, ok, small, found;
-    redisReply                *reply;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+    u_char      *cmd, id[NGX_INT64_LEN * 2 + 2];
+    size_t       len, idlen;
+    ngx_uint_t   round, ok, small, found;
+    redisReply  *reply;
 
     for (round = 0; round < 2; round++) {
         cmd = ngx_http_cfcost_writer_command(rec, &len);
@@ -849,8 +1113,8 @@ ngx_http_cfcost_writer_sync_one(redisContext *c, ngx_http_cfcost_rec_t *rec)
         }
 
         idlen = ngx_http_cfcost_writer_id_str(rec, id);
-        reply = redisCommand(c, "XRANGE %b %b %b", wr->stream,
-                             sizeof(wr->stream), id, idlen, id, idlen);
+        reply = redisCommand(c, "XRANGE %b %b %b", rec->stream,
+                             sizeof(rec->stream), id, idlen, id, idlen);
         if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
             freeReplyObject(reply);
             return 0;
@@ -909,6 +1173,7 @@ ngx_http_cfcost_writer_sync(redisContext *c, ngx_http_cfcost_rec_t **all,
     /* the refused ones, one by one: stored before, or a new id */
     for (i = 0; i < n; i++) {
         if (!all[i]->done && ngx_http_cfcost_writer_sync_one(c, all[i])) {
+            all[i]->done = 1;
             stored++;
         }
     }
@@ -917,10 +1182,44 @@ ngx_http_cfcost_writer_sync(redisContext *c, ngx_http_cfcost_rec_t **all,
 }
 
 
+/* what the exit pass could not store: to the spool, else lost */
+static ngx_uint_t
+ngx_http_cfcost_writer_spool_rest(ngx_http_cfcost_rec_t **all, ngx_uint_t n)
+{
+    u_char                    *cmd;
+    size_t                     len;
+    ngx_uint_t                 i, spooled;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    if (wr->mcf->spool_dir.len == 0) {
+        return 0;
+    }
+
+    for (i = 0, spooled = 0; i < n; i++) {
+        if (all[i]->done) {
+            continue;
+        }
+
+        cmd = ngx_http_cfcost_writer_command(all[i], &len);
+
+        if (ngx_http_cfcost_spool_append(wr->mcf, wr->log, wr->id, cmd, len)
+            == NGX_OK)
+        {
+            all[i]->done = 1;
+            spooled++;
+        }
+    }
+
+    ngx_http_cfcost_count(spooled, spooled);
+
+    return spooled;
+}
+
+
 void
 ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                 i, n, stored;
+    ngx_uint_t                 i, n, stored, spooled, lost, up;
     redisContext              *c;
     struct timeval             tv;
     ngx_http_cfcost_rec_t    **all;
@@ -930,6 +1229,7 @@ ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    up = wr->rd.connected;
     ngx_http_cfcost_redis_close(&wr->rd);   /* unacked records: back */
 
     if (wr->pause.timer_set) {
@@ -940,44 +1240,58 @@ ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
         ngx_del_timer(&wr->drain);
     }
 
-    if (wr->queued == 0 && wr->unreported == 0) {
-        return;
-    }
-
-    all = ngx_alloc((wr->queued + 1) * sizeof(ngx_http_cfcost_rec_t *),
-                    cycle->log);
-    n = all ? ngx_http_cfcost_writer_collect(all) : 0;
-
-    tv.tv_sec = wr->mcf->redis_timeout / 1000;
-    tv.tv_usec = (wr->mcf->redis_timeout % 1000) * 1000;
-
-    c = wr->mcf->redis_unix.len
-        ? redisConnectUnixWithTimeout((char *) wr->mcf->redis_unix.data, tv)
-        : redisConnectWithTimeout((char *) wr->mcf->redis_host.data,
-                                  (int) wr->mcf->redis_port, tv);
-
+    all = NULL;
+    n = 0;
+    c = NULL;
     stored = 0;
 
-    if (c != NULL && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK) {
-        stored = ngx_http_cfcost_writer_sync(c, all, n);
-        ngx_http_cfcost_count(stored, stored);
+    if (wr->queued) {
+        all = ngx_alloc(wr->queued * sizeof(ngx_http_cfcost_rec_t *),
+                        cycle->log);
+        n = all ? ngx_http_cfcost_writer_collect(all) : 0;
+    }
 
-        if (n - stored + wr->unreported) {
-            freeReplyObject(redisCommand(c, "HINCRBY %s %s %lu",
-                                         CFCOST_GATEWAY_HASH,
-                                         CFCOST_GATEWAY_F_DROPPED,
-                                         (unsigned long) (n - stored
-                                                          + wr->unreported)));
+    /* Redis down and a spool to go to: no blocking pass to wait for */
+    if ((n || wr->unreported) && (up || wr->mcf->spool_dir.len == 0)) {
+        tv.tv_sec = wr->mcf->redis_timeout / 1000;
+        tv.tv_usec = (wr->mcf->redis_timeout % 1000) * 1000;
+
+        c = wr->mcf->redis_unix.len
+            ? redisConnectUnixWithTimeout((char *) wr->mcf->redis_unix.data,
+                                          tv)
+            : redisConnectWithTimeout((char *) wr->mcf->redis_host.data,
+                                      (int) wr->mcf->redis_port, tv);
+
+        if (c != NULL && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK) {
+            stored = ngx_http_cfcost_writer_sync(c, all, n);
+            ngx_http_cfcost_count(stored, stored);
         }
     }
 
-    if (stored < wr->queued) {
-        ngx_http_cfcost_count(lost_exit, wr->queued - stored);
+    spooled = ngx_http_cfcost_writer_spool_rest(all, n);
+    lost = wr->queued - stored - spooled;
+
+    if (c != NULL && c->err == 0 && lost + wr->unreported) {
+        freeReplyObject(redisCommand(c, "HINCRBY %s %s %lu",
+                                     CFCOST_GATEWAY_HASH,
+                                     CFCOST_GATEWAY_F_DROPPED,
+                                     (unsigned long) (lost
+                                                      + wr->unreported)));
+    }
+
+    if (spooled) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "cfcost: %ui usage records spooled at worker exit, "
+                      "for the next worker to store", spooled);
+    }
+
+    if (lost) {
+        ngx_http_cfcost_count(lost_exit, lost);
         ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
                       "cfcost: %ui usage records lost at worker exit: "
-                      "Redis at %V unreachable (%s)", wr->queued - stored,
+                      "Redis at %V unreachable (%s)", lost,
                       &wr->mcf->redis_addr,
-                      c ? c->errstr : "out of memory");
+                      c ? c->errstr : "not tried");
     }
 
     for (i = 0; i < n; i++) {
@@ -991,6 +1305,8 @@ ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
     if (c != NULL) {
         redisFree(c);
     }
+
+    ngx_http_cfcost_spool_close();
 
     ngx_http_cfcost_count(queued, -(ngx_atomic_int_t) wr->queued);
     wr->queued = 0;

@@ -22,6 +22,8 @@ typedef struct {
     ngx_atomic_t    dead;           /* refused for good: dead-letter file */
     ngx_atomic_t    lost_exit;      /* a worker left with them unsent */
     ngx_atomic_t    redis_errors;   /* error replies to records */
+    ngx_atomic_t    spooled;        /* written to a spool file */
+    ngx_atomic_t    replayed;       /* read back from a spool file */
 } ngx_http_cfcost_writer_stats_t;
 
 
@@ -48,6 +50,12 @@ void ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle);
 u_char *ngx_http_cfcost_writer_alloc(size_t len);
 void ngx_http_cfcost_writer_push(u_char *pairs, size_t len,
     ngx_uint_t npairs);
+
+/*
+ * 1 when cfcost_spool ... when_full=refuse is set and this worker can keep
+ * no more records: the access phase refuses metered requests (503).
+ */
+ngx_uint_t ngx_http_cfcost_writer_refusing(ngx_http_cfcost_main_conf_t *mcf);
 
 /* The gateway-wide counters, or NULL before the zone exists. */
 ngx_http_cfcost_writer_stats_t *ngx_http_cfcost_writer_stats(

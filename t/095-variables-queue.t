@@ -16,6 +16,9 @@ my $t = $env->tmp;
 my $conf = $env->conf_text;
 $conf =~ s{cfcost_record_queue \d+;}{cfcost_record_queue 3;}
     or BAIL_OUT('no cfcost_record_queue in the shipped config');
+# without a spool, what does not fit is dropped (t/450 tests the spool)
+$conf =~ s{\n\s*cfcost_spool [^;]*;}{}
+    or BAIL_OUT('no cfcost_spool in the shipped config');
 $conf =~ s{(\n\s*server \{)}{
     log_format cost '\$cfcost_request_id|\$cfcost_key_id|\$cfcost_user|'
                     '\$cfcost_model|\$cfcost_input_tokens|'
@@ -81,6 +84,11 @@ is(scalar(grep { $_->{user} eq 'logger' && $_->{status} eq '200' } @recs), 3,
    'the kept records are whole');
 like($env->error_log, qr/record queue is full \(3 records\)/,
      'the drop is logged, once');
+my $st = $env->http('GET', '/cfcost/status')->{json} || {};
+is($st->{records}{dropped_queue_full}, 4,
+   'cfcost_status counts the drops too, without Redis');
+is($st->{records}{made}, 9, 'cfcost_status: records made');
+is($st->{records}{stored}, 5, 'cfcost_status: records stored');
 
 $env->allow_error(qr/Redis at 127\.0\.0\.1:\d+/);
 $env->allow_error(qr/record queue is full/);
