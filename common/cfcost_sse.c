@@ -2,10 +2,6 @@
  * Server-Sent Events, resumable across any split of the byte stream.
  */
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE                    /* memmem() */
-#endif
-
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,65 +273,4 @@ cfcost_sse_finish(cfcost_sse_t *p, cfcost_sse_event_t *ev)
     p->cr = 0;
 
     return cfcost_sse_line(p, "", 0, ev);
-}
-
-
-/* the length of the JSON string whose opening quote is at s[-1] */
-static size_t
-cfcost_sse_string_bytes(const char *s, const char *end)
-{
-    const char  *q;
-
-    for (q = s; q < end && *q != '"'; q++) {
-        if (*q == '\\') {
-            q++;
-        }
-    }
-
-    return (q < end ? q : end) - s;
-}
-
-
-static size_t
-cfcost_sse_sum_key(const char *data, size_t len, const char *key,
-    size_t klen, int all)
-{
-    size_t       total;
-    const char  *p, *end, *hit;
-
-    total = 0;
-    p = data;
-    end = data + len;
-
-    while (p < end) {
-        hit = memmem(p, end - p, key, klen);
-        if (hit == NULL) {
-            break;
-        }
-
-        p = hit + klen;
-        total += cfcost_sse_string_bytes(p, end);
-
-        if (!all) {
-            break;
-        }
-    }
-
-    return total;
-}
-
-
-size_t
-cfcost_sse_text_bytes(const char *data, size_t len)
-{
-    size_t  n;
-
-    n = cfcost_sse_sum_key(data, len, "\"response\":\"",
-                           sizeof("\"response\":\"") - 1, 0);
-    if (n) {
-        return n;
-    }
-
-    return cfcost_sse_sum_key(data, len, "\"content\":\"",
-                              sizeof("\"content\":\"") - 1, 1);
 }

@@ -79,12 +79,4 @@ size_t cfcost_sse_feed(cfcost_sse_t *p, const char *buf, size_t len,
  */
 int cfcost_sse_finish(cfcost_sse_t *p, cfcost_sse_event_t *ev);
 
-/*
- * How many bytes of generated text an event carries: the length of its
- * "response" string (Workers AI) or its choices' "content" strings
- * (chat.completion.chunk), counted as they stand in the JSON.  A cheap
- * scan, not a parse, for the token estimator.
- */
-size_t cfcost_sse_text_bytes(const char *data, size_t len);
-
 #endif /* CFCOST_SSE_H */

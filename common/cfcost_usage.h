@@ -17,6 +17,8 @@
 typedef struct {
     int          success;       /* envelope "success": 1, 0, or -1 absent */
     int          has_usage;     /* a well-formed usage object was found */
+    int          usage_bad;     /* a usage object whose counts cannot be
+                                   billed: see cfcost_usage_read() */
     uint64_t     input;         /* prompt tokens, cached ones included */
     uint64_t     output;        /* completion tokens, reasoning included */
     uint64_t     cached;        /* cached prompt tokens (<= input) */
@@ -45,10 +47,22 @@ void cfcost_reply_parse(json_t *root, cfcost_reply_t *out);
 /*
  * Reads a usage object ({prompt_tokens, completion_tokens, ...} or the
  * Responses API's {input_tokens, output_tokens, ...}) into out.  Returns 0
- * and sets out->has_usage, or -1 when the object is not a usable usage
- * (missing counts, negative or fractional numbers); out is then untouched.
+ * and sets out->has_usage, or -1 when the object is not a usable usage;
+ * then only out->usage_bad may change: set when a count is there but is
+ * not a whole number from 0 to CFCOST_TOKENS_MAX (negative, fractional,
+ * not a number, or absurd: beyond the price arithmetic's clamp, or beyond
+ * 64 bits as cfcost_json_load() reads them).  An object without counts
+ * leaves it 0.
  */
 int cfcost_usage_read(json_t *usage, cfcost_reply_t *out);
+
+/*
+ * json_loadb() for upstream bytes: when the text does not parse, it is
+ * read once more with every integer as a double, so that a count too big
+ * for 64 bits makes the usage unusable (cfcost_usage_read) rather than
+ * the whole answer unreadable.  NULL when it is not JSON either way.
+ */
+json_t *cfcost_json_load(const char *buf, size_t len, size_t flags);
 
 /*
  * Finds, in a JSON text already known to be valid, the value reached by
@@ -80,5 +94,50 @@ int cfcost_json_cut(const char *json, size_t len, const char *key,
  */
 int cfcost_reply_scan(const char *json, size_t len, int need_text,
     cfcost_reply_t *out);
+
+
+/*
+ * The token estimator's reading of an answer: how many bytes of generated
+ * text it carries, in any valid JSON however written (white space, key
+ * order, escapes), fed in pieces cut anywhere.  Counted: the string value
+ * of "response" in the top-level object or in its "result" object
+ * (Workers AI, and its stream events), and the string value of "content"
+ * in any object that is the value of a "message" or "delta" member
+ * (OpenAI's choices, whole or streamed).  A string counts the UTF-8 bytes
+ * it decodes to: an escape one byte, \uXXXX the length of its code point
+ * in UTF-8 (each half of a surrogate pair 2, so a pair 4).  Text cut off
+ * counts up to the cut.  Containers nested deeper than CFCOST_TEXT_DEPTH
+ * are skipped.  No allocation, never fails.
+ */
+
+#define CFCOST_TEXT_DEPTH  32
+#define CFCOST_TEXT_KEY    16         /* longest key compared, bytes */
+
+typedef struct {
+    uint64_t       bytes;           /* text counted so far */
+    uint32_t       depth;           /* containers open, however deep */
+    uint32_t       hex;             /* a \u escape's value so far */
+    unsigned char  state;
+    unsigned char  str;             /* what the open string is */
+    unsigned char  hex_left;        /* \u digits still to come */
+    unsigned char  key_len;         /* > CFCOST_TEXT_KEY: too long */
+    char           key[CFCOST_TEXT_KEY];
+    unsigned char  level[CFCOST_TEXT_DEPTH];
+} cfcost_text_t;
+
+
+void cfcost_text_init(cfcost_text_t *t);
+void cfcost_text_feed(cfcost_text_t *t, const char *buf, size_t len);
+
+/* the same over one whole (or cut) text */
+uint64_t cfcost_text_bytes(const char *json, size_t len);
+
+/*
+ * The output cap a request sets: "max_tokens", else OpenAI's
+ * "max_completion_tokens", in the top-level object of a valid JSON body,
+ * a whole number >= 0 (a larger one than CFCOST_TOKENS_MAX reads as
+ * CFCOST_TOKENS_MAX).  Returns 0 and *cap, or -1 when there is none.
+ */
+int cfcost_request_max_tokens(const char *json, size_t len, uint64_t *cap);
 
 #endif /* CFCOST_USAGE_H */

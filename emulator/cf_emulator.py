@@ -75,6 +75,11 @@ Streams:
                          (default: one HTTP chunk per event)
   [emu:trickle MS]       sleep MS between chunks
   [emu:crlf]             "\\r\\n" line endings instead of "\\n"
+JSON spelling (bodies and stream events):
+  [emu:spaced]           a space after every ":" and ",", and ASCII only:
+                         non-ASCII characters as \\uXXXX escapes (surrogate
+                         pairs beyond U+FFFF), as json.dumps() writes by
+                         default; still valid JSON, still the same values
 
 Native stream events: one ``{"response":WORD,"p":PAD}`` per word of TEXT
 (words after the first carry a leading space; PAD is random a-z of length
@@ -134,6 +139,7 @@ DIRECTIVE_ARGS = {
     "split": (int,),
     "trickle": (int,),
     "crlf": (),
+    "spaced": (),
 }
 
 ERROR_MESSAGES = {
@@ -307,7 +313,9 @@ def build_reply(body, model, d, chat_shape):
 # Response bodies
 # --------------------------------------------------------------------------
 
-def to_json(obj):
+def to_json(obj, spaced=False):
+    if spaced:
+        return json.dumps(obj).encode()
     # "replace" keeps a lone surrogate (legal in JSON input) from crashing.
     return json.dumps(obj, ensure_ascii=False,
                       separators=(",", ":")).encode("utf-8", "replace")
@@ -409,9 +417,9 @@ def openai_stream_events(reply, include_usage, native_usage):
     return events + ["[DONE]"]
 
 
-def sse_bytes(payload, crlf):
+def sse_bytes(payload, crlf, spaced=False):
     eol = b"\r\n" if crlf else b"\n"
-    data = payload.encode() if isinstance(payload, str) else to_json(payload)
+    data = payload.encode() if isinstance(payload, str) else to_json(payload, spaced)
     return b"data: " + data + eol + eol
 
 
@@ -595,7 +603,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
 
     def send_json(self, status, obj, d=Directives()):
-        self.send_body(status, "application/json", to_json(obj), d)
+        self.send_body(status, "application/json",
+                       to_json(obj, "spaced" in d), d)
 
     def send_error_envelope(self, code, message, d=Directives(), status=None):
         status = status or ERROR_STATUS.get(code, 400)
@@ -607,7 +616,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "close" in d:
             self.close_connection = True
             return
-        events = [sse_bytes(p, "crlf" in d) for p in payloads]
+        events = [sse_bytes(p, "crlf" in d, "spaced" in d) for p in payloads]
         dying = "die-after" in d
         if dying:
             events = events[:d.arg("die-after")]

@@ -227,6 +227,35 @@ ngx_http_cfcost_upstream_broke(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
+/*
+ * Past response_max the answer is dropped, but Workers AI generated all
+ * of it: its text is counted as it passes, for the estimate.
+ */
+static ngx_int_t
+ngx_http_cfcost_count_text(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    u_char *p, size_t size)
+{
+    if (ctx->text == NULL) {
+        ctx->text = ngx_palloc(r->pool, sizeof(cfcost_text_t));
+        if (ctx->text == NULL) {
+            return NGX_ERROR;
+        }
+
+        cfcost_text_init(ctx->text);
+        cfcost_text_feed(ctx->text, (char *) ctx->resp, ctx->resp_len);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "cfcost: answer over cfcost_response_buffer after "
+                       "%uz bytes: counting its text only", ctx->resp_len);
+    }
+
+    cfcost_text_feed(ctx->text, (char *) p, size);
+    ctx->text_bytes = ctx->text->bytes;
+
+    return NGX_OK;
+}
+
+
 /* collects the upstream body; past response_max it is only counted */
 static ngx_int_t
 ngx_http_cfcost_collect(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
@@ -253,7 +282,11 @@ ngx_http_cfcost_collect(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
             continue;
         }
 
-        if (ctx->resp_len + size > lcf->response_max) {
+        if (ctx->too_large || ctx->resp_len + size > lcf->response_max) {
+            if (ngx_http_cfcost_count_text(r, ctx, b->pos, size) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
             ctx->too_large = 1;
             b->pos = b->last;
             continue;
@@ -536,7 +569,6 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     json_t                      *root;
     ngx_uint_t                   us;
     ngx_chain_t                 *out;
-    json_error_t                 err;
     cfcost_reply_t               rep;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
@@ -584,8 +616,8 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
         goto success;
     }
 
-    root = json_loadb((char *) ctx->resp, ctx->resp_len, JSON_ALLOW_NUL,
-                      &err);
+    root = cfcost_json_load((char *) ctx->resp, ctx->resp_len,
+                            JSON_ALLOW_NUL);
 
     cfcost_reply_parse(root, &rep);
 
@@ -602,7 +634,7 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     }
 
     if (us >= NGX_HTTP_SPECIAL_RESPONSE || rep.success == 0
-        || (rep.text == NULL && !rep.has_usage))
+        || (rep.text == NULL && !rep.has_usage && !rep.usage_bad))
     {
         if (us >= NGX_HTTP_BAD_REQUEST) {
             ctx->status = us;
@@ -645,13 +677,18 @@ success:
                                      rep.output);
     }
 
+    if (rep.usage_bad) {
+        /* not billed as reported: estimated in the log phase */
+        ctx->usage_bad = 1;
+        ngx_str_set(&ctx->error, "usage_out_of_range");
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "cfcost: Workers AI reported a token count out of "
+                      "range; the record carries an estimate");
+    }
+
     if (rep.has_neurons) {
         ctx->has_neurons = 1;
         ctx->neurons = rep.neurons;
-    }
-
-    if (json_is_string(rep.text)) {
-        ctx->text_bytes = json_string_length(rep.text);
     }
 
     out = (lcf->route == NGX_HTTP_CFCOST_CHAT)
@@ -749,22 +786,53 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
 
 /*
- * Fixes the usage of a response that reported none: tokens estimated at
- * four bytes of text a token (prompt text in, generated text out), and
- * flagged.  Then prices it.  Idempotent.
+ * Fixes the usage of a response that reported none (README, "The
+ * estimator"): input at four bytes a token of the prompt's text; output at
+ * four bytes a token of the generated text seen when some of the answer
+ * came, else the request's max_tokens, else 0.  Flagged, then priced.
+ * Idempotent.
  */
 void
 ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx)
 {
+    ngx_uint_t  seen;
+    uint64_t    cap;
+
     if (ctx->price == NULL) {
         return;
     }
 
     if (!ctx->usage_known && !ctx->estimated) {
+        if (ctx->sse != NULL) {
+            seen = ctx->sse->offset > 0;     /* text counted per event */
+
+        } else {
+            seen = ctx->resp_len > 0 || ctx->too_large;
+
+            if (ctx->text == NULL) {
+                ctx->text_bytes = cfcost_text_bytes((char *) ctx->resp,
+                                                    ctx->resp_len);
+            }
+        }
+
         ctx->estimated = 1;
-        ctx->input = (ctx->prompt_bytes + 3) / 4;
-        ctx->output = (ctx->text_bytes + 3) / 4;
+        ctx->input = ngx_min((uint64_t) (ctx->prompt_bytes + 3) / 4,
+                             CFCOST_TOKENS_MAX);
         ctx->cached = 0;
+
+        if (seen) {
+            ctx->output = ngx_min((ctx->text_bytes + 3) / 4,
+                                  CFCOST_TOKENS_MAX);
+
+        } else if (cfcost_request_max_tokens((char *) ctx->upstream_body.data,
+                                             ctx->upstream_body.len, &cap)
+                   == 0)
+        {
+            ctx->output = cap;
+
+        } else {
+            ctx->output = 0;
+        }
     }
 
     ctx->cost = cfcost_cost_pusd(ctx->price, ctx->input, ctx->cached,

@@ -104,6 +104,8 @@ typedef struct {
     size_t                      held_cap;
     size_t                      prompt_bytes;   /* for the estimator */
     uint64_t                    text_bytes;     /* generated text seen */
+    cfcost_text_t              *text;           /* counting it past
+                                                   response_max */
 
     uint64_t                    input;
     uint64_t                    output;
@@ -136,6 +138,7 @@ typedef struct {
     unsigned                    estimated:1;
     unsigned                    usage_known:1;
     unsigned                    has_neurons:1;
+    unsigned                    usage_bad:1;    /* counts out of range */
     unsigned                    done:1;         /* response body complete */
 } ngx_http_cfcost_ctx_t;
 

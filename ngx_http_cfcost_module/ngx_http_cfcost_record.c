@@ -64,6 +64,42 @@ ngx_http_cfcost_flags(ngx_http_cfcost_ctx_t *ctx, u_char *buf)
 }
 
 
+/*
+ * Whether Workers AI did work this request pays for though no usable
+ * usage came back: it had the whole request, and then answered 2xx (an
+ * answer without usage or with absurd counts, one cut short, one over
+ * cfcost_response_buffer, one the client left half-way), or had not
+ * answered yet when the gateway stopped waiting (504) or the client left
+ * (499).  Refused before proxying, an error answer, or a connection closed
+ * without a byte of answer: not billed.
+ */
+static ngx_uint_t
+ngx_http_cfcost_billable(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_uint_t status)
+{
+    ngx_uint_t            us;
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+    us = ctx->upstream_status;
+
+    if (ctx->usage_known || ctx->price == NULL || u == NULL
+        || (!u->request_body_sent && us == 0))
+    {
+        return 0;
+    }
+
+    if (us == 0) {
+        return status == NGX_HTTP_CLIENT_CLOSED_REQUEST
+               || status == NGX_HTTP_GATEWAY_TIME_OUT;
+    }
+
+    return us >= NGX_HTTP_OK && us < NGX_HTTP_SPECIAL_RESPONSE
+           && (ctx->status == NGX_HTTP_OK || ctx->too_large || ctx->truncated
+               || status == NGX_HTTP_CLIENT_CLOSED_REQUEST);
+}
+
+
 ngx_int_t
 ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 {
@@ -109,29 +145,41 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     status = ctx->status ? ctx->status : r->headers_out.status;
 
     if (ctx->sse) {
-        /* a stream: its cost stands whatever happened, estimated if need
-         * be; a client that left is told apart from an upstream that did */
-        ngx_http_cfcost_settle(ctx);
-
+        /* a stream: a client that left is told apart from an upstream
+         * that did */
         if (!ctx->sse_end && ctx->error.len == 0) {
             ngx_str_set(&ctx->error, "client_closed");
         }
 
-    } else if (ctx->status == NGX_HTTP_OK && !ctx->usage_known) {
-        ngx_http_cfcost_settle(ctx);      /* answered without usage */
-
     } else if (ctx->rewrite && !ctx->done && ctx->error.len == 0) {
         /* the answer never completed: the upstream or the client left */
-        status = r->connection->error ? 499 : NGX_HTTP_BAD_GATEWAY;
+        status = r->connection->error ? NGX_HTTP_CLIENT_CLOSED_REQUEST
+                                      : NGX_HTTP_BAD_GATEWAY;
 
         if (status == NGX_HTTP_BAD_GATEWAY) {
+            ctx->truncated = 1;
             ngx_str_set(&ctx->error, "upstream_incomplete");
         }
     }
 
-    if (ctx->error.len == 0 && (status == 499 || r->connection->error)) {
-        status = 499;
+    if (ctx->error.len == 0
+        && (status == NGX_HTTP_CLIENT_CLOSED_REQUEST || r->connection->error))
+    {
+        status = NGX_HTTP_CLIENT_CLOSED_REQUEST;
         ngx_str_set(&ctx->error, "client_closed");
+    }
+
+    /* a stream's cost stands whatever happened; never a silent $0 for
+     * work Workers AI did */
+    if (ctx->sse || ngx_http_cfcost_billable(r, ctx, status)) {
+        ngx_http_cfcost_settle(ctx);
+
+        if (ctx->estimated) {
+            ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "cfcost: status %ui, \"%V\": estimated %uL in, "
+                           "%uL out, %uL pusd", status, &ctx->error,
+                           ctx->input, ctx->output, ctx->cost);
+        }
     }
 
     ts = (uint64_t) r->start_sec * 1000 + r->start_msec;

@@ -68,26 +68,26 @@ ngx_http_cfcost_stream_start(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
 
 /* reads what an event says: usage, generated text, the end */
 static ngx_uint_t
-ngx_http_cfcost_stream_event(ngx_http_cfcost_ctx_t *ctx,
+ngx_http_cfcost_stream_event(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     cfcost_sse_event_t *ev)
 {
     json_t          *root, *usage, *choices;
     ngx_uint_t       kind;
-    json_error_t     err;
     cfcost_reply_t   rep;
 
     if (ev->len == 6 && ngx_memcmp(ev->data, "[DONE]", 6) == 0) {
         return NGX_HTTP_CFCOST_EV_DONE;
     }
 
-    ctx->text_bytes += cfcost_sse_text_bytes(ev->data, ev->len);
+    ctx->text_bytes += cfcost_text_bytes(ev->data, ev->len);
 
     if (memmem(ev->data, ev->len, "\"usage\"", 7) == NULL) {
         return NGX_HTTP_CFCOST_EV_OTHER;    /* most events: no JSON parse */
     }
 
     kind = NGX_HTTP_CFCOST_EV_OTHER;
-    root = json_loadb(ev->data, ev->len, 0, &err);
+    ngx_memzero(&rep, sizeof(cfcost_reply_t));
+    root = cfcost_json_load(ev->data, ev->len, 0);
     usage = json_object_get(root, "usage");
     choices = json_object_get(root, "choices");
 
@@ -100,8 +100,6 @@ ngx_http_cfcost_stream_event(ngx_http_cfcost_ctx_t *ctx,
      * or, on the OpenAI-compatible route, the chunk with no choices;
      * chat.completion.chunk usages are increments, never summed.
      */
-    ngx_memzero(&rep, sizeof(cfcost_reply_t));
-
     if (json_object_get(root, "response") != NULL) {
         if (cfcost_usage_read(usage, &rep) == 0) {
             ctx->native_usage = 1;
@@ -128,6 +126,19 @@ ngx_http_cfcost_stream_event(ngx_http_cfcost_ctx_t *ctx,
     }
 
 done:
+
+    if (rep.usage_bad && !ctx->usage_known && !ctx->usage_bad) {
+        /* not billed as reported: the stream's cost is estimated */
+        ctx->usage_bad = 1;
+
+        if (ctx->error.len == 0) {
+            ngx_str_set(&ctx->error, "usage_out_of_range");
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "cfcost: Workers AI reported a token count out of "
+                      "range; the record carries an estimate");
+    }
 
     json_decref(root);
 
@@ -332,7 +343,7 @@ ngx_http_cfcost_stream_edit(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_buf_t                   *with;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
-    kind = ngx_http_cfcost_stream_event(ctx, ev);
+    kind = ngx_http_cfcost_stream_event(r, ctx, ev);
 
     if (kind == NGX_HTTP_CFCOST_EV_OTHER || ctx->cost_sent
         || n == NGX_HTTP_CFCOST_EDITS)
@@ -567,7 +578,7 @@ ngx_http_cfcost_stream_end(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
            && (sse->in_event || sse->line_len || sse->long_line);
 
     if (cfcost_sse_finish(ctx->sse, &ev)) {
-        (void) ngx_http_cfcost_stream_event(ctx, &ev);
+        (void) ngx_http_cfcost_stream_event(r, ctx, &ev);
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);

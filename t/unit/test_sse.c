@@ -5,7 +5,7 @@
  * start, end); then it is read again split at every point (2 pieces), at
  * every pair of points (3 pieces, for the short streams) and one byte at a
  * time, and must give the very same list each time.  Then the events
- * larger than CFCOST_SSE_MAX, and cfcost_sse_text_bytes().
+ * larger than CFCOST_SSE_MAX.
  *
  * Offsets follow the parser's convention: an event starts at the first
  * byte of its first line (a comment or an "event:" line included) and ends
@@ -1089,51 +1089,6 @@ test_limit_agrees(void)
 }
 
 
-/* ---- cfcost_sse_text_bytes -------------------------------------------- */
-
-static void
-text_is(const char *data, size_t want, const char *what)
-{
-    is_u64(cfcost_sse_text_bytes(data, strlen(data)), want,
-           "text_bytes: %s", what);
-}
-
-
-static void
-test_text_bytes(void)
-{
-    text_is(N1, 5, "native \"Hello\", padding not counted");
-    text_is(N2, 4, "native \" How\"");
-    text_is(N3, 0, "native empty response");
-    text_is(N4, 0, "native final usage event");
-    text_is(DONE, 0, "[DONE]");
-    text_is(U1, 16, "native UTF-8 \"café ✓ 日本\" in bytes");
-    text_is("{\"response\":\"say \\\"hi\\\"\\n\",\"p\":\"x\"}", 12,
-            "native escapes counted as they stand");
-    text_is("{\"p\":\"abc\",\"response\":\"xy\"}", 2,
-            "native padding before the response");
-    text_is(C1, 2, "chunk \"Hi\"");
-    text_is(C2, 6, "chunk \" there\"");
-    text_is(C3, 0, "chunk stream's cumulative usage event");
-    text_is(O1, 5, "openai chunk UTF-8 \"café\"");
-    text_is(O2, 7, "openai chunk \\u escape as it stands");
-    text_is(O3, 0, "openai include_usage chunk, choices empty");
-    text_is("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ab\"}},"
-            "{\"index\":1,\"delta\":{\"content\":\"cde\"}}]}", 5,
-            "chunk with two choices");
-    text_is("{\"choices\":[{\"index\":0,\"delta\":{\"content\":null}}]}", 0,
-            "chunk with null content");
-    text_is("{\"response\":\"abc", 3, "truncated string: up to the end");
-    text_is("{\"response\":\"ab\\", 3, "truncated after a backslash");
-    text_is("", 0, "empty data");
-
-    is_u64(cfcost_sse_text_bytes("{\"response\":\"Hello\"}xxxxx", 20), 5,
-           "text_bytes: only len bytes are read");
-    is_u64(cfcost_sse_text_bytes("{\"response\":\"Hello\"}", 15), 2,
-           "text_bytes: a string cut by len counts up to len");
-}
-
-
 int
 main(void)
 {
@@ -1151,7 +1106,6 @@ main(void)
     test_huge_unterminated();
     test_limit();
     test_limit_agrees();
-    test_text_bytes();
 
     return done_testing();
 }

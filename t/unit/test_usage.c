@@ -307,6 +307,73 @@ test_scan(void)
 }
 
 
+/*
+ * Counts no gateway can bill: beyond 2^32 - 1 (where the price arithmetic
+ * clamps), beyond jansson's 64-bit integers, negative, fractional.  The
+ * answer still reads (text, success); the usage is reported unusable.
+ */
+static void
+test_out_of_range(void)
+{
+    size_t           i;
+    json_t          *root;
+    cfcost_reply_t   r;
+    const char      *j;
+
+    static const struct {
+        const char  *usage;
+        int          bad;
+    } c[] = {
+        { "{\"prompt_tokens\":4294967295,\"completion_tokens\":1}", 0 },
+        { "{\"prompt_tokens\":4294967296,\"completion_tokens\":1}", 1 },
+        { "{\"prompt_tokens\":1,\"completion_tokens\":4294967296.0}", 1 },
+        { "{\"prompt_tokens\":9223372036854775807,\"completion_tokens\":1}",
+          1 },
+        { "{\"prompt_tokens\":9223372036854775808,\"completion_tokens\":1}",
+          1 },
+        { "{\"prompt_tokens\":1,\"completion_tokens\":"
+          "99999999999999999999999999}", 1 },
+        { "{\"prompt_tokens\":1,\"total_tokens\":4294967297}", 1 },
+        { "{\"prompt_tokens\":-1,\"completion_tokens\":1}", 1 },
+        { "{\"prompt_tokens\":1.5,\"completion_tokens\":1}", 1 },
+        { "{\"prompt_tokens\":1,\"completion_tokens\":1,"
+          "\"prompt_tokens_details\":{\"cached_tokens\":-2}}", 1 },
+        { "{}", 0 },
+    };
+    char  buf[512];
+
+    for (i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        snprintf(buf, sizeof(buf), "{\"result\":{\"response\":\"x\","
+                 "\"usage\":%s},\"success\":true}", c[i].usage);
+
+        root = cfcost_json_load(buf, strlen(buf), 0);
+        ok(root != NULL, "range #%zu: the answer parses", i);
+        cfcost_reply_parse(root, &r);
+        is_u64(r.usage_bad, c[i].bad, "range #%zu: usage_bad", i);
+        ok(r.has_usage == (!c[i].bad && i == 0),
+           "range #%zu: has_usage", i);
+        ok(r.success == 1 && json_is_string(r.text),
+           "range #%zu: still a success with its text", i);
+        json_decref(root);
+
+        ok(cfcost_reply_scan(buf, strlen(buf), 1, &r) == (i == 0 ? 0 : -1),
+           "range #%zu: the scan %s", i, i == 0 ? "reads it" : "leaves it");
+    }
+
+    j = "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":"
+        "18446744073709551616}},\"success\":false,\"errors\":[{\"code\":"
+        "3040,\"message\":\"busy\"}]}";
+    root = cfcost_json_load(j, strlen(j), 0);
+    cfcost_reply_parse(root, &r);
+    ok(r.success == 0 && r.error_code == 3040,
+       "range: an error envelope read again keeps its code");
+    json_decref(root);
+
+    j = "{\"result\":";
+    ok(cfcost_json_load(j, strlen(j), 0) == NULL, "range: invalid JSON: NULL");
+}
+
+
 int
 main(void)
 {
@@ -318,6 +385,7 @@ main(void)
     test_locate();
     test_cut();
     test_scan();
+    test_out_of_range();
 
     return done_testing();
 }
