@@ -447,6 +447,14 @@ ngx_http_cfcost_redis_formatted(ngx_http_cfcost_redis_t *rd,
 
 
 ngx_uint_t
+ngx_http_cfcost_redis_usable(ngx_http_cfcost_redis_t *rd)
+{
+    return rd->ac != NULL && rd->connected
+           && !(rd->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING));
+}
+
+
+ngx_uint_t
 ngx_http_cfcost_redis_stalled(ngx_http_cfcost_redis_t *rd,
     ngx_msec_t patience)
 {

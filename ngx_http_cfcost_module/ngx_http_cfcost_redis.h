@@ -61,6 +61,9 @@ ngx_int_t ngx_http_cfcost_redis_argv(ngx_http_cfcost_redis_t *rd,
 ngx_int_t ngx_http_cfcost_redis_formatted(ngx_http_cfcost_redis_t *rd,
     redisCallbackFn *fn, void *data, u_char *cmd, size_t len);
 
+/* 1 when commands can be sent now (not while hiredis tears down) */
+ngx_uint_t ngx_http_cfcost_redis_usable(ngx_http_cfcost_redis_t *rd);
+
 /*
  * 1 when a command sent now would wait: not connected, or replies are
  * outstanding and none has come for `patience` ms.

@@ -27,6 +27,7 @@ struct ngx_http_cfcost_spool_file_s {
     unsigned                      open:1;
     unsigned                      own:1;
     unsigned                      dirty:1;
+    unsigned                      bad:1;       /* set aside, still read */
 };
 
 
@@ -94,27 +95,38 @@ ngx_http_cfcost_spool_open_own(ngx_http_cfcost_main_conf_t *mcf,
     ngx_log_t *log, u_char *writer)
 {
     u_char                        name[CFCOST_WRITER_ID_LEN
-                                       + sizeof(NGX_HTTP_CFCOST_SPOOL_SUFFIX)];
+                                       + sizeof(NGX_HTTP_CFCOST_SPOOL_SUFFIX)
+                                       + sizeof(".tmp") - 1], *tmp;
+    size_t                        len;
     ngx_file_info_t               fi;
     ngx_http_cfcost_spool_file_t  *f = &ngx_http_cfcost_own;
 
-    ngx_memcpy(name, writer, CFCOST_WRITER_ID_LEN);
-    ngx_memcpy(name + CFCOST_WRITER_ID_LEN, NGX_HTTP_CFCOST_SPOOL_SUFFIX,
-               sizeof(NGX_HTTP_CFCOST_SPOOL_SUFFIX) - 1);
-
-    f->path = ngx_http_cfcost_spool_path(&mcf->spool_dir, name,
-                                         sizeof(name) - 1, log);
-    if (f->path == NULL) {
-        return NGX_ERROR;
+    if (f->bad) {
+        return NGX_ERROR;     /* a damaged file is still being read */
     }
 
-    f->fd = ngx_open_file(f->path, O_RDWR|O_APPEND, NGX_FILE_CREATE_OR_OPEN,
-                          0600);
+    len = ngx_sprintf(name, "%*s%s.tmp", (size_t) CFCOST_WRITER_ID_LEN,
+                      writer, NGX_HTTP_CFCOST_SPOOL_SUFFIX)
+          - name;
+
+    tmp = ngx_http_cfcost_spool_path(&mcf->spool_dir, name, len, log);
+    f->path = ngx_http_cfcost_spool_path(&mcf->spool_dir, name,
+                                         len - (sizeof(".tmp") - 1), log);
+
+    if (tmp == NULL || f->path == NULL) {
+        goto failed;
+    }
+
+    /*
+     * Created under another name, locked, then renamed: a worker scanning
+     * the directory never sees it unlocked (it would take it for the file
+     * of a worker that is gone).
+     */
+    f->fd = ngx_open_file(tmp, O_RDWR|O_APPEND, O_CREAT|O_EXCL, 0600);
     if (f->fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      "cfcost: cannot open the spool file \"%s\"", f->path);
-        ngx_http_cfcost_spool_forget(f);
-        return NGX_ERROR;
+                      "cfcost: cannot create the spool file \"%s\"", tmp);
+        goto failed;
     }
 
     f->open = 1;
@@ -122,20 +134,33 @@ ngx_http_cfcost_spool_open_own(ngx_http_cfcost_main_conf_t *mcf,
     f->log = log;
 
     if (ngx_http_cfcost_spool_lock(f->fd) != NGX_OK
-        || ngx_fd_info(f->fd, &fi) == NGX_FILE_ERROR)
+        || ngx_fd_info(f->fd, &fi) == NGX_FILE_ERROR
+        || ngx_rename_file(tmp, f->path) == NGX_FILE_ERROR)
     {
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      "cfcost: cannot lock the spool file \"%s\"", f->path);
-        ngx_http_cfcost_spool_forget(f);
-        return NGX_ERROR;
+                      "cfcost: cannot set up the spool file \"%s\"",
+                      f->path);
+        (void) ngx_delete_file(tmp);
+        goto failed;
     }
 
+    ngx_free(tmp);
     f->size = ngx_file_size(&fi);
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "cfcost: spooling usage records to \"%s\"", f->path);
 
     return NGX_OK;
+
+failed:
+
+    if (tmp) {
+        ngx_free(tmp);
+    }
+
+    ngx_http_cfcost_spool_forget(f);
+
+    return NGX_ERROR;
 }
 
 
@@ -156,6 +181,10 @@ ngx_http_cfcost_spool_append(ngx_http_cfcost_main_conf_t *mcf,
 
     if (ngx_http_cfcost_spool_full(mcf, len)) {
         return NGX_DECLINED;
+    }
+
+    if (f->bad) {
+        return NGX_ERROR;     /* a damaged file is still being read */
     }
 
     if (!f->open) {
@@ -250,10 +279,12 @@ ngx_http_cfcost_spool_adopt(ngx_http_cfcost_main_conf_t *mcf, ngx_log_t *log,
             continue;
         }
 
+        /* locked by its live worker; or replayed and removed just now */
         if (ngx_http_cfcost_spool_lock(fd) != NGX_OK
-            || ngx_fd_info(fd, &fi) == NGX_FILE_ERROR)
+            || ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+            || fi.st_nlink == 0)
         {
-            (void) ngx_close_file(fd);   /* its worker lives */
+            (void) ngx_close_file(fd);
             ngx_http_cfcost_spool_forget(f);
             continue;
         }
@@ -440,12 +471,12 @@ ngx_http_cfcost_spool_bad(ngx_http_cfcost_spool_file_t *f)
         ngx_free(bad);
     }
 
-    if (f->own) {
-        /* a new own file on the next append; this one is kept aside */
-        ngx_http_cfcost_spool_forget(f);
+    /* nothing more is read from it; what was read settles first */
+    f->read_off = f->size;
+    f->bad = 1;
 
-    } else {
-        f->read_off = f->size;
+    if (f->outstanding == 0) {
+        ngx_http_cfcost_spool_forget(f);
     }
 }
 
@@ -525,6 +556,11 @@ ngx_http_cfcost_spool_done(ngx_http_cfcost_spool_file_t *f)
     }
 
     if (--f->outstanding || f->read_off < f->size) {
+        return;
+    }
+
+    if (f->bad) {
+        ngx_http_cfcost_spool_forget(f);    /* renamed .bad already */
         return;
     }
 

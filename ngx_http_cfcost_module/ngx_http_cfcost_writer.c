@@ -2,30 +2,40 @@
  * The record writer.  See ngx_http_cfcost_writer.h.
  *
  * Each worker process is a writer with a random id and its own stream.
- * It gives every record an entry id "<ms>-<seq>" above the one before, and
- * sends "XADD <stream> <id> <pairs>", pipelined on its own connection.
- * Redis stores an id only above the stream's top, so whatever happened to
- * an earlier attempt, a record is stored at most once:
+ * It gives every record an entry id "<ms>-<seq>" above the one before,
+ * and sends its records in batches, each one transaction:
  *
- *   reply                       the record
- *   an entry id                 stored: freed
- *   none (connection lost)      may be stored: sent again, same id
- *   "equal or smaller" error    asked for with XRANGE id id (O(log n)):
- *                               there, it was stored before; not there,
- *                               it never can be under that id, so it gets
- *                               a new one and is sent again
- *   LOADING, BUSY, OOM, ...     not run: sent again after a backoff pause
- *   ERR / WRONGTYPE             refused for good: dead-letter file, counted
+ *   MULTI, SADD cfcost:writers <writer>, XADD <stream> <id> <pairs>...,
+ *   EXEC
  *
- * Records wait in three queues, each in id order: retry (to send again)
- * goes before pending (never sent); back collects what the connection or
- * an error handed back while it lasts, and returns to the head of retry.
+ * with at most one batch of a stream in flight.  A transaction runs
+ * whole or not at all (a refusal while it is queued -- OOM, LOADING,
+ * MISCONF, READONLY... -- aborts all of it), so records reach a stream
+ * in id order and no record is stored past one that is not.  Hence, when
+ * Redis refuses an XADD because its id is "equal or smaller than the
+ * target stream top item", the record is there already (or was, and was
+ * trimmed since): it is never stored twice, whatever happened to an
+ * earlier attempt, and finding that out costs nothing.
  *
- * With cfcost_spool, a record that finds the memory queue full goes to
- * this worker's spool file instead, and so do the records an exiting
- * worker could not store; spooled records come back, oldest first, once
- * the memory queue has drained (any writer's file: a record keeps the
- * stream and id it was given, so a replay is as idempotent as a re-send).
+ *   reply to a record             the record
+ *   an entry id                   stored: freed
+ *   "equal or smaller"            stored before: freed
+ *   none (connection lost)        sent again, same id
+ *   LOADING, BUSY, OOM, ...       not run: sent again after a backoff pause
+ *   ERR / WRONGTYPE               refused for good: dead-letter file
+ *
+ * The SADD in every batch tells readers where the records are, in the
+ * same step as the records.
+ *
+ * Records wait in two lanes, each in id order: the live lane (records of
+ * this worker's requests) and the replay lane (records read back from a
+ * spool file).  With cfcost_spool, a record that finds the live lane full
+ * goes to this worker's spool file, under a second stream of its own (the
+ * spool stream), so that spooled records are never overtaken by live
+ * ones; an exiting worker spools what it could not store.  Spooled
+ * records come back, in file order, one batch at a time, once the live
+ * lane has room; a file keeps its records' streams and ids, so any number
+ * of replays, by any worker, stores each record once.
  */
 
 #include <openssl/rand.h>
@@ -35,25 +45,63 @@
 #include "ngx_http_cfcost_writer.h"
 
 
-#define NGX_HTTP_CFCOST_INFLIGHT_MAX   1024
-#define NGX_HTTP_CFCOST_REPLAY_BATCH   256
+#define NGX_HTTP_CFCOST_BATCH_MAX      1024
+#define NGX_HTTP_CFCOST_BATCH_STREAMS  4       /* streams in one batch */
+#define NGX_HTTP_CFCOST_HEAD_MAX       160     /* "*N XADD <stream> <id>" */
 #define NGX_HTTP_CFCOST_SYNC_TICKS     10      /* x 100 ms: spool fsync */
 #define NGX_HTTP_CFCOST_RECORD_MAX     4096    /* a record's bytes, at most */
-#define NGX_HTTP_CFCOST_HEAD_MAX       160     /* "*N XADD <stream> <id>" */
+
+/* what became of a record in a batch */
+#define NGX_HTTP_CFCOST_SENT           0       /* no reply yet */
+#define NGX_HTTP_CFCOST_QUEUED         1       /* EXEC decides */
+#define NGX_HTTP_CFCOST_STORED         2
+#define NGX_HTTP_CFCOST_ALREADY        3       /* stored before */
+#define NGX_HTTP_CFCOST_NOTRUN         4       /* Redis did not run it */
+#define NGX_HTTP_CFCOST_DEAD           5       /* refused for good */
+#define NGX_HTTP_CFCOST_UNKNOWN        6       /* the connection went */
+
+
+typedef struct ngx_http_cfcost_batch_s  ngx_http_cfcost_batch_t;
 
 
 typedef struct {
     ngx_queue_t                      queue;
+    ngx_http_cfcost_batch_t         *batch;       /* in flight in it */
     ngx_http_cfcost_spool_file_t    *from;        /* read back from a spool */
     u_char                           stream[CFCOST_RECORD_STREAM_LEN];
     uint64_t                         ms;          /* entry id */
     uint64_t                         seq;
     ngx_uint_t                       pairs;
     size_t                           len;         /* of the pairs */
-    unsigned                         maybe:1;     /* may be stored */
+    ngx_uint_t                       state;       /* in a batch */
     unsigned                         done:1;      /* stored, at exit */
     u_char                           buf[1];      /* HEAD_MAX, then pairs */
 } ngx_http_cfcost_rec_t;
+
+
+typedef struct {
+    ngx_queue_t                      queue;       /* waiting, in id order */
+    ngx_http_cfcost_batch_t         *batch;       /* in flight, or NULL */
+} ngx_http_cfcost_lane_t;
+
+
+struct ngx_http_cfcost_batch_s {
+    ngx_http_cfcost_lane_t          *lane;
+    ngx_uint_t                       n;
+    ngx_uint_t                       callbacks;   /* still to run */
+    unsigned                         sadd_queued:1;
+    u_char                           err[80];     /* a refusal, for logs */
+    size_t                           err_len;
+    ngx_http_cfcost_rec_t           *recs[1];
+};
+
+
+typedef struct {
+    uint64_t                         ms;
+    uint64_t                         seq;
+    u_char                           id[CFCOST_WRITER_ID_LEN];
+    u_char                           stream[CFCOST_RECORD_STREAM_LEN];
+} ngx_http_cfcost_ids_t;
 
 
 typedef struct {
@@ -62,17 +110,13 @@ typedef struct {
     ngx_http_cfcost_writer_stats_t  *stats;
     ngx_log_t                       *log;
 
-    u_char                           id[CFCOST_WRITER_ID_LEN];
-    u_char                           stream[CFCOST_RECORD_STREAM_LEN];
+    ngx_http_cfcost_ids_t            live_ids;    /* this worker's stream */
+    ngx_http_cfcost_ids_t            spool_ids;   /* and its spool stream */
 
-    uint64_t                         last_ms;     /* the id generator */
-    uint64_t                         last_seq;
-
-    ngx_queue_t                      retry;
-    ngx_queue_t                      pending;
-    ngx_queue_t                      back;
-    ngx_uint_t                       queued;
-    ngx_uint_t                       inflight;
+    ngx_http_cfcost_lane_t           live;
+    ngx_http_cfcost_lane_t           replay;
+    ngx_uint_t                       queued;      /* records in memory */
+    ngx_uint_t                       live_n;      /* ... of the live lane */
     ngx_uint_t                       unreported;  /* lost, not yet in Redis */
     ngx_uint_t                       reporting;
 
@@ -83,23 +127,17 @@ typedef struct {
     ngx_msec_t                       exit_start;
     ngx_uint_t                       ticks;
 
-    u_char                           foreign[CFCOST_RECORD_STREAM_LEN];
-
     unsigned                         initialized:1;
-    unsigned                         registered:1;
-    unsigned                         registering:1;
     unsigned                         paused:1;
+    unsigned                         giving_up:1; /* exiting, drain over */
     unsigned                         full_logged:1;
+    unsigned                         spill_logged:1;
     unsigned                         pause_logged:1;
     unsigned                         exit_seen:1;
-    unsigned                         spill_logged:1;
-    unsigned                         foreign_ok:1;   /* its writer is known */
-    unsigned                         foreign_sent:1;
 } ngx_http_cfcost_writer_t;
 
 
 static void ngx_http_cfcost_writer_flush(void);
-static void ngx_http_cfcost_writer_register(void);
 
 
 static ngx_http_cfcost_writer_t  ngx_http_cfcost_wr;
@@ -176,28 +214,28 @@ ngx_http_cfcost_writer_stats(ngx_http_cfcost_main_conf_t *mcf)
 /* ---- records -------------------------------------------------------- */
 
 
-/* gives rec the next entry id: above every id this writer gave before */
+/* gives rec the next entry id of ids' stream: above every one before */
 static void
-ngx_http_cfcost_writer_new_id(ngx_http_cfcost_rec_t *rec)
+ngx_http_cfcost_writer_new_id(ngx_http_cfcost_rec_t *rec,
+    ngx_http_cfcost_ids_t *ids)
 {
-    uint64_t                   now;
-    ngx_time_t                *tp;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+    uint64_t     now;
+    ngx_time_t  *tp;
 
     tp = ngx_timeofday();
     now = (uint64_t) tp->sec * 1000 + tp->msec;
 
-    if (now > wr->last_ms) {
-        wr->last_ms = now;
-        wr->last_seq = 0;
+    if (now > ids->ms) {
+        ids->ms = now;
+        ids->seq = 0;
 
     } else {
-        wr->last_seq++;
+        ids->seq++;
     }
 
-    rec->ms = wr->last_ms;
-    rec->seq = wr->last_seq;
-    ngx_memcpy(rec->stream, wr->stream, sizeof(wr->stream));
+    rec->ms = ids->ms;
+    rec->seq = ids->seq;
+    ngx_memcpy(rec->stream, ids->stream, sizeof(rec->stream));
 }
 
 
@@ -211,7 +249,14 @@ ngx_http_cfcost_writer_id_str(ngx_http_cfcost_rec_t *rec, u_char *buf)
 static void
 ngx_http_cfcost_writer_free(ngx_http_cfcost_rec_t *rec)
 {
-    ngx_http_cfcost_wr.queued--;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    wr->queued--;
+
+    if (rec->from == NULL) {
+        wr->live_n--;
+    }
+
     ngx_http_cfcost_count(queued, -1);
     ngx_free(rec);
 }
@@ -233,8 +278,8 @@ ngx_http_cfcost_writer_settled(ngx_http_cfcost_rec_t *rec)
 static u_char *
 ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec, size_t *len)
 {
-    u_char   head[NGX_HTTP_CFCOST_HEAD_MAX], *p, id[NGX_INT64_LEN * 2 + 2];
-    size_t   hlen;
+    u_char  head[NGX_HTTP_CFCOST_HEAD_MAX], *p, id[NGX_INT64_LEN * 2 + 2];
+    size_t  hlen;
 
     p = ngx_sprintf(head, "*%ui\r\n", 3 + 2 * rec->pairs);
     p = ngx_http_cfcost_bulk(p, "XADD", sizeof("XADD") - 1);
@@ -253,7 +298,8 @@ ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec, size_t *len)
 
 /* a record Redis will never take: kept in the dead-letter file */
 static void
-ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, redisReply *reply)
+ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, u_char *err,
+    size_t err_len)
 {
     u_char                       *cmd;
     size_t                        len;
@@ -272,13 +318,13 @@ ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, redisReply *reply)
         ngx_log_error(NGX_LOG_ALERT, wr->log, ngx_errno,
                       "cfcost: Redis refused a usage record for good (%*s) "
                       "and it cannot be written to \"%V\": lost",
-                      (size_t) reply->len, reply->str, &mcf->dead_letter);
+                      err_len, err, &mcf->dead_letter);
 
     } else {
         ngx_log_error(NGX_LOG_ERR, wr->log, 0,
                       "cfcost: Redis refused a usage record for good (%*s); "
-                      "it is kept in \"%V\" (replay: redis-cli --pipe)",
-                      (size_t) reply->len, reply->str, &mcf->dead_letter);
+                      "it is kept in \"%V\"", err_len, err,
+                      &mcf->dead_letter);
     }
 
     if (fd != NGX_INVALID_FILE) {
@@ -291,26 +337,9 @@ ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, redisReply *reply)
 }
 
 
-/* back, in order, to the head of retry */
-static void
-ngx_http_cfcost_writer_requeue(void)
-{
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    if (ngx_queue_empty(&wr->back)) {
-        return;
-    }
-
-    ngx_queue_add(&wr->back, &wr->retry);
-    ngx_queue_init(&wr->retry);
-    ngx_queue_add(&wr->retry, &wr->back);
-    ngx_queue_init(&wr->back);
-}
-
-
 /* Redis said "later": stop sending for a backoff delay */
 static void
-ngx_http_cfcost_writer_hold(redisReply *reply)
+ngx_http_cfcost_writer_hold(u_char *err, size_t len)
 {
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
@@ -321,8 +350,8 @@ ngx_http_cfcost_writer_hold(redisReply *reply)
     if (!wr->pause_logged) {
         ngx_log_error(NGX_LOG_ERR, wr->log, 0,
                       "cfcost: Redis at %V cannot store records now (%*s); "
-                      "%ui held, retrying", &wr->mcf->redis_addr,
-                      (size_t) reply->len, reply->str, wr->queued);
+                      "%ui held, retrying", &wr->mcf->redis_addr, len, err,
+                      wr->queued);
         wr->pause_logged = 1;
     }
 
@@ -335,92 +364,11 @@ static void
 ngx_http_cfcost_writer_pause_handler(ngx_event_t *ev)
 {
     ngx_http_cfcost_wr.paused = 0;
-
-    ngx_http_cfcost_writer_requeue();
-
-    if (ngx_http_cfcost_wr.registered) {
-        ngx_http_cfcost_writer_flush();
-
-    } else {
-        ngx_http_cfcost_writer_register();
-    }
-}
-
-
-static void
-ngx_http_cfcost_writer_check_reply(redisAsyncContext *ac, void *r,
-    void *data)
-{
-    redisReply                *reply = r;
-    ngx_http_cfcost_rec_t     *rec = data;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    wr->inflight--;
-
-    if (reply == NULL) {
-        ngx_queue_insert_tail(&wr->back, &rec->queue);
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_http_cfcost_count(redis_errors, 1);
-        ngx_queue_insert_tail(&wr->back, &rec->queue);
-        ngx_http_cfcost_writer_hold(reply);
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0) {
-        /* stored by an earlier attempt */
-        ngx_http_cfcost_count(already, 1);
-        ngx_http_cfcost_count(stored, 1);
-        ngx_http_cfcost_writer_settled(rec);
-
-    } else {
-        /*
-         * never stored, and never can be under that id: a new id in this
-         * writer's stream; no longer the spooled record it was read as
-         */
-        ngx_http_cfcost_spool_done(rec->from);
-        rec->from = NULL;
-        ngx_http_cfcost_writer_new_id(rec);
-        rec->maybe = 0;
-        ngx_queue_insert_tail(&wr->pending, &rec->queue);
-    }
-
     ngx_http_cfcost_writer_flush();
 }
 
 
-/* is rec in the stream?  XRANGE <stream> <id> <id> */
-static void
-ngx_http_cfcost_writer_check(ngx_http_cfcost_rec_t *rec)
-{
-    u_char                     id[NGX_INT64_LEN * 2 + 2];
-    size_t                     argvlen[4];
-    const char                *argv[4];
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    argv[0] = "XRANGE";
-    argv[1] = (char *) rec->stream;
-    argv[2] = (char *) id;
-    argv[3] = (char *) id;
-    argvlen[0] = sizeof("XRANGE") - 1;
-    argvlen[1] = sizeof(rec->stream);
-    argvlen[2] = ngx_http_cfcost_writer_id_str(rec, id);
-    argvlen[3] = argvlen[2];
-
-    if (ngx_http_cfcost_redis_argv(&wr->rd,
-                                   ngx_http_cfcost_writer_check_reply, rec,
-                                   4, argv, argvlen)
-        != NGX_OK)
-    {
-        rec->maybe = 1;               /* sent again, and checked again */
-        ngx_queue_insert_tail(&wr->retry, &rec->queue);
-        return;
-    }
-
-    wr->inflight++;
-}
+/* ---- batches -------------------------------------------------------- */
 
 
 static ngx_uint_t
@@ -431,71 +379,474 @@ ngx_http_cfcost_writer_too_small(redisReply *reply)
 }
 
 
-static void
-ngx_http_cfcost_writer_reply(redisAsyncContext *ac, void *r, void *data)
+/* what a reply says of the command it answers */
+static ngx_uint_t
+ngx_http_cfcost_writer_classify(redisReply *reply)
 {
-    redisReply                *reply = r;
-    ngx_http_cfcost_rec_t     *rec = data;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    wr->inflight--;
-
     if (reply == NULL) {
-        /* the connection went first: Redis may have stored it */
-        rec->maybe = 1;
-        ngx_queue_insert_tail(&wr->back, &rec->queue);
-        return;
+        return NGX_HTTP_CFCOST_UNKNOWN;
+    }
+
+    if (reply->type == REDIS_REPLY_STATUS && reply->len == 6
+        && ngx_strncmp(reply->str, "QUEUED", 6) == 0)
+    {
+        return NGX_HTTP_CFCOST_QUEUED;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        return NGX_HTTP_CFCOST_NOTRUN;
     }
 
     if (reply->type != REDIS_REPLY_ERROR) {
-        ngx_http_cfcost_count(stored, 1);
-        ngx_http_cfcost_writer_settled(rec);
-
-        wr->backoff = 0;
-        wr->pause_logged = 0;
-
-        ngx_http_cfcost_writer_flush();
-        return;
+        return NGX_HTTP_CFCOST_STORED;
     }
-
-    ngx_http_cfcost_count(redis_errors, 1);
 
     if (ngx_http_cfcost_writer_too_small(reply)) {
-        ngx_http_cfcost_writer_check(rec);
-        return;
+        return NGX_HTTP_CFCOST_ALREADY;
     }
 
-    if (!ngx_http_cfcost_redis_transient(reply)) {
-        ngx_http_cfcost_writer_dead(rec, reply);
-        ngx_http_cfcost_writer_flush();
-        return;
-    }
-
-    /* not run: the same again later (maybe stays what it was) */
-    ngx_queue_insert_tail(&wr->back, &rec->queue);
-    ngx_http_cfcost_writer_hold(reply);
+    return ngx_http_cfcost_redis_transient(reply)
+           ? NGX_HTTP_CFCOST_NOTRUN : NGX_HTTP_CFCOST_DEAD;
 }
 
 
-static ngx_int_t
-ngx_http_cfcost_writer_send(ngx_http_cfcost_rec_t *rec)
+static void
+ngx_http_cfcost_writer_error(ngx_http_cfcost_batch_t *b, redisReply *reply)
 {
-    u_char                    *cmd;
-    size_t                     len;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR
+        && b->err_len == 0)
+    {
+        b->err_len = ngx_min((size_t) reply->len, sizeof(b->err));
+        ngx_memcpy(b->err, reply->str, b->err_len);
+    }
+}
+
+
+/*
+ * A record whose id Redis cannot take any more although it was never
+ * stored: a later one of its stream was, past it (only when Redis refused
+ * MULTI itself, and changed its mind within one batch).  It goes to the
+ * end of the live lane under a new id.  Read back from a spool file, it
+ * leaves the file's count first.
+ */
+static void
+ngx_http_cfcost_writer_overtaken(ngx_http_cfcost_rec_t *rec)
+{
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
-    cmd = ngx_http_cfcost_writer_command(rec, &len);
+    ngx_log_error(NGX_LOG_WARN, wr->log, 0,
+                  "cfcost: Redis stored a usage record past one it "
+                  "refused; that one is sent again under a new id");
 
-    if (ngx_http_cfcost_redis_formatted(&wr->rd, ngx_http_cfcost_writer_reply,
-                                        rec, cmd, len)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (rec->from) {
+        ngx_http_cfcost_spool_done(rec->from);
+        rec->from = NULL;
+        wr->live_n++;
     }
 
-    wr->inflight++;
+    ngx_http_cfcost_writer_new_id(rec, &wr->live_ids);
+    ngx_queue_insert_tail(&wr->live.queue, &rec->queue);
+}
 
-    return NGX_OK;
+
+/* every reply of a batch has come (or the connection went): settle it */
+static void
+ngx_http_cfcost_writer_finish(ngx_http_cfcost_batch_t *b)
+{
+    ngx_int_t                  i, last_ok;
+    ngx_uint_t                 notrun, unknown;
+    ngx_http_cfcost_rec_t     *rec;
+    ngx_http_cfcost_lane_t    *lane;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    lane = b->lane;
+    lane->batch = NULL;
+
+    for (last_ok = -1, i = 0; i < (ngx_int_t) b->n; i++) {
+        if (b->recs[i]->state == NGX_HTTP_CFCOST_STORED
+            || b->recs[i]->state == NGX_HTTP_CFCOST_ALREADY)
+        {
+            last_ok = i;
+        }
+    }
+
+    notrun = 0;
+    unknown = 0;
+
+    /* from the last, so that the ones to send again keep their order */
+    for (i = (ngx_int_t) b->n - 1; i >= 0; i--) {
+        rec = b->recs[i];
+        rec->batch = NULL;
+
+        switch (rec->state) {
+
+        case NGX_HTTP_CFCOST_ALREADY:
+            ngx_http_cfcost_count(already, 1);
+            /* fall through */
+
+        case NGX_HTTP_CFCOST_STORED:
+            ngx_http_cfcost_count(stored, 1);
+            ngx_http_cfcost_writer_settled(rec);
+            break;
+
+        case NGX_HTTP_CFCOST_DEAD:
+            ngx_http_cfcost_writer_dead(rec, b->err, b->err_len);
+            break;
+
+        case NGX_HTTP_CFCOST_NOTRUN:
+            notrun++;
+
+            if (i < last_ok) {
+                ngx_http_cfcost_writer_overtaken(rec);
+                break;
+            }
+
+            ngx_http_cfcost_count(retried, 1);
+            ngx_queue_insert_head(&lane->queue, &rec->queue);
+            break;
+
+        default:                      /* SENT, QUEUED, UNKNOWN */
+            unknown++;
+            ngx_http_cfcost_count(retried, 1);
+            ngx_queue_insert_head(&lane->queue, &rec->queue);
+        }
+    }
+
+    if (notrun) {
+        ngx_http_cfcost_writer_hold(b->err, b->err_len);
+
+    } else if (unknown == 0) {
+        wr->backoff = 0;
+        wr->pause_logged = 0;
+    }
+
+    ngx_free(b);
+
+    if (unknown == 0) {
+        ngx_http_cfcost_writer_flush();    /* the connection still works */
+    }
+}
+
+
+static void
+ngx_http_cfcost_writer_callback_done(ngx_http_cfcost_batch_t *b)
+{
+    if (--b->callbacks == 0) {
+        ngx_http_cfcost_writer_finish(b);
+    }
+}
+
+
+static void
+ngx_http_cfcost_writer_multi_reply(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    ngx_http_cfcost_batch_t  *b = data;
+
+    /* refused, the XADDs run one by one: their own replies tell */
+    ngx_http_cfcost_writer_error(b, r);
+    ngx_http_cfcost_writer_callback_done(b);
+}
+
+
+static void
+ngx_http_cfcost_writer_sadd_reply(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    ngx_http_cfcost_batch_t  *b = data;
+
+    b->sadd_queued = (ngx_http_cfcost_writer_classify(r)
+                      == NGX_HTTP_CFCOST_QUEUED);
+    ngx_http_cfcost_writer_callback_done(b);
+}
+
+
+static void
+ngx_http_cfcost_writer_xadd_reply(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    ngx_http_cfcost_rec_t    *rec = data;
+    ngx_http_cfcost_batch_t  *b = rec->batch;
+
+    rec->state = ngx_http_cfcost_writer_classify(r);
+
+    if (rec->state != NGX_HTTP_CFCOST_QUEUED) {
+        ngx_http_cfcost_writer_error(b, r);
+
+        if (r != NULL && ((redisReply *) r)->type == REDIS_REPLY_ERROR) {
+            ngx_http_cfcost_count(redis_errors, 1);
+        }
+    }
+
+    ngx_http_cfcost_writer_callback_done(b);
+}
+
+
+static void
+ngx_http_cfcost_writer_exec_reply(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    redisReply               *reply = r;
+    ngx_uint_t                i, k, state;
+    ngx_http_cfcost_batch_t  *b = data;
+
+    k = b->sadd_queued;      /* the SADD's result comes first */
+
+    for (i = 0; i < b->n; i++) {
+        if (b->recs[i]->state != NGX_HTTP_CFCOST_QUEUED) {
+            continue;
+        }
+
+        if (reply == NULL) {
+            state = NGX_HTTP_CFCOST_UNKNOWN;
+
+        } else if (reply->type == REDIS_REPLY_ARRAY) {
+            state = (k < reply->elements)
+                    ? ngx_http_cfcost_writer_classify(reply->element[k++])
+                    : NGX_HTTP_CFCOST_UNKNOWN;
+
+            if (state == NGX_HTTP_CFCOST_DEAD
+                || state == NGX_HTTP_CFCOST_NOTRUN)
+            {
+                ngx_http_cfcost_writer_error(b, reply->element[k - 1]);
+                ngx_http_cfcost_count(redis_errors, 1);
+            }
+
+        } else {
+            /* EXECABORT: nothing of the transaction ran */
+            state = NGX_HTTP_CFCOST_NOTRUN;
+            ngx_http_cfcost_writer_error(b, reply);
+            ngx_http_cfcost_count(redis_errors, 1);
+        }
+
+        b->recs[i]->state = state;
+    }
+
+    ngx_http_cfcost_writer_callback_done(b);
+}
+
+
+/*
+ * The writer ids of the streams of a batch's records (in the SADD); the
+ * batch ends before a record of a stream beyond BATCH_STREAMS.  Returns
+ * how many records the batch takes.
+ */
+static ngx_uint_t
+ngx_http_cfcost_writer_streams(ngx_http_cfcost_lane_t *lane,
+    u_char **ids, ngx_uint_t *nids)
+{
+    ngx_uint_t              n, k;
+    ngx_queue_t            *q;
+    ngx_http_cfcost_rec_t  *rec;
+
+    n = 0;
+    *nids = 0;
+
+    for (q = ngx_queue_head(&lane->queue);
+         q != ngx_queue_sentinel(&lane->queue) && n < NGX_HTTP_CFCOST_BATCH_MAX;
+         q = ngx_queue_next(q), n++)
+    {
+        rec = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
+
+        for (k = 0; k < *nids; k++) {
+            if (ngx_memcmp(ids[k], rec->stream
+                                   + sizeof(CFCOST_RECORD_STREAM_PREFIX) - 1,
+                           CFCOST_WRITER_ID_LEN) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == *nids) {
+            if (k == NGX_HTTP_CFCOST_BATCH_STREAMS) {
+                break;
+            }
+
+            ids[(*nids)++] = rec->stream
+                             + sizeof(CFCOST_RECORD_STREAM_PREFIX) - 1;
+        }
+    }
+
+    return n;
+}
+
+
+/* sends the next batch of a lane: one transaction */
+static void
+ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
+{
+    u_char                    *cmd, *ids[NGX_HTTP_CFCOST_BATCH_STREAMS];
+    size_t                     len, argvlen[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
+    ngx_uint_t                 i, n, nids;
+    ngx_queue_t               *q;
+    const char                *argv[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
+    ngx_http_cfcost_batch_t   *b;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    n = ngx_http_cfcost_writer_streams(lane, ids, &nids);
+    if (n == 0) {
+        return;
+    }
+
+    b = ngx_alloc(offsetof(ngx_http_cfcost_batch_t, recs)
+                  + n * sizeof(ngx_http_cfcost_rec_t *), wr->log);
+    if (b == NULL) {
+        return;
+    }
+
+    b->lane = lane;
+    b->n = n;
+    b->callbacks = 0;
+    b->sadd_queued = 0;
+    b->err_len = 0;
+
+    for (i = 0; i < n; i++) {
+        q = ngx_queue_head(&lane->queue);
+        ngx_queue_remove(q);
+        b->recs[i] = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
+        b->recs[i]->batch = b;
+        b->recs[i]->state = NGX_HTTP_CFCOST_SENT;
+    }
+
+    lane->batch = b;
+
+    argv[0] = "MULTI";
+    argvlen[0] = sizeof("MULTI") - 1;
+
+    if (ngx_http_cfcost_redis_argv(&wr->rd,
+                                   ngx_http_cfcost_writer_multi_reply, b,
+                                   1, argv, argvlen)
+        != NGX_OK)
+    {
+        /* nothing went: the connection is going; on_up sends again */
+        b->callbacks = 1;
+        ngx_http_cfcost_writer_callback_done(b);
+        return;
+    }
+
+    b->callbacks++;
+
+    argv[0] = "SADD";
+    argv[1] = CFCOST_WRITERS_SET;
+    argvlen[0] = sizeof("SADD") - 1;
+    argvlen[1] = sizeof(CFCOST_WRITERS_SET) - 1;
+
+    for (i = 0; i < nids; i++) {
+        argv[2 + i] = (char *) ids[i];
+        argvlen[2 + i] = CFCOST_WRITER_ID_LEN;
+    }
+
+    if (ngx_http_cfcost_redis_argv(&wr->rd, ngx_http_cfcost_writer_sadd_reply,
+                                   b, 2 + nids, argv, argvlen)
+        != NGX_OK)
+    {
+        goto broken;
+    }
+
+    b->callbacks++;
+
+    for (i = 0; i < n; i++) {
+        cmd = ngx_http_cfcost_writer_command(b->recs[i], &len);
+
+        if (ngx_http_cfcost_redis_formatted(&wr->rd,
+                                            ngx_http_cfcost_writer_xadd_reply,
+                                            b->recs[i], cmd, len)
+            != NGX_OK)
+        {
+            goto broken;
+        }
+
+        b->callbacks++;
+    }
+
+    argv[0] = "EXEC";
+    argvlen[0] = sizeof("EXEC") - 1;
+
+    if (ngx_http_cfcost_redis_argv(&wr->rd, ngx_http_cfcost_writer_exec_reply,
+                                   b, 1, argv, argvlen)
+        != NGX_OK)
+    {
+        goto broken;
+    }
+
+    b->callbacks++;
+
+    return;
+
+broken:
+
+    /*
+     * A transaction left open: this connection cannot be used again.  The
+     * callbacks of what went run with NULL; the rest stays SENT, sent
+     * again too.
+     */
+    ngx_log_error(NGX_LOG_ALERT, wr->log, 0,
+                  "cfcost: cannot queue a batch of usage records for "
+                  "Redis at %V, reconnecting", &wr->mcf->redis_addr);
+
+    redisAsyncDisconnect(wr->rd.ac);
+}
+
+
+/* ---- spool replay --------------------------------------------------- */
+
+
+/* a record read back from a spool file joins the replay lane */
+static void
+ngx_http_cfcost_writer_unspool(ngx_http_cfcost_spooled_t *sp, void *data)
+{
+    ngx_http_cfcost_rec_t     *rec;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    rec = ngx_alloc(offsetof(ngx_http_cfcost_rec_t, buf)
+                    + NGX_HTTP_CFCOST_HEAD_MAX + sp->pairs_len, wr->log);
+    if (rec == NULL) {
+        /* it stays in its file, which stays: a later worker sends it */
+        return;
+    }
+
+    rec->batch = NULL;
+    rec->from = data;
+    ngx_memcpy(rec->stream, sp->stream, sizeof(rec->stream));
+    rec->ms = sp->ms;
+    rec->seq = sp->seq;
+    rec->pairs = sp->npairs;
+    rec->len = sp->pairs_len;
+    ngx_memcpy(rec->buf + NGX_HTTP_CFCOST_HEAD_MAX, sp->pairs, sp->pairs_len);
+
+    wr->queued++;
+    ngx_http_cfcost_count(queued, 1);
+    ngx_http_cfcost_count(replayed, 1);
+    wr->drain.cancelable = 0;
+
+    ngx_queue_insert_tail(&wr->replay.queue, &rec->queue);
+}
+
+
+/*
+ * The next spooled records join the replay lane, when it is empty and the
+ * live lane has room; not while the worker exits (the files stay for the
+ * next worker).
+ */
+static void
+ngx_http_cfcost_writer_replay(void)
+{
+    ngx_http_cfcost_spool_file_t  *f;
+    ngx_http_cfcost_writer_t      *wr = &ngx_http_cfcost_wr;
+
+    if (wr->mcf->spool_dir.len == 0 || ngx_exiting || ngx_terminate
+        || wr->replay.batch || !ngx_queue_empty(&wr->replay.queue)
+        || wr->live_n >= wr->mcf->queue_max / 2)
+    {
+        return;
+    }
+
+    f = ngx_http_cfcost_spool_next(wr->mcf, wr->log, wr->live_ids.id);
+
+    if (f != NULL) {
+        (void) ngx_http_cfcost_spool_read(f, NGX_HTTP_CFCOST_BATCH_MAX,
+                                          ngx_http_cfcost_writer_unspool, f);
+    }
 }
 
 
@@ -548,267 +899,51 @@ ngx_http_cfcost_writer_report(void)
 }
 
 
-static void
-ngx_http_cfcost_writer_foreign_reply(redisAsyncContext *ac, void *r,
-    void *data)
-{
-    redisReply                *reply = r;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    wr->foreign_sent = 0;
-
-    if (reply == NULL) {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_http_cfcost_writer_hold(reply);
-        return;
-    }
-
-    wr->foreign_ok = 1;
-    ngx_http_cfcost_writer_flush();
-}
-
-
-/*
- * rec belongs to another writer's stream (read back from its spool): that
- * writer may never have reached Redis, so readers learn of its stream
- * first.  Returns NGX_OK when rec may be sent now.
- */
-static ngx_int_t
-ngx_http_cfcost_writer_foreign(ngx_http_cfcost_rec_t *rec)
-{
-    size_t                     argvlen[3];
-    const char                *argv[3];
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    if (ngx_memcmp(rec->stream, wr->stream, sizeof(wr->stream)) == 0) {
-        return NGX_OK;
-    }
-
-    if (ngx_memcmp(rec->stream, wr->foreign, sizeof(wr->foreign)) == 0
-        && wr->foreign_ok)
-    {
-        return NGX_OK;
-    }
-
-    if (wr->foreign_sent) {
-        return NGX_AGAIN;
-    }
-
-    ngx_memcpy(wr->foreign, rec->stream, sizeof(wr->foreign));
-    wr->foreign_ok = 0;
-
-    argv[0] = "SADD";
-    argv[1] = CFCOST_WRITERS_SET;
-    argv[2] = (char *) rec->stream + sizeof(CFCOST_RECORD_STREAM_PREFIX) - 1;
-    argvlen[0] = sizeof("SADD") - 1;
-    argvlen[1] = sizeof(CFCOST_WRITERS_SET) - 1;
-    argvlen[2] = CFCOST_WRITER_ID_LEN;
-
-    if (ngx_http_cfcost_redis_argv(&wr->rd,
-                                   ngx_http_cfcost_writer_foreign_reply, NULL,
-                                   3, argv, argvlen)
-        == NGX_OK)
-    {
-        wr->foreign_sent = 1;
-    }
-
-    return NGX_AGAIN;
-}
-
-
-/* a record read back from a spool file joins the memory queue */
-static void
-ngx_http_cfcost_writer_unspool(ngx_http_cfcost_spooled_t *sp, void *data)
-{
-    ngx_http_cfcost_rec_t     *rec;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    rec = ngx_alloc(offsetof(ngx_http_cfcost_rec_t, buf)
-                    + NGX_HTTP_CFCOST_HEAD_MAX + sp->pairs_len, wr->log);
-    if (rec == NULL) {
-        /* it stays in its file: the next worker to adopt it sends it */
-        return;
-    }
-
-    rec->from = data;
-    ngx_memcpy(rec->stream, sp->stream, sizeof(rec->stream));
-    rec->ms = sp->ms;
-    rec->seq = sp->seq;
-    rec->pairs = sp->npairs;
-    rec->len = sp->pairs_len;
-    rec->maybe = 1;                  /* it may have been sent before */
-    ngx_memcpy(rec->buf + NGX_HTTP_CFCOST_HEAD_MAX, sp->pairs, sp->pairs_len);
-
-    wr->queued++;
-    ngx_http_cfcost_count(queued, 1);
-    ngx_http_cfcost_count(replayed, 1);
-    wr->drain.cancelable = 0;
-
-    ngx_queue_insert_tail(&wr->pending, &rec->queue);
-}
-
-
-/*
- * Once the memory queue has drained, the next spooled records join it.
- * Returns 1 when some did.
- */
-static ngx_uint_t
-ngx_http_cfcost_writer_replay(void)
-{
-    ngx_http_cfcost_spool_file_t  *f;
-    ngx_http_cfcost_writer_t      *wr = &ngx_http_cfcost_wr;
-
-    if (wr->mcf->spool_dir.len == 0
-        || !ngx_queue_empty(&wr->pending) || !ngx_queue_empty(&wr->retry)
-        || wr->inflight >= NGX_HTTP_CFCOST_INFLIGHT_MAX / 2
-        || wr->queued >= wr->mcf->queue_max / 2)
-    {
-        return 0;
-    }
-
-    f = ngx_http_cfcost_spool_next(wr->mcf, wr->log, wr->id);
-    if (f == NULL) {
-        return 0;
-    }
-
-    return ngx_http_cfcost_spool_read(f, NGX_HTTP_CFCOST_REPLAY_BATCH,
-                                      ngx_http_cfcost_writer_unspool, f)
-           > 0;
-}
-
-
-/* sends held records in id order, keeping at most INFLIGHT_MAX unacked */
+/* sends the next batch of each lane that has none in flight */
 static void
 ngx_http_cfcost_writer_flush(void)
 {
-    ngx_uint_t                 again;
-    ngx_queue_t               *q;
-    ngx_http_cfcost_rec_t     *rec;
+    static ngx_uint_t          flushing;
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
-    if (!wr->registered || wr->paused || !wr->rd.connected) {
+    if (flushing || wr->paused || wr->giving_up
+        || !ngx_http_cfcost_redis_usable(&wr->rd))
+    {
         return;
     }
 
-    do {
-        while (wr->inflight < NGX_HTTP_CFCOST_INFLIGHT_MAX) {
+    flushing = 1;
 
-            again = !ngx_queue_empty(&wr->retry);
+    if (wr->live.batch == NULL && !ngx_queue_empty(&wr->live.queue)) {
+        ngx_http_cfcost_writer_send(&wr->live);
+    }
 
-            if (again) {
-                q = ngx_queue_head(&wr->retry);
+    ngx_http_cfcost_writer_replay();
 
-            } else if (!ngx_queue_empty(&wr->pending)) {
-                q = ngx_queue_head(&wr->pending);
-
-            } else {
-                break;
-            }
-
-            rec = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
-
-            if (ngx_http_cfcost_writer_foreign(rec) != NGX_OK
-                || ngx_http_cfcost_writer_send(rec) != NGX_OK)
-            {
-                goto done;
-            }
-
-            if (again || rec->maybe) {
-                ngx_http_cfcost_count(retried, 1);
-            }
-
-            ngx_queue_remove(q);
-        }
-
-    } while (ngx_http_cfcost_writer_replay());
-
-done:
+    if (wr->replay.batch == NULL && !ngx_queue_empty(&wr->replay.queue)
+        && ngx_http_cfcost_redis_usable(&wr->rd))
+    {
+        ngx_http_cfcost_writer_send(&wr->replay);
+    }
 
     ngx_http_cfcost_writer_report();
-}
 
-
-static void
-ngx_http_cfcost_writer_registered(redisAsyncContext *ac, void *r,
-    void *data)
-{
-    redisReply                *reply = r;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    wr->registering = 0;
-
-    if (reply == NULL) {
-        return;                            /* on_up registers again */
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_http_cfcost_writer_hold(reply);
-        return;
-    }
-
-    wr->registered = 1;
-    ngx_http_cfcost_writer_flush();
-}
-
-
-/* SADD cfcost:writers <id>: readers find this writer's stream there */
-static void
-ngx_http_cfcost_writer_register(void)
-{
-    size_t                     argvlen[3];
-    const char                *argv[3];
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    if (wr->registered || wr->registering) {
-        return;
-    }
-
-    argv[0] = "SADD";
-    argv[1] = CFCOST_WRITERS_SET;
-    argv[2] = (char *) wr->id;
-    argvlen[0] = sizeof("SADD") - 1;
-    argvlen[1] = sizeof(CFCOST_WRITERS_SET) - 1;
-    argvlen[2] = sizeof(wr->id);
-
-    if (ngx_http_cfcost_redis_argv(&wr->rd, ngx_http_cfcost_writer_registered,
-                                   NULL, 3, argv, argvlen)
-        == NGX_OK)
-    {
-        wr->registering = 1;
-    }
+    flushing = 0;
 }
 
 
 static void
 ngx_http_cfcost_writer_up(ngx_http_cfcost_redis_t *rd)
 {
-    ngx_http_cfcost_wr.foreign_ok = 0;
-    ngx_http_cfcost_wr.foreign_sent = 0;
-    ngx_http_cfcost_wr.registered = 0;
-    ngx_http_cfcost_writer_register();
-}
-
-
-static void
-ngx_http_cfcost_writer_down(ngx_http_cfcost_redis_t *rd)
-{
-    ngx_http_cfcost_wr.registered = 0;
-    ngx_http_cfcost_wr.registering = 0;
-    ngx_http_cfcost_wr.foreign_ok = 0;
-    ngx_http_cfcost_wr.foreign_sent = 0;
-
-    ngx_http_cfcost_writer_requeue();
+    ngx_http_cfcost_writer_flush();
 }
 
 
 /*
  * While records wait, this timer is not cancelable: a gracefully exiting
  * worker (reload, quit) stays, and keeps sending, until they are stored
- * or cfcost_record_drain has passed; the exit pass then takes what is
- * left.
+ * or cfcost_record_drain has passed; then it stops sending, and the exit
+ * pass takes what is left.  It also syncs the spool once a second.
  */
 static void
 ngx_http_cfcost_writer_drain_handler(ngx_event_t *ev)
@@ -826,6 +961,7 @@ ngx_http_cfcost_writer_drain_handler(ngx_event_t *ev)
         }
 
         if (ngx_current_msec - wr->exit_start >= wr->mcf->record_drain) {
+            wr->giving_up = 1;
             ev->cancelable = 1;
             return;
         }
@@ -855,7 +991,7 @@ ngx_http_cfcost_writer_alloc(size_t len)
 
     ngx_http_cfcost_count(made, 1);
 
-    if (wr->queued >= wr->mcf->queue_max
+    if (wr->live_n >= wr->mcf->queue_max
         && ngx_http_cfcost_spool_full(wr->mcf, len))
     {
         ngx_http_cfcost_count(dropped, 1);
@@ -865,7 +1001,7 @@ ngx_http_cfcost_writer_alloc(size_t len)
             ngx_log_error(NGX_LOG_ERR, wr->log, 0,
                           "cfcost: record queue is full (%ui records)%s, "
                           "dropping records until Redis at %V catches up",
-                          wr->queued, wr->mcf->spool_dir.len
+                          wr->live_n, wr->mcf->spool_dir.len
                                       ? " and so is the spool" : "",
                           &wr->mcf->redis_addr);
             wr->full_logged = 1;
@@ -887,29 +1023,31 @@ ngx_http_cfcost_writer_alloc(size_t len)
 
 
 /*
- * The memory queue is full: rec goes to the spool (it comes back when the
- * queue has drained), or, when the spool cannot take it, it is lost and
- * counted.  rec is freed either way.
+ * The live lane is full: rec goes to the spool under the spool stream (it
+ * comes back when the lane has room), or, when the spool cannot take it,
+ * it is lost and counted.  rec is freed either way.
  */
-static ngx_int_t
+static void
 ngx_http_cfcost_writer_spill(ngx_http_cfcost_rec_t *rec)
 {
     u_char                    *cmd;
     size_t                     len;
-    ngx_int_t                  rc;
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
+    ngx_http_cfcost_writer_new_id(rec, &wr->spool_ids);
     cmd = ngx_http_cfcost_writer_command(rec, &len);
-    rc = ngx_http_cfcost_spool_append(wr->mcf, wr->log, wr->id, cmd, len);
 
-    if (rc == NGX_OK) {
+    if (ngx_http_cfcost_spool_append(wr->mcf, wr->log, wr->live_ids.id, cmd,
+                                     len)
+        == NGX_OK)
+    {
         ngx_http_cfcost_count(spooled, 1);
 
         if (!wr->spill_logged) {
             ngx_log_error(NGX_LOG_WARN, wr->log, 0,
                           "cfcost: record queue is full (%ui records): "
                           "records go to the spool until Redis at %V "
-                          "catches up", wr->queued, &wr->mcf->redis_addr);
+                          "catches up", wr->live_n, &wr->mcf->redis_addr);
             wr->spill_logged = 1;
         }
 
@@ -927,8 +1065,6 @@ ngx_http_cfcost_writer_spill(ngx_http_cfcost_rec_t *rec)
     }
 
     ngx_free(rec);
-
-    return rc;
 }
 
 
@@ -938,7 +1074,7 @@ ngx_http_cfcost_writer_refusing(ngx_http_cfcost_main_conf_t *mcf)
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
     return mcf->spool_refuse && wr->initialized
-           && wr->queued >= mcf->queue_max
+           && wr->live_n >= mcf->queue_max
            && ngx_http_cfcost_spool_full(mcf, NGX_HTTP_CFCOST_RECORD_MAX);
 }
 
@@ -953,27 +1089,29 @@ ngx_http_cfcost_writer_push(u_char *pairs, size_t len, ngx_uint_t npairs)
               (pairs - NGX_HTTP_CFCOST_HEAD_MAX
                - offsetof(ngx_http_cfcost_rec_t, buf));
 
+    rec->batch = NULL;
     rec->from = NULL;
     rec->pairs = npairs;
     rec->len = len;
-    rec->maybe = 0;
-    ngx_http_cfcost_writer_new_id(rec);
 
-    if (wr->queued >= wr->mcf->queue_max) {
+    if (wr->live_n >= wr->mcf->queue_max) {
         ngx_http_cfcost_writer_spill(rec);
         return;
     }
 
+    ngx_http_cfcost_writer_new_id(rec, &wr->live_ids);
+
     wr->queued++;
+    wr->live_n++;
     ngx_http_cfcost_count(queued, 1);
     wr->drain.cancelable = 0;            /* a graceful exit waits for it */
 
-    if (wr->queued < wr->mcf->queue_max / 2) {
+    if (wr->live_n < wr->mcf->queue_max / 2) {
         wr->full_logged = 0;
         wr->spill_logged = 0;
     }
 
-    ngx_queue_insert_tail(&wr->pending, &rec->queue);
+    ngx_queue_insert_tail(&wr->live.queue, &rec->queue);
     ngx_http_cfcost_writer_flush();
 }
 
@@ -981,29 +1119,44 @@ ngx_http_cfcost_writer_push(u_char *pairs, size_t len, ngx_uint_t npairs)
 /* ---- process -------------------------------------------------------- */
 
 
+/* a random writer id, and its stream's name */
+static ngx_int_t
+ngx_http_cfcost_writer_ids(ngx_http_cfcost_ids_t *ids, ngx_log_t *log)
+{
+    u_char  rnd[(CFCOST_WRITER_ID_LEN - 1) / 2], *p;
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "cfcost: no random bytes for a writer id");
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(ids->id, CFCOST_WRITER_TAG, sizeof(CFCOST_WRITER_TAG) - 1);
+    ngx_hex_dump(p, rnd, sizeof(rnd));
+
+    p = ngx_cpymem(ids->stream, CFCOST_RECORD_STREAM_PREFIX,
+                   sizeof(CFCOST_RECORD_STREAM_PREFIX) - 1);
+    p = ngx_cpymem(p, ids->id, sizeof(ids->id));
+    ngx_memcpy(p, CFCOST_RECORD_STREAM_SUFFIX,
+               sizeof(CFCOST_RECORD_STREAM_SUFFIX) - 1);
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_cfcost_writer_init_process(ngx_cycle_t *cycle,
     ngx_http_cfcost_main_conf_t *mcf)
 {
-    u_char                     rnd[(CFCOST_WRITER_ID_LEN - 1) / 2], *p;
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
     ngx_memzero(wr, sizeof(ngx_http_cfcost_writer_t));
 
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "cfcost: no random bytes for the writer id");
+    if (ngx_http_cfcost_writer_ids(&wr->live_ids, cycle->log) != NGX_OK
+        || ngx_http_cfcost_writer_ids(&wr->spool_ids, cycle->log) != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    p = ngx_cpymem(wr->id, CFCOST_WRITER_TAG, sizeof(CFCOST_WRITER_TAG) - 1);
-    ngx_hex_dump(p, rnd, sizeof(rnd));
-
-    p = ngx_cpymem(wr->stream, CFCOST_RECORD_STREAM_PREFIX,
-                   sizeof(CFCOST_RECORD_STREAM_PREFIX) - 1);
-    p = ngx_cpymem(p, wr->id, sizeof(wr->id));
-    ngx_memcpy(p, CFCOST_RECORD_STREAM_SUFFIX,
-               sizeof(CFCOST_RECORD_STREAM_SUFFIX) - 1);
 
     wr->mcf = mcf;
     wr->log = cycle->log;
@@ -1013,9 +1166,8 @@ ngx_http_cfcost_writer_init_process(ngx_cycle_t *cycle,
         wr->stats = &ngx_http_cfcost_no_stats;
     }
 
-    ngx_queue_init(&wr->retry);
-    ngx_queue_init(&wr->pending);
-    ngx_queue_init(&wr->back);
+    ngx_queue_init(&wr->live.queue);
+    ngx_queue_init(&wr->replay.queue);
 
     wr->pause.handler = ngx_http_cfcost_writer_pause_handler;
     wr->pause.log = cycle->log;
@@ -1030,11 +1182,12 @@ ngx_http_cfcost_writer_init_process(ngx_cycle_t *cycle,
 
     wr->initialized = 1;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
-                   "cfcost: writer %*s", sizeof(wr->id), wr->id);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+                   "cfcost: writer %*s, spool stream writer %*s",
+                   sizeof(wr->live_ids.id), wr->live_ids.id,
+                   sizeof(wr->spool_ids.id), wr->spool_ids.id);
 
     wr->rd.on_up = ngx_http_cfcost_writer_up;
-    wr->rd.on_down = ngx_http_cfcost_writer_down;
     ngx_http_cfcost_redis_start(&wr->rd, mcf, cycle->log, "records");
 
     return NGX_OK;
@@ -1045,38 +1198,33 @@ ngx_http_cfcost_writer_init_process(ngx_cycle_t *cycle,
 
 
 /*
- * Moves every held record of this worker, in id order, into all[];
- * returns how many.  Records read back from a spool file are freed: they
- * are still in that file, which the next worker adopts.
+ * Moves the live lane's records, in id order, into all[]; returns how
+ * many.  The replay lane's are freed: they are still in their spool file,
+ * which the next worker adopts.
  */
 static ngx_uint_t
 ngx_http_cfcost_writer_collect(ngx_http_cfcost_rec_t **all)
 {
-    ngx_uint_t                 i, n;
-    ngx_queue_t               *q, *heads[2];
+    ngx_uint_t                 n;
+    ngx_queue_t               *q;
     ngx_http_cfcost_rec_t     *rec;
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
-    ngx_http_cfcost_writer_requeue();
+    while (!ngx_queue_empty(&wr->replay.queue)) {
+        q = ngx_queue_head(&wr->replay.queue);
+        ngx_queue_remove(q);
+        ngx_http_cfcost_writer_free(ngx_queue_data(q, ngx_http_cfcost_rec_t,
+                                                   queue));
+    }
 
-    heads[0] = &wr->retry;
-    heads[1] = &wr->pending;
     n = 0;
 
-    for (i = 0; i < 2; i++) {
-        while (!ngx_queue_empty(heads[i])) {
-            q = ngx_queue_head(heads[i]);
-            ngx_queue_remove(q);
-            rec = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
-
-            if (rec->from) {
-                ngx_http_cfcost_writer_free(rec);
-                continue;
-            }
-
-            rec->done = 0;
-            all[n++] = rec;
-        }
+    while (!ngx_queue_empty(&wr->live.queue)) {
+        q = ngx_queue_head(&wr->live.queue);
+        ngx_queue_remove(q);
+        rec = ngx_queue_data(q, ngx_http_cfcost_rec_t, queue);
+        rec->done = 0;
+        all[n++] = rec;
     }
 
     return n;
@@ -1084,97 +1232,93 @@ ngx_http_cfcost_writer_collect(ngx_http_cfcost_rec_t **all)
 
 
 /*
- * One record over the blocking connection: returns 1 when stored (now or
- * before), 0 when not.  A refused id is looked up and, when absent, the
- * record is sent once more under a new one.
+ * The live records over a blocking connection, in transactions as on the
+ * event loop, one at a time; the first that does not go through whole
+ * ends the pass.  Returns how many were stored.
  */
-static ngx_uint_t
-ngx_http_cfcost_writer_sync_one(redisContext *c, ngx_http_cfcost_rec_t *rec)
-{
-    u_char      *cmd, id[NGX_INT64_LEN * 2 + 2];
-    size_t       len, idlen;
-    ngx_uint_t   round, ok, small, found;
-    redisReply  *reply;
-
-    for (round = 0; round < 2; round++) {
-        cmd = ngx_http_cfcost_writer_command(rec, &len);
-        redisAppendFormattedCommand(c, (char *) cmd, len);
-
-        if (redisGetReply(c, (void **) &reply) != REDIS_OK) {
-            return 0;
-        }
-
-        ok = (reply->type != REDIS_REPLY_ERROR);
-        small = !ok && ngx_http_cfcost_writer_too_small(reply);
-        freeReplyObject(reply);
-
-        if (ok || !small) {
-            return ok;
-        }
-
-        idlen = ngx_http_cfcost_writer_id_str(rec, id);
-        reply = redisCommand(c, "XRANGE %b %b %b", rec->stream,
-                             sizeof(rec->stream), id, idlen, id, idlen);
-        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-            freeReplyObject(reply);
-            return 0;
-        }
-
-        found = (reply->elements > 0);
-        freeReplyObject(reply);
-
-        if (found) {
-            ngx_http_cfcost_count(already, 1);
-            return 1;
-        }
-
-        ngx_http_cfcost_writer_new_id(rec);
-    }
-
-    return 0;
-}
-
-
-/* pipelined XADDs, replies in order; returns how many were stored */
 static ngx_uint_t
 ngx_http_cfcost_writer_sync(redisContext *c, ngx_http_cfcost_rec_t **all,
     ngx_uint_t n)
 {
-    u_char      *cmd;
-    size_t       len;
-    ngx_uint_t   i, stored;
-    redisReply  *reply;
+    u_char                    *cmd;
+    size_t                     len;
+    ngx_int_t                  last_ok;
+    ngx_uint_t                 i, j, k, m, stored, ok, state;
+    redisReply                *reply, *exec;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
-    reply = redisCommand(c, "SADD %s %b", CFCOST_WRITERS_SET,
-                         ngx_http_cfcost_wr.id,
-                         sizeof(ngx_http_cfcost_wr.id));
-    if (reply == NULL) {
-        return 0;
-    }
+    stored = 0;
 
-    freeReplyObject(reply);
+    for (i = 0; i < n; i += m) {
+        m = ngx_min(n - i, NGX_HTTP_CFCOST_BATCH_MAX);
 
-    for (i = 0; i < n; i++) {
-        cmd = ngx_http_cfcost_writer_command(all[i], &len);
-        redisAppendFormattedCommand(c, (char *) cmd, len);
-    }
+        redisAppendCommand(c, "MULTI");
+        redisAppendCommand(c, "SADD %s %b", CFCOST_WRITERS_SET,
+                           wr->live_ids.id, sizeof(wr->live_ids.id));
 
-    for (i = 0, stored = 0; i < n; i++) {
-        if (redisGetReply(c, (void **) &reply) != REDIS_OK) {
+        for (j = 0; j < m; j++) {
+            cmd = ngx_http_cfcost_writer_command(all[i + j], &len);
+            redisAppendFormattedCommand(c, (char *) cmd, len);
+        }
+
+        redisAppendCommand(c, "EXEC");
+
+        /* MULTI, SADD, the XADDs: QUEUED, or their own results */
+        for (j = 0; j < m + 2; j++) {
+            if (redisGetReply(c, (void **) &reply) != REDIS_OK) {
+                return stored;
+            }
+
+            if (j >= 2) {
+                all[i + j - 2]->state =
+                                    ngx_http_cfcost_writer_classify(reply);
+            }
+
+            freeReplyObject(reply);
+        }
+
+        if (redisGetReply(c, (void **) &exec) != REDIS_OK) {
             return stored;
         }
 
-        all[i]->done = (reply->type != REDIS_REPLY_ERROR);
-        stored += all[i]->done;
+        ok = 1;
+        last_ok = -1;
 
-        freeReplyObject(reply);
-    }
+        /* EXEC's first result is the SADD's */
+        for (j = 0, k = 1; j < m; j++) {
+            state = all[i + j]->state;
 
-    /* the refused ones, one by one: stored before, or a new id */
-    for (i = 0; i < n; i++) {
-        if (!all[i]->done && ngx_http_cfcost_writer_sync_one(c, all[i])) {
-            all[i]->done = 1;
-            stored++;
+            if (state == NGX_HTTP_CFCOST_QUEUED) {
+                state = (exec->type == REDIS_REPLY_ARRAY && k < exec->elements)
+                        ? ngx_http_cfcost_writer_classify(exec->element[k++])
+                        : NGX_HTTP_CFCOST_NOTRUN;
+            }
+
+            all[i + j]->state = state;
+
+            if (state == NGX_HTTP_CFCOST_STORED
+                || state == NGX_HTTP_CFCOST_ALREADY)
+            {
+                all[i + j]->done = 1;
+                stored++;
+                last_ok = j;
+
+            } else {
+                ok = 0;
+            }
+        }
+
+        freeReplyObject(exec);
+
+        /* one refused, a later one stored: the first needs a new id */
+        for (j = 0; (ngx_int_t) j < last_ok; j++) {
+            if (!all[i + j]->done) {
+                ngx_http_cfcost_writer_new_id(all[i + j], &wr->live_ids);
+            }
+        }
+
+        if (!ok) {
+            break;
         }
     }
 
@@ -1202,7 +1346,8 @@ ngx_http_cfcost_writer_spool_rest(ngx_http_cfcost_rec_t **all, ngx_uint_t n)
 
         cmd = ngx_http_cfcost_writer_command(all[i], &len);
 
-        if (ngx_http_cfcost_spool_append(wr->mcf, wr->log, wr->id, cmd, len)
+        if (ngx_http_cfcost_spool_append(wr->mcf, wr->log, wr->live_ids.id,
+                                         cmd, len)
             == NGX_OK)
         {
             all[i]->done = 1;
@@ -1230,7 +1375,8 @@ ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
     }
 
     up = wr->rd.connected;
-    ngx_http_cfcost_redis_close(&wr->rd);   /* unacked records: back */
+    wr->giving_up = 1;                      /* no more sending from here */
+    ngx_http_cfcost_redis_close(&wr->rd);   /* batches in flight: back */
 
     if (wr->pause.timer_set) {
         ngx_del_timer(&wr->pause);
@@ -1269,7 +1415,7 @@ ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
     }
 
     spooled = ngx_http_cfcost_writer_spool_rest(all, n);
-    lost = wr->queued - stored - spooled;
+    lost = n - stored - spooled;
 
     if (c != NULL && c->err == 0 && lost + wr->unreported) {
         freeReplyObject(redisCommand(c, "HINCRBY %s %s %lu",

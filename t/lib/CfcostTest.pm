@@ -516,6 +516,13 @@ sub allow_emerg {
 }
 
 
+# An [alert] the test causes on purpose (a worker it kills, say).
+sub allow_alert {
+    my ($self, $re) = @_;
+    push @{ $self->{allow_alert} }, $re;
+}
+
+
 sub error_log {
     my ($self) = @_;
     return _slurp("$self->{tmp}/error.log");
@@ -542,6 +549,9 @@ sub done {
     my @bad = grep { /\[(alert|emerg|crit)\]/ } @lines;
     my @ae = @{ $self->{allow_emerg} || [] };
     @bad = grep { my $l = $_; !($l =~ /\[emerg\]/ && grep { $l =~ $_ } @ae) }
+        @bad;
+    my @aa = @{ $self->{allow_alert} || [] };
+    @bad = grep { my $l = $_; !($l =~ /\[alert\]/ && grep { $l =~ $_ } @aa) }
         @bad;
     Test::More::ok(!@bad, 'error log: no [alert], [emerg] or [crit]')
         or Test::More::diag(join "\n", @bad[0 .. ($#bad > 19 ? 19 : $#bad)]);
