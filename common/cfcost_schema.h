@@ -39,22 +39,23 @@
 
 /*
  * Usage records: one stream entry per authenticated request, in one stream
- * per writer (an nginx worker process), so that appending is idempotent
- * and O(1): the writer chooses every entry id, "<ms>-<seq>", strictly
- * increasing within its stream, and Redis refuses an id that is not above
- * the stream's top.  A record re-sent after a lost reply is either stored
- * now or refused, never stored twice; "XRANGE <stream> <id> <id>" tells
- * which, exactly, without a scan.
+ * per writer (an nginx worker process, or its spool), so that appending is
+ * idempotent and O(1): the writer chooses every entry id, "<ms>-<seq>",
+ * strictly increasing within its stream, and sends a stream's records in
+ * order, in transactions, one at a time, so a stream never holds a record
+ * past one it lacks.  Redis refuses an id that is not above the stream's
+ * top: for a re-sent record, that refusal means "stored already".
  *
  *   STREAM cfcost:rec:{<writer>}    one writer's records, fields below
  *   SET    cfcost:writers           every writer id that has a stream
  *
  * A writer id is "w" followed by 16 lowercase hex digits, random for each
- * worker process.  The braces put every key of one writer on one Redis
- * Cluster hash slot.  A writer adds itself to cfcost:writers on every
- * connection, before its first record; readers find the streams there.
- * A stream is never deleted while its writer may re-send (an empty stream
- * still remembers its top id, which is what refuses a repeat).
+ * worker process (and one more for its spool).  The braces put every key
+ * of one writer on one Redis Cluster hash slot.  A writer adds itself to
+ * cfcost:writers in the same transaction as its records; readers find the
+ * streams there.  A stream is never deleted while its writer may re-send
+ * (an empty stream still remembers its top id, which is what refuses a
+ * repeat).
  */
 #define CFCOST_RECORD_STREAM_PREFIX  "cfcost:rec:{"
 #define CFCOST_RECORD_STREAM_SUFFIX  "}"
