@@ -3,10 +3,10 @@
  *
  * Each worker process is a writer with a random id and its own stream.
  * It gives every record an entry id "<ms>-<seq>" above the one before,
- * and sends its records in batches, each one transaction:
+ * adds itself to cfcost:writers once a connection, and sends its records
+ * in batches, each one transaction:
  *
- *   MULTI, SADD cfcost:writers <writer>, XADD <stream> <id> <pairs>...,
- *   EXEC
+ *   MULTI, XADD <stream> <id> <pairs>..., EXEC     (one XADD: just that)
  *
  * with at most one batch of a stream in flight.  A transaction runs
  * whole or not at all (a refusal while it is queued -- OOM, LOADING,
@@ -24,8 +24,8 @@
  *   LOADING, BUSY, OOM, ...       not run: sent again after a backoff pause
  *   ERR / WRONGTYPE               refused for good: dead-letter file
  *
- * The SADD in every batch tells readers where the records are, in the
- * same step as the records.
+ * A batch of spooled records (whose streams may be new to Redis) also
+ * has SADD cfcost:writers <their writers> in its transaction.
  *
  * Records wait in two lanes, each in id order: the live lane (records of
  * this worker's requests) and the replay lane (records read back from a
@@ -128,6 +128,8 @@ typedef struct {
     ngx_uint_t                       ticks;
 
     unsigned                         initialized:1;
+    unsigned                         registered:1; /* on this connection */
+    unsigned                         registering:1;
     unsigned                         paused:1;
     unsigned                         giving_up:1; /* exiting, drain over */
     unsigned                         full_logged:1;
@@ -677,7 +679,7 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 {
     u_char                    *cmd, *ids[NGX_HTTP_CFCOST_BATCH_STREAMS];
     size_t                     len, argvlen[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
-    ngx_uint_t                 i, n, nids;
+    ngx_uint_t                 i, n, nids, txn;
     ngx_queue_t               *q;
     const char                *argv[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
     ngx_http_cfcost_batch_t   *b;
@@ -710,6 +712,30 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 
     lane->batch = b;
 
+    /*
+     * One XADD of the live stream needs no transaction (it is atomic by
+     * itself, and the stream was registered on this connection); a batch
+     * of spooled records names its streams in the same transaction.
+     */
+    txn = (n > 1 || lane == &wr->replay);
+
+    if (!txn) {
+        cmd = ngx_http_cfcost_writer_command(b->recs[0], &len);
+
+        if (ngx_http_cfcost_redis_formatted(&wr->rd,
+                                            ngx_http_cfcost_writer_xadd_reply,
+                                            b->recs[0], cmd, len)
+            != NGX_OK)
+        {
+            b->callbacks = 1;         /* it did not go: sent again later */
+            ngx_http_cfcost_writer_callback_done(b);
+            return;
+        }
+
+        b->callbacks = 1;
+        return;
+    }
+
     argv[0] = "MULTI";
     argvlen[0] = sizeof("MULTI") - 1;
 
@@ -725,6 +751,10 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
     }
 
     b->callbacks++;
+
+    if (lane == &wr->live) {
+        goto records;
+    }
 
     argv[0] = "SADD";
     argv[1] = CFCOST_WRITERS_SET;
@@ -744,6 +774,8 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
     }
 
     b->callbacks++;
+
+records:
 
     for (i = 0; i < n; i++) {
         cmd = ngx_http_cfcost_writer_command(b->recs[i], &len);
@@ -899,6 +931,60 @@ ngx_http_cfcost_writer_report(void)
 }
 
 
+static void
+ngx_http_cfcost_writer_registered(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    redisReply                *reply = r;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    wr->registering = 0;
+
+    if (reply == NULL) {
+        return;                            /* on_up registers again */
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_cfcost_writer_hold((u_char *) reply->str, reply->len);
+        return;
+    }
+
+    wr->registered = 1;
+    ngx_http_cfcost_writer_flush();
+}
+
+
+/*
+ * SADD cfcost:writers <id>, once a connection, before the live stream's
+ * first batch: readers find the stream there.
+ */
+static void
+ngx_http_cfcost_writer_register(void)
+{
+    size_t                     argvlen[3];
+    const char                *argv[3];
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    if (wr->registering) {
+        return;
+    }
+
+    argv[0] = "SADD";
+    argv[1] = CFCOST_WRITERS_SET;
+    argv[2] = (char *) wr->live_ids.id;
+    argvlen[0] = sizeof("SADD") - 1;
+    argvlen[1] = sizeof(CFCOST_WRITERS_SET) - 1;
+    argvlen[2] = sizeof(wr->live_ids.id);
+
+    if (ngx_http_cfcost_redis_argv(&wr->rd, ngx_http_cfcost_writer_registered,
+                                   NULL, 3, argv, argvlen)
+        == NGX_OK)
+    {
+        wr->registering = 1;
+    }
+}
+
+
 /* sends the next batch of each lane that has none in flight */
 static void
 ngx_http_cfcost_writer_flush(void)
@@ -915,7 +1001,12 @@ ngx_http_cfcost_writer_flush(void)
     flushing = 1;
 
     if (wr->live.batch == NULL && !ngx_queue_empty(&wr->live.queue)) {
-        ngx_http_cfcost_writer_send(&wr->live);
+        if (wr->registered) {
+            ngx_http_cfcost_writer_send(&wr->live);
+
+        } else {
+            ngx_http_cfcost_writer_register();
+        }
     }
 
     ngx_http_cfcost_writer_replay();
@@ -935,6 +1026,8 @@ ngx_http_cfcost_writer_flush(void)
 static void
 ngx_http_cfcost_writer_up(ngx_http_cfcost_redis_t *rd)
 {
+    ngx_http_cfcost_wr.registered = 0;
+    ngx_http_cfcost_wr.registering = 0;
     ngx_http_cfcost_writer_flush();
 }
 

@@ -12,7 +12,7 @@
 #     LOADING first): it waits for a real PONG, comes up with the same demo
 #     key and all the data, and stops cleanly again.
 #
-# Nothing here depends on usage records reaching the aggregator.
+# The usage totals are checked too: every request answered is counted once.
 #
 # CFCOST_TEST_KEEP=1 keeps the temp dir (run.sh's output is run.out there).
 
@@ -181,11 +181,31 @@ sub chat {
     return ($r->{status}, $j, $r->{content});
 }
 
+my $answered = 0;                 # chat requests answered 200
+
 sub chat_ok {
     my ($key, $name) = @_;
     my ($st, $j, $body) = chat($key);
+    $answered++ if $st == 200;
     ok($st == 200 && defined $j->{response} && defined $j->{cost_usd}, $name)
         or diag("status $st: $body");
+}
+
+# the aggregator's total_requests reaches $n within 15 s, and stops there
+sub total_is {
+    my ($n, $name) = @_;
+    my $admin = slurp("$tmp/admin-token");
+    $admin =~ s/\s+//g;
+    my $total = -1;
+    my $until = time + 15;
+    while (time < $until) {
+        my $r = http('GET', '/api/usage', headers => { 'X-API-Key' => $admin });
+        my $j = eval { $JSON->decode($r->{content}) } || {};
+        $total = $j->{total_requests} // -1;
+        last if $total >= $n;
+        sleep 0.1;
+    }
+    is($total, $n, $name);
 }
 
 sub pidfile {
@@ -261,6 +281,9 @@ for my $round (1 .. 3) {
     ok($st != 502 && $st != 504, "round $round: /healthz reaches the aggregator")
         or diag("status $st");
 }
+total_is($answered, 'every request answered while the aggregator was '
+         . 'killed three times is counted once');
+
 my @lines = slurp($out) =~ /^cfcost: aggregator exited \(status \d+\); restarting in [\d.]+ s$/mg;
 is(scalar @lines, 3, 'one "aggregator exited ...; restarting" line per kill')
     or diag(slurp($out));
@@ -286,6 +309,9 @@ is(scalar @lines, 3, 'one "aggregator exited ...; restarting" line per kill')
     $until = time + 5;
     while (time < $until) { ($st, $j, $body) = chat($key); last if $st == 200; sleep 0.2 }
     is($st, 200, 'chat works after the Redis restart') or diag($body);
+    $answered++ if $st == 200;
+    total_is($answered, 'and is counted; nothing acknowledged before the '
+             . 'kill is lost');
 }
 
 # ---------------------------------------------------------------------------
