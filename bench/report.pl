@@ -16,7 +16,7 @@ my ($in, $out) = @ARGV;
 die "usage: report.pl RESULTS.jsonl OUT.json\n" unless defined $out;
 
 my $J = JSON::PP->new->utf8->canonical->pretty;
-my (@wrk, @records, @ttfb, @usage_load, %rss, %meta, $dropped, %errlog);
+my (@wrk, @records, @ttfb, @usage_load, @cpu, %rss, %meta, $dropped, %errlog);
 
 open my $fh, '<', $in or do { warn "report.pl: $in: $!\n"; exit 2 };
 while (my $line = <$fh>) {
@@ -28,6 +28,7 @@ while (my $line = <$fh>) {
     elsif ($t eq 'records')    { push @records, $r }
     elsif ($t eq 'ttfb')       { push @ttfb, $r }
     elsif ($t eq 'usage_load') { push @usage_load, $r }
+    elsif ($t eq 'cpu')        { push @cpu, $r }
     elsif ($t eq 'rss')        { %rss = %$r }
     elsif ($t eq 'dropped')    { $dropped = $r->{records_dropped} }
     elsif ($t eq 'errorlog')   { %errlog = %$r }
@@ -116,6 +117,71 @@ my %result = (
     },
     rounds => \@rounds_out,
 );
+
+# --------------------------------------------------------------------------
+# CPU time per request in the saturated rounds (/proc/<pid>/stat utime +
+# stime): per round, ticks -> us / the requests wrk completed; medians over
+# rounds; the ratios within a round first, then their median
+
+sub cpu_of {
+    my ($system, $round) = @_;
+    my ($c) = grep { $_->{system} eq $system && $_->{round} == $round } @cpu;
+    return $c;
+}
+sub us_per_req {
+    my ($c, $what) = @_;
+    return undef unless $c && $c->{requests} && defined $c->{ticks}{$what};
+    return $c->{ticks}{$what} * 1e6 / $c->{clk_tck} / $c->{requests};
+}
+
+if (@cpu) {
+    my (%v, @cpu_rounds);
+    for my $r (1 .. $rounds) {
+        my $b = cpu_of('baseline', $r);
+        my $c = cpu_of('cfcost', $r);
+        next unless $b && $c && $b->{requests} && $c->{requests};
+        my %x = (
+            baseline_nginx => us_per_req($b, 'nginx'),
+            cfcost_nginx   => us_per_req($c, 'nginx'),
+            cfcost_nginx_to_settled => us_per_req($c, 'nginx_to_settled'),
+            redis          => us_per_req($c, 'redis'),
+            aggregator     => $c->{aggregator} ? us_per_req($c, 'aggregator') : undef,
+        );
+        $x{cfcost_total} = $x{cfcost_nginx_to_settled} + $x{redis}
+                           + ($x{aggregator} // 0);
+        if ($x{baseline_nginx}) {
+            $x{cfcost_nginx_over_baseline_nginx} =
+                $x{cfcost_nginx} / $x{baseline_nginx};
+            $x{redis_aggregator_over_baseline_nginx} =
+                ($x{redis} + ($x{aggregator} // 0)) / $x{baseline_nginx};
+            $x{cfcost_total_over_baseline_nginx} =
+                $x{cfcost_total} / $x{baseline_nginx};
+            for my $k (qw(cfcost_nginx_to_settled redis aggregator)) {
+                $x{"${k}_over_baseline_nginx"} = $x{$k} / $x{baseline_nginx}
+                    if defined $x{$k};
+            }
+        }
+        push @{ $v{$_} }, $x{$_} for keys %x;
+        push @cpu_rounds, {
+            round => $r,
+            baseline_requests => $b->{requests},
+            cfcost_requests   => $c->{requests},
+            cfcost_settle_ms  => $c->{settle_ms},
+            (map { $_ => r3($x{$_}) } keys %x),
+        };
+    }
+    my %cpu_out = map { $_ => r3(median(@{ $v{$_} })) } keys %v;
+    $cpu_out{clk_tck} = $cpu[0]{clk_tck};
+    $cpu_out{rounds} = \@cpu_rounds;
+    $cpu_out{note} = 'CPU us per request wrk completed in a saturated round, '
+        . 'median over rounds (ratios: within a round, then the median); '
+        . 'utime+stime from /proc/<pid>/stat. nginx: the workers (children '
+        . 'of the master) from just before to just after wrk; '
+        . 'cfcost_nginx_to_settled: until the records were in Redis and the '
+        . 'aggregator caught up; redis, aggregator: over that whole window; '
+        . 'cfcost_total: cfcost_nginx_to_settled + redis + aggregator';
+    $result{cpu_us_per_request} = \%cpu_out;
+}
 
 # --------------------------------------------------------------------------
 # every response a 200, every request a record
@@ -305,6 +371,30 @@ if (defined $lt->{added_p50_us} && $lt->{added_p50_us} < 0) {
     print "  note: a negative added latency is most likely the machine: at one\n"
         . "  connection, waking an idle CPU costs more than cfcost's work, and\n"
         . "  cfcost's own Redis/aggregator traffic keeps the CPUs awake\n";
+}
+if (my $cu = $result{cpu_us_per_request}) {
+    print "\n";
+    printf "%-38s %12s %12s %12s\n", 'CPU per request (us, saturated)',
+        'baseline', 'cfcost', 'x baseline';
+    my $bn = $cu->{baseline_nginx};
+    my $x = sub { fmt($cu->{"$_[0]_over_baseline_nginx"}, '%.3f') };
+    printf "%-38s %12s %12s %12s\n", '  nginx workers (during wrk)',
+        fmt($bn, '%.1f'), fmt($cu->{cfcost_nginx}, '%.1f'),
+        fmt($cu->{cfcost_nginx_over_baseline_nginx}, '%.3f');
+    printf "%-38s %12s %12s %12s\n", '  nginx workers (until records settled)',
+        '', fmt($cu->{cfcost_nginx_to_settled}, '%.1f'),
+        $x->('cfcost_nginx_to_settled');
+    printf "%-38s %12s %12s %12s\n", '  redis-server', '',
+        fmt($cu->{redis}, '%.1f'), $x->('redis');
+    printf "%-38s %12s %12s %12s\n", '  aggregator', '',
+        fmt($cu->{aggregator}, '%.1f'), $x->('aggregator');
+    printf "%-38s %12s %12s %12s\n", '  redis + aggregator', '', '',
+        fmt($cu->{redis_aggregator_over_baseline_nginx}, '%.3f');
+    printf "%-38s %12s %12s %12s\n", '  cfcost total (settled)', fmt($bn, '%.1f'),
+        fmt($cu->{cfcost_total}, '%.1f'),
+        fmt($cu->{cfcost_total_over_baseline_nginx}, '%.3f');
+    print "  (medians of $s->{rounds} round(s); x baseline: ratio within a round,\n"
+        . "  median; baseline nginx is the denominator of every ratio)\n";
 }
 if (%ttfb_out) {
     print "\n";

@@ -12,6 +12,11 @@
 #   latency      wrk -t1 -c1, p50/p99 from every request's own time
 #   records      every cfcost response is a 200, and the records that
 #                reached Redis equal the requests sent
+#   CPU          per request, in the saturated rounds, from /proc/<pid>/stat
+#                (utime+stime): the nginx workers of each system from just
+#                before to just after wrk; for cfcost also redis-server and
+#                the aggregator, until the aggregator caught up with the
+#                round's records (their work lags the traffic)
 #   RSS          cfcost worker RSS before and after BENCH_RSS_REQUESTS
 #   TTFB         streamed chat, time to the first body byte (bench/ttfb.c)
 #   /api/usage   p50/p99 at 10^3, 10^5 (and 10^7 with BENCH_BIG=1)
@@ -185,6 +190,34 @@ worker_rss_kb() {      # sum of VmRSS of the workers of master $1
         sum=$((sum + ${kb:-0}))
     done
     echo "$sum"
+}
+
+# CPU time from /proc/<pid>/stat: utime + stime (fields 14 and 15, in
+# clock ticks, all threads of the process), summed over PIDs; a process
+# that is gone counts 0.  The fields are read after the last ") ", as the
+# command name (field 2) may hold spaces or parentheses.
+clk_tck=$(getconf CLK_TCK)
+[[ $clk_tck =~ ^[1-9][0-9]*$ ]] || die "getconf CLK_TCK: '$clk_tck'"
+proc_ticks() {
+    local p s n=0 f
+    for p in "$@"; do
+        { read -r s < "/proc/$p/stat"; } 2>/dev/null || continue
+        read -r -a f <<< "${s##*) }"
+        n=$((n + f[11] + f[12]))
+    done
+    echo "$n"
+}
+
+# cpu_snapshot: "baseline_workers cfcost_workers redis aggregator now_ns",
+# the ticks so far of each (the workers: every child of that nginx master)
+# and the time
+cpu_snapshot() {
+    printf '%d %d %d %d %d\n' \
+        "$(proc_ticks $(pgrep -P "${PIDS[baseline]}" 2>/dev/null))" \
+        "$(proc_ticks $(pgrep -P "${PIDS[gateway]}" 2>/dev/null))" \
+        "$(proc_ticks "${PIDS[redis]}")" \
+        "$(proc_ticks ${PIDS[aggregator]:-})" \
+        "$(date +%s%N)"
 }
 
 # --------------------------------------------------------------------------
@@ -396,6 +429,9 @@ check_records() {     # check_records PHASE
 # leaves the number of requests it sent in $last_sent.  WRK_PATH,
 # WRK_METHOD, WRK_BODY, WRK_HEADERS, WRK_TIMEOUT override the chat request.
 last_sent=0
+last_requests=0
+cpu_at_start=
+cpu_at_wrk_end=
 run_wrk() {
     local system=$1 phase=$2 round=$3 mode=$4 log line port path
     shift 5
@@ -407,6 +443,7 @@ run_wrk() {
     esac
     path=${WRK_PATH:-/api/ai/chat}
     log="$run/wrk-$phase-$system-$round-$((++wrk_runs)).out"
+    cpu_at_start=$(cpu_snapshot)
     BENCH_MODE=$mode BENCH_BODY=${WRK_BODY-$chat_body} \
     BENCH_METHOD=${WRK_METHOD:-POST} \
     BENCH_HEADERS=${WRK_HEADERS-X-API-Key: $key} \
@@ -415,11 +452,13 @@ run_wrk() {
             "http://127.0.0.1:$port$path" > "$log" 2>&1 &
     PIDS[wrk]=$!                # waited for, so a signal is handled at once
     wait "${PIDS[wrk]}" || true
+    cpu_at_wrk_end=$(cpu_snapshot)
     unset 'PIDS[wrk]'
     line=$(sed -n 's/^BENCH_JSON //p' "$log")
     [ -n "$line" ] || die "wrk printed no result for $phase/$system (see $log)"
     emit "{\"type\":\"wrk\",\"system\":\"$system\",\"phase\":\"$phase\",\"round\":$round,\"path\":\"$path\",\"result\":$line}"
     last_sent=$(printf '%s' "$line" | sed -n 's/.*"sent":\([0-9]*\).*/\1/p')
+    last_requests=$(printf '%s' "$line" | sed -n 's/.*"requests":\([0-9]*\).*/\1/p')
     if [ "$system" = cfcost ]; then
         records_expected=$((records_expected + last_sent))
         xlen_at_end=$(records_len)
@@ -441,6 +480,21 @@ after_run() {
     fi
 }
 
+# emit_cpu SYSTEM ROUND: the CPU line of a saturated round, from the
+# snapshots taken by run_wrk (wrk's start and end) and $cpu_settled (after
+# after_run: the records in Redis, the aggregator caught up).  Ticks:
+# nginx (the workers of SYSTEM) from start to wrk's end, and to settled;
+# redis and aggregator from start to wrk's end, and to settled.
+emit_cpu() {
+    local system=$1 round=$2 col a b c
+    read -r -a a <<< "$cpu_at_start"
+    read -r -a b <<< "$cpu_at_wrk_end"
+    read -r -a c <<< "$cpu_settled"
+    if [ "$system" = cfcost ]; then col=1; else col=0; fi
+    emit "{\"type\":\"cpu\",\"system\":\"$system\",\"round\":$round,\"clk_tck\":$clk_tck,\"requests\":${last_requests:-0},\"sent\":${last_sent:-0},\"wrk_ms\":$(((b[4] - a[4]) / 1000000)),\"settle_ms\":$(((c[4] - b[4]) / 1000000)),\"aggregator\":$([ -n "$agg_bin" ] && echo true || echo false),\"ticks\":{\"nginx\":$((b[col] - a[col])),\"nginx_to_settled\":$((c[col] - a[col])),\"redis_wrk\":$((b[2] - a[2])),\"redis\":$((c[2] - a[2])),\"aggregator_wrk\":$((b[3] - a[3])),\"aggregator\":$((c[3] - a[3]))}}"
+}
+cpu_settled=
+
 sat_args=(-t"$threads" -c"$connections" -d"${duration}s")
 lat_args=(-t1 -c1 -d"${duration}s")
 
@@ -457,6 +511,8 @@ for ((r = 1; r <= rounds; r++)); do
     for system in $order; do
         run_wrk "$system" saturated "$r" rate -- "${sat_args[@]}"
         after_run "$system" "saturated-$r"
+        cpu_settled=$(cpu_snapshot)
+        emit_cpu "$system" "$r"
     done
     say "round $r/$rounds: one connection ($order), ${duration} s each"
     for system in $order; do

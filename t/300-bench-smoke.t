@@ -100,6 +100,7 @@ cmp_ok($elapsed, '<', $LIMIT, sprintf('it took %.1f s (under %d s)',
 
 like($text, qr/^throughput \(req\/s, saturated\)/m, 'the table: throughput');
 like($text, qr/^latency, 1 connection/m, 'the table: one-connection latency');
+like($text, qr/^CPU per request \(us, saturated\)/m, 'the table: CPU per request');
 like($text, qr/^cfcost worker RSS/m, 'the table: RSS');
 like($text, qr/^streamed chat, first body byte/m, 'the table: TTFB');
 like($text, qr/^\/api\/usage latency/m, 'the table: /api/usage');
@@ -130,6 +131,20 @@ my $tp = $res->{throughput} || {};
 cmp_ok($tp->{baseline_rps_median} // 0, '>', 0, 'baseline throughput > 0');
 cmp_ok($tp->{cfcost_rps_median} // 0, '>', 0, 'cfcost throughput > 0');
 cmp_ok($tp->{ratio_median} // 0, '>', 0, 'throughput ratio > 0');
+
+# CPU per request from /proc/<pid>/stat: present and positive (the values
+# are not judged; one tick is 1/CLK_TCK s, so a 1 s round still shows some)
+my $cpu = $res->{cpu_us_per_request} || {};
+ok(%$cpu, 'cpu_us_per_request reported');
+cmp_ok($cpu->{clk_tck} // 0, '>', 0, 'CPU: clk_tck');
+my @cpu_keys = qw(baseline_nginx cfcost_nginx cfcost_nginx_to_settled redis
+    cfcost_nginx_over_baseline_nginx redis_aggregator_over_baseline_nginx);
+push @cpu_keys, 'aggregator' if -x "$ROOT/build/cfcost-aggregator";
+for my $k (@cpu_keys) {
+    cmp_ok($cpu->{$k} // 0, '>', 0, "CPU us per request: $k > 0"
+        . (defined $cpu->{$k} ? " ($cpu->{$k})" : ''));
+}
+cmp_ok(scalar @{ $cpu->{rounds} || [] }, '>=', 1, 'CPU: one line per round');
 
 my $lt = $res->{latency_1conn} || {};
 for my $sys (qw(baseline cfcost)) {
