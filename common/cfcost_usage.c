@@ -323,7 +323,7 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
     size_t n, size_t *start, size_t *end)
 {
     size_t       i, klen;
-    const char  *p, *last, *key, *v, *ve;
+    const char  *p, *last, *key, *v, *ve, *found;
 
     p = cfcost_json_ws(json, json + len);
     last = json + len;
@@ -334,13 +334,16 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
         }
 
         klen = strlen(path[i]);
-        p++;
+        found = NULL;
+        p = cfcost_json_ws(p + 1, last);
 
-        for ( ;; ) {
-            p = cfcost_json_ws(p, last);
-
-            if (p >= last || *p != '"') {
-                return -1;                  /* "}" or garbage: absent */
+        /*
+         * The whole object is read: a key given twice is the last one's,
+         * as jansson (and JSON.parse) take it.
+         */
+        while (p < last && *p != '}') {
+            if (*p != '"') {
+                return -1;
             }
 
             key = p + 1;
@@ -359,8 +362,7 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
             if ((size_t) (p - 1 - key) == klen
                 && memcmp(key, path[i], klen) == 0)
             {
-                p = v;
-                break;
+                found = v;
             }
 
             ve = cfcost_json_value_end(v, last);
@@ -369,12 +371,24 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
             }
 
             p = cfcost_json_ws(ve, last);
-            if (p >= last || *p != ',') {
+
+            if (p < last && *p == ',') {
+                p = cfcost_json_ws(p + 1, last);
+
+                if (p < last && *p == '}') {
+                    return -1;              /* {"a":1,} */
+                }
+
+            } else if (p >= last || *p != '}') {
                 return -1;
             }
-
-            p++;
         }
+
+        if (p >= last || found == NULL) {
+            return -1;                      /* unclosed, or absent */
+        }
+
+        p = found;
     }
 
     ve = cfcost_json_value_end(p, last);

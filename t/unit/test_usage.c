@@ -231,6 +231,55 @@ test_locate(void)
 }
 
 
+/*
+ * A key twice in one object: the last one wins, as in jansson (and
+ * JSON.parse), so the fast reader, the full parser and the client agree.
+ */
+static void
+test_duplicate_keys(void)
+{
+    size_t           s, e;
+    const char      *json;
+    cfcost_reply_t   r, f;
+    json_t          *root;
+
+    static const char  *ru[] = { "result", "usage" };
+    static const char  *u[] = { "usage" };
+
+    json = "{\"usage\":{\"prompt_tokens\":1},\"x\":0,"
+           "\"usage\":{\"prompt_tokens\":2}}";
+    ok(cfcost_json_locate(json, strlen(json), u, 1, &s, &e) == 0
+       && memcmp(json + s, "{\"prompt_tokens\":2}", e - s) == 0,
+       "duplicate keys: locate takes the last usage");
+
+    json = "{\"result\":{\"usage\":{\"prompt_tokens\":1}},"
+           "\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":5}}}";
+    ok(cfcost_json_locate(json, strlen(json), ru, 2, &s, &e) == 0
+       && memcmp(json + s, "{\"prompt_tokens\":5}", e - s) == 0,
+       "duplicate keys: the last result, then its usage");
+
+    json = "{\"result\":{\"response\":\"hi\",\"usage\":{\"prompt_tokens\":7,"
+           "\"completion_tokens\":1},\"usage\":{\"prompt_tokens\":70,"
+           "\"completion_tokens\":10}},\"success\":true,\"errors\":[]}";
+    ok(cfcost_reply_scan(json, strlen(json), 1, &r) == 0,
+       "duplicate keys: the fast reader reads it");
+    root = cfcost_json_load(json, strlen(json), 0);
+    ok(root != NULL, "duplicate keys: the full parser reads it");
+    cfcost_reply_parse(root, &f);
+    ok(r.input == 70 && r.output == 10 && f.input == r.input
+       && f.output == r.output,
+       "duplicate keys: both bill the last usage (70/10), got %llu/%llu "
+       "and %llu/%llu", (unsigned long long) r.input,
+       (unsigned long long) r.output, (unsigned long long) f.input,
+       (unsigned long long) f.output);
+    json_decref(root);
+
+    json = "{\"usage\":{\"prompt_tokens\":1},\"usage\":2,\"usage\":[";
+    ok(cfcost_json_locate(json, strlen(json), u, 1, &s, &e) == -1,
+       "duplicate keys: a broken object after the first match: absent");
+}
+
+
 static void
 cut_is(const char *json, const char *key, const char *want)
 {
@@ -383,6 +432,7 @@ main(void)
     test_missing_and_bad_usage();
     test_errors();
     test_locate();
+    test_duplicate_keys();
     test_cut();
     test_scan();
     test_out_of_range();
