@@ -10,8 +10,14 @@
 #include "cfcost_price.h"
 
 
+/*
+ * A count of a usage object: 0 and *v set, 1 when absent, -1 when present
+ * but not a billable count.  null is absent where null_ok, else not a
+ * count: "prompt_tokens": null is usage unknown, never 0 tokens.
+ */
 static int
-cfcost_count(json_t *obj, const char *name, const char *alt, uint64_t *v)
+cfcost_count(json_t *obj, const char *name, const char *alt, uint64_t *v,
+    int null_ok)
 {
     json_t  *j;
 
@@ -20,8 +26,12 @@ cfcost_count(json_t *obj, const char *name, const char *alt, uint64_t *v)
         j = json_object_get(obj, alt);
     }
 
-    if (j == NULL || json_is_null(j)) {
+    if (j == NULL) {
         return 1;                      /* absent */
+    }
+
+    if (json_is_null(j)) {
+        return null_ok ? 1 : -1;
     }
 
     if (json_is_integer(j) && json_integer_value(j) >= 0
@@ -54,8 +64,9 @@ cfcost_usage_read(json_t *usage, cfcost_reply_t *out)
         return -1;
     }
 
-    rc_in = cfcost_count(usage, "prompt_tokens", "input_tokens", &in);
-    rc_out = cfcost_count(usage, "completion_tokens", "output_tokens", &outp);
+    rc_in = cfcost_count(usage, "prompt_tokens", "input_tokens", &in, 0);
+    rc_out = cfcost_count(usage, "completion_tokens", "output_tokens", &outp,
+                          0);
 
     if (rc_in < 0 || rc_out < 0) {
         goto bad;
@@ -66,7 +77,7 @@ cfcost_usage_read(json_t *usage, cfcost_reply_t *out)
     }
 
     if (rc_out) {
-        rc = cfcost_count(usage, "total_tokens", NULL, &total);
+        rc = cfcost_count(usage, "total_tokens", NULL, &total, 1);
         if (rc < 0) {
             goto bad;
         }
@@ -82,7 +93,7 @@ cfcost_usage_read(json_t *usage, cfcost_reply_t *out)
     }
 
     if (json_is_object(details)
-        && cfcost_count(details, "cached_tokens", NULL, &cached) < 0)
+        && cfcost_count(details, "cached_tokens", NULL, &cached, 1) < 0)
     {
         goto bad;
     }
@@ -93,7 +104,8 @@ cfcost_usage_read(json_t *usage, cfcost_reply_t *out)
     }
 
     if (json_is_object(details)
-        && cfcost_count(details, "reasoning_tokens", NULL, &reasoning) < 0)
+        && cfcost_count(details, "reasoning_tokens", NULL, &reasoning, 1)
+           < 0)
     {
         goto bad;
     }

@@ -136,6 +136,10 @@ test_missing_and_bad_usage(void)
         "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":\"7\","
             "\"completion_tokens\":2}},\"success\":true}",
         "{\"result\":{\"response\":\"x\",\"usage\":[1,2]},\"success\":true}",
+        "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":null,"
+            "\"completion_tokens\":2}},\"success\":true}",
+        "{\"result\":{\"response\":\"x\",\"usage\":{\"prompt_tokens\":3,"
+            "\"completion_tokens\":null}},\"success\":true}",
     };
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
