@@ -455,6 +455,61 @@ ngx_http_cfcost_parse_key_reply(redisReply *reply,
 }
 
 
+/* the request stops waiting for lk: returns it, or NULL when it went */
+static ngx_http_request_t *
+ngx_http_cfcost_lookup_detach(ngx_http_cfcost_lookup_t *lk)
+{
+    ngx_http_request_t     *r;
+    ngx_http_cfcost_ctx_t  *ctx;
+
+    r = lk->request;
+    if (r == NULL) {
+        return NULL;
+    }
+
+    lk->request = NULL;
+    lk->cleanup->handler = NULL;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    ctx->lookup = NULL;
+    ctx->waiting = 0;
+
+    return r;
+}
+
+
+/* the key is decided (rc from auth_decide): the request carries on */
+static void
+ngx_http_cfcost_lookup_resume(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    if (rc == NGX_OK) {
+        r->write_event_handler = ngx_http_core_run_phases;
+        ngx_http_core_run_phases(r);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* decides the request's key from the cache alone (Redis did not tell) */
+static ngx_int_t
+ngx_http_cfcost_lookup_stale(ngx_http_request_t *r,
+    ngx_http_cfcost_cache_t *cache)
+{
+    ngx_http_cfcost_ctx_t       *ctx;
+    ngx_http_cfcost_identity_t   cached;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &cached);
+
+    return ngx_http_cfcost_auth_decide(r, ctx, &cached, 1);
+}
+
+
 static void
 ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
 {
@@ -465,7 +520,7 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
     ngx_http_cfcost_ctx_t       *ctx;
     ngx_http_cfcost_cache_t     *cache;
     ngx_http_cfcost_lookup_t    *lk = data;
-    ngx_http_cfcost_identity_t   id, cached;
+    ngx_http_cfcost_identity_t   id;
 
     rc = ngx_http_cfcost_parse_key_reply(rep, &id);
     cache = lk->cache;
@@ -478,49 +533,37 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
         ngx_http_cfcost_cache_put(cache, lk->hash, &id);
     }
 
-    r = lk->request;
+    r = ngx_http_cfcost_lookup_detach(lk);
+    ngx_free(lk);
 
     if (r == NULL) {
-        ngx_free(lk);
         return;
     }
 
-    lk->cleanup->handler = NULL;
-    ngx_free(lk);
+    if (rc != NGX_OK) {
+        ngx_http_cfcost_lookup_resume(r,
+                                      ngx_http_cfcost_lookup_stale(r, cache));
+        return;
+    }
+
+    /* the reply is freed when this returns: keep the identity */
+    p = ngx_pnalloc(r->pool, id.id.len + id.user.len);
+    if (p == NULL) {
+        c = r->connection;
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    ngx_memcpy(p, id.id.data, id.id.len);
+    ngx_memcpy(p + id.id.len, id.user.data, id.user.len);
+    id.id.data = p;
+    id.user.data = p + id.id.len;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
-    ctx->lookup = NULL;
-    ctx->waiting = 0;
 
-    c = r->connection;
-
-    if (rc == NGX_OK) {
-        /* the reply is freed when this returns: keep the identity */
-        p = ngx_pnalloc(r->pool, id.id.len + id.user.len);
-        if (p == NULL) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            ngx_http_run_posted_requests(c);
-            return;
-        }
-
-        ngx_memcpy(p, id.id.data, id.id.len);
-        ngx_memcpy(p + id.id.len, id.user.data, id.user.len);
-        id.id.data = p;
-        id.user.data = p + id.id.len;
-
-        rc = ngx_http_cfcost_auth_decide(r, ctx, &id, 0);
-
-    } else {
-        ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &cached);
-        rc = ngx_http_cfcost_auth_decide(r, ctx, &cached, 1);
-    }
-
-    if (rc == NGX_OK) {
-        r->write_event_handler = ngx_http_core_run_phases;
-        ngx_http_core_run_phases(r);
-    }
-
-    ngx_http_run_posted_requests(c);
+    ngx_http_cfcost_lookup_resume(r,
+                                  ngx_http_cfcost_auth_decide(r, ctx, &id, 0));
 }
 
 
@@ -532,39 +575,19 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
 static void
 ngx_http_cfcost_lookup_patience_handler(ngx_event_t *ev)
 {
-    ngx_int_t                    rc;
-    ngx_connection_t            *c;
-    ngx_http_request_t          *r;
-    ngx_http_cfcost_ctx_t       *ctx;
-    ngx_http_cfcost_lookup_t    *lk = ev->data;
-    ngx_http_cfcost_identity_t   cached;
+    ngx_http_request_t        *r;
+    ngx_http_cfcost_lookup_t  *lk = ev->data;
 
-    r = lk->request;
+    r = ngx_http_cfcost_lookup_detach(lk);
     if (r == NULL) {
         return;
     }
 
-    lk->request = NULL;
-    lk->cleanup->handler = NULL;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
-    ctx->lookup = NULL;
-    ctx->waiting = 0;
-
-    c = r->connection;
-
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "cfcost: key lookup slow, deciding from the cache");
 
-    ngx_http_cfcost_cache_get(r, lk->cache, ctx->key_hash, &cached);
-    rc = ngx_http_cfcost_auth_decide(r, ctx, &cached, 1);
-
-    if (rc == NGX_OK) {
-        r->write_event_handler = ngx_http_core_run_phases;
-        ngx_http_core_run_phases(r);
-    }
-
-    ngx_http_run_posted_requests(c);
+    ngx_http_cfcost_lookup_resume(r, ngx_http_cfcost_lookup_stale(r,
+                                                                lk->cache));
 }
 
 

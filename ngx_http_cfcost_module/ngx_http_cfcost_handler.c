@@ -579,31 +579,27 @@ done:
 }
 
 
-ngx_int_t
-ngx_http_cfcost_models_handler(ngx_http_request_t *r)
+/* a GET-only route: NGX_OK, or the status to end the request with */
+static ngx_int_t
+ngx_http_cfcost_get_only(ngx_http_request_t *r)
 {
-    ngx_str_t                    *body;
-    ngx_int_t                     rc;
-    ngx_buf_t                    *b;
-    ngx_chain_t                   out;
-    ngx_http_cfcost_loc_conf_t   *lcf;
-    ngx_http_cfcost_main_conf_t  *mcf;
-
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
+    return ngx_http_discard_request_body(r);
+}
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
-    body = lcf->models_openai ? &mcf->models_openai : &mcf->models_json;
+
+/* sends b, the whole JSON body of a 200 */
+static ngx_int_t
+ngx_http_cfcost_send_json(ngx_http_request_t *r, ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = body->len;
+    r->headers_out.content_length_n = b->last - b->pos;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
@@ -611,6 +607,34 @@ ngx_http_cfcost_models_handler(ngx_http_request_t *r)
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
     }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_cfcost_models_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                    *body;
+    ngx_int_t                     rc;
+    ngx_buf_t                    *b;
+    ngx_http_cfcost_loc_conf_t   *lcf;
+    ngx_http_cfcost_main_conf_t  *mcf;
+
+    rc = ngx_http_cfcost_get_only(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+    body = lcf->models_openai ? &mcf->models_openai : &mcf->models_json;
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
@@ -620,13 +644,8 @@ ngx_http_cfcost_models_handler(ngx_http_request_t *r)
     b->pos = body->data;
     b->last = body->data + body->len;
     b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_cfcost_send_json(r, b);
 }
 
 
@@ -639,15 +658,10 @@ ngx_http_cfcost_status_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
     ngx_buf_t                       *b;
-    ngx_chain_t                      out;
     ngx_http_cfcost_main_conf_t     *mcf;
     ngx_http_cfcost_writer_stats_t  *st;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
+    rc = ngx_http_cfcost_get_only(r);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -680,21 +694,6 @@ ngx_http_cfcost_status_handler(ngx_http_request_t *r)
                                          mcf->dead_letter.len);
 
     b->last = ngx_cpymem(b->last, "\"}\n", 3);
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_cfcost_send_json(r, b);
 }

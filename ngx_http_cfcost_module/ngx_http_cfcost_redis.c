@@ -130,10 +130,6 @@ static void
 ngx_http_cfcost_redis_lost(ngx_http_cfcost_redis_t *rd, const char *why,
     const char *err)
 {
-    ngx_uint_t  was;
-
-    was = rd->connected;
-
     rd->ac = NULL;
     rd->connected = 0;
 
@@ -149,10 +145,6 @@ ngx_http_cfcost_redis_lost(ngx_http_cfcost_redis_t *rd, const char *why,
     }
 
     ngx_http_cfcost_redis_schedule(rd);
-
-    if (was && rd->on_down) {
-        rd->on_down(rd);
-    }
 }
 
 

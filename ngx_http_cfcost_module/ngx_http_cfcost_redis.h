@@ -31,10 +31,7 @@ struct ngx_http_cfcost_redis_s {
     ngx_msec_t                       backoff;
     ngx_msec_t                       progress;    /* last sign of life */
 
-    /* on_up: connected; on_down: lost, every reply callback has run */
-    ngx_http_cfcost_redis_event_pt   on_up;
-    ngx_http_cfcost_redis_event_pt   on_down;
-    void                            *data;
+    ngx_http_cfcost_redis_event_pt   on_up;       /* connected */
 
     unsigned                         connected:1;
     unsigned                         exiting:1;

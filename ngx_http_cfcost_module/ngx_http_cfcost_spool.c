@@ -14,7 +14,6 @@
 
 
 #define NGX_HTTP_CFCOST_SPOOL_BUF    65536
-#define NGX_HTTP_CFCOST_SCAN_EVERY   1000      /* ms between adoption scans */
 
 
 struct ngx_http_cfcost_spool_file_s {
@@ -33,7 +32,6 @@ struct ngx_http_cfcost_spool_file_s {
 
 static ngx_http_cfcost_spool_file_t  ngx_http_cfcost_own;
 static ngx_http_cfcost_spool_file_t  ngx_http_cfcost_adopted;
-static ngx_msec_t                    ngx_http_cfcost_last_scan;
 static ngx_msec_t                    ngx_http_cfcost_open_failed;
 static ngx_uint_t                    ngx_http_cfcost_open_failing;
 static ngx_uint_t                    ngx_http_cfcost_scanned;
@@ -226,8 +224,7 @@ ngx_http_cfcost_spool_append(ngx_http_cfcost_main_conf_t *mcf,
 }
 
 
-/* takes over one file whose worker is gone, if there is one */
-static void
+void
 ngx_http_cfcost_spool_adopt(ngx_http_cfcost_main_conf_t *mcf, ngx_log_t *log,
     u_char *writer)
 {
@@ -237,6 +234,10 @@ ngx_http_cfcost_spool_adopt(ngx_http_cfcost_main_conf_t *mcf, ngx_log_t *log,
     struct dirent                 *de;
     ngx_file_info_t                fi;
     ngx_http_cfcost_spool_file_t  *f = &ngx_http_cfcost_adopted;
+
+    if (mcf->spool_dir.len == 0 || f->open) {
+        return;
+    }
 
     d = opendir((char *) mcf->spool_dir.data);
     if (d == NULL) {
@@ -317,15 +318,6 @@ ngx_http_cfcost_spool_next(ngx_http_cfcost_main_conf_t *mcf, ngx_log_t *log,
 
     if (own->open && own->read_off < own->size) {
         return own;
-    }
-
-    if (!f->open
-        && (!ngx_http_cfcost_scanned
-            || ngx_current_msec - ngx_http_cfcost_last_scan
-               >= NGX_HTTP_CFCOST_SCAN_EVERY))
-    {
-        ngx_http_cfcost_last_scan = ngx_current_msec;
-        ngx_http_cfcost_spool_adopt(mcf, log, writer);
     }
 
     if (f->open && f->read_off >= f->size && f->outstanding == 0) {
@@ -611,13 +603,6 @@ ngx_http_cfcost_spool_sync(void)
 
         f->dirty = 0;
     }
-}
-
-
-off_t
-ngx_http_cfcost_spool_size(void)
-{
-    return ngx_http_cfcost_own.size;
 }
 
 

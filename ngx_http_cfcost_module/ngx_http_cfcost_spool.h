@@ -48,9 +48,16 @@ ngx_uint_t ngx_http_cfcost_spool_full(ngx_http_cfcost_main_conf_t *mcf,
     size_t len);
 
 /*
+ * Takes over one file whose worker is gone, when none is adopted yet: a
+ * directory scan, so the writer runs it from a timer, never while serving
+ * a request.
+ */
+void ngx_http_cfcost_spool_adopt(ngx_http_cfcost_main_conf_t *mcf,
+    ngx_log_t *log, u_char *writer);
+
+/*
  * The file to replay next: this worker's own when it has unread records,
- * else a file adopted from a worker that is gone (at most one at a time),
- * or NULL.
+ * else the adopted one, or NULL.
  */
 ngx_http_cfcost_spool_file_t *ngx_http_cfcost_spool_next(
     ngx_http_cfcost_main_conf_t *mcf, ngx_log_t *log, u_char *writer);
@@ -73,9 +80,6 @@ void ngx_http_cfcost_spool_done(ngx_http_cfcost_spool_file_t *f);
 
 /* Writes what was appended to disk (fdatasync), if anything was. */
 void ngx_http_cfcost_spool_sync(void);
-
-/* Bytes in this worker's own file, for the counters. */
-off_t ngx_http_cfcost_spool_size(void);
 
 /* Closes the files (worker exit): the locks go, the files stay. */
 void ngx_http_cfcost_spool_close(void);

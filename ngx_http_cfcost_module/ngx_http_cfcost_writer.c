@@ -1036,7 +1036,8 @@ ngx_http_cfcost_writer_up(ngx_http_cfcost_redis_t *rd)
  * While records wait, this timer is not cancelable: a gracefully exiting
  * worker (reload, quit) stays, and keeps sending, until they are stored
  * or cfcost_record_drain has passed; then it stops sending, and the exit
- * pass takes what is left.  It also syncs the spool once a second.
+ * pass takes what is left.  Once a second it also syncs the spool and
+ * looks for spool files of workers that are gone.
  */
 static void
 ngx_http_cfcost_writer_drain_handler(ngx_event_t *ev)
@@ -1062,6 +1063,11 @@ ngx_http_cfcost_writer_drain_handler(ngx_event_t *ev)
 
     if (++wr->ticks % NGX_HTTP_CFCOST_SYNC_TICKS == 0) {
         ngx_http_cfcost_spool_sync();
+
+        if (!ngx_exiting) {
+            ngx_http_cfcost_spool_adopt(wr->mcf, wr->log, wr->live_ids.id);
+            ngx_http_cfcost_writer_flush();
+        }
     }
 
     ev->cancelable = (wr->queued == 0);

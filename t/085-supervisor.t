@@ -84,11 +84,11 @@ sub descendants {
         push @{ $kids{$1} }, $p;
     }
     my @all;
-    my @todo = ($top);
-    while (defined(my $p = shift @todo)) {
+    my @queue = ($top);
+    while (defined(my $p = shift @queue)) {
         for my $k (@{ $kids{$p} || [] }) {
             push @all, $k;
-            push @todo, $k;
+            push @queue, $k;
         }
     }
     return @all;
