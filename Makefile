@@ -7,8 +7,10 @@ CFLAGS   ?= -std=c99 -O2 -g -Wall -Wextra -Werror -D_DEFAULT_SOURCE
 CPPFLAGS += -Icommon
 LIBS      = -lhiredis -ljansson -lcrypto -lm
 
-COMMON_SRC = common/cfcost_price.c common/cfcost_usage.c common/cfcost_sse.c
-COMMON_HDR = common/cfcost_price.h common/cfcost_usage.h common/cfcost_sse.h common/cfcost_schema.h
+COMMON_SRC = common/cfcost_price.c common/cfcost_usage.c common/cfcost_sse.c \
+             common/cfcost_json.c
+COMMON_HDR = common/cfcost_price.h common/cfcost_usage.h common/cfcost_sse.h common/cfcost_schema.h \
+             common/cfcost_json.h
 MODULE_SRC = $(wildcard ngx_http_cfcost_module/*.c ngx_http_cfcost_module/*.h)
 AGG_SRC    = $(wildcard aggregator/*.c)
 AGG_HDR    = $(wildcard aggregator/*.h)
