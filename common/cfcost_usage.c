@@ -35,14 +35,14 @@ cfcost_count(json_t *obj, const char *name, const char *alt, uint64_t *v,
     }
 
     if (json_is_integer(j) && json_integer_value(j) >= 0
-        && (uint64_t) json_integer_value(j) <= CFCOST_TOKENS_MAX)
+        && (uint64_t) json_integer_value(j) <= CFCOST_USAGE_MAX)
     {
         *v = (uint64_t) json_integer_value(j);
         return 0;
     }
 
     if (json_is_real(j) && json_real_value(j) >= 0
-        && json_real_value(j) <= (double) CFCOST_TOKENS_MAX
+        && json_real_value(j) <= (double) CFCOST_USAGE_MAX
         && json_real_value(j) == (double) (uint64_t) json_real_value(j))
     {
         *v = (uint64_t) json_real_value(j);
@@ -442,7 +442,7 @@ cfcost_scan_count(const char *json, size_t len, const char *key,
         n = n * 10 + (json[i] - '0');
     }
 
-    if (n > CFCOST_TOKENS_MAX) {
+    if (n > CFCOST_USAGE_MAX) {
         return -1;                     /* the slow path says why */
     }
 
@@ -956,11 +956,11 @@ cfcost_whole_number(const char *p, size_t n, uint64_t *v)
     uint64_t  x;
 
     for (x = 0, i = 0; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
-        x = (x > CFCOST_TOKENS_MAX) ? x : x * 10 + (p[i] - '0');
+        x = (x > CFCOST_USAGE_MAX) ? x : x * 10 + (p[i] - '0');
     }
 
     if (n > 0 && i == n) {
-        *v = x > CFCOST_TOKENS_MAX ? CFCOST_TOKENS_MAX : x;
+        *v = x > CFCOST_USAGE_MAX ? CFCOST_USAGE_MAX : x;
         return 0;
     }
 
@@ -976,8 +976,8 @@ cfcost_whole_number(const char *p, size_t n, uint64_t *v)
         return -1;
     }
 
-    if (d > (double) CFCOST_TOKENS_MAX) {
-        *v = CFCOST_TOKENS_MAX;
+    if (d > (double) CFCOST_USAGE_MAX) {
+        *v = CFCOST_USAGE_MAX;
         return 0;
     }
 

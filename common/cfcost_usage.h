@@ -13,6 +13,15 @@
 
 #define CFCOST_DETAIL_MAX  512
 
+/*
+ * The most tokens a usage count may report and be billed: 2^24, over 60
+ * times the longest context window Workers AI serves (256k tokens).  A
+ * larger count is no usage but a fault, and is estimated instead (README,
+ * "The estimator"); so is one that is negative, fractional, null or not a
+ * number.
+ */
+#define CFCOST_USAGE_MAX   16777216ULL
+
 
 typedef struct {
     int          success;       /* envelope "success": 1, 0, or -1 absent */
@@ -49,8 +58,8 @@ void cfcost_reply_parse(json_t *root, cfcost_reply_t *out);
  * Responses API's {input_tokens, output_tokens, ...}) into out.  Returns 0
  * and sets out->has_usage, or -1 when the object is not a usable usage;
  * then only out->usage_bad may change: set when a count is there but is
- * not a whole number from 0 to CFCOST_TOKENS_MAX (negative, fractional,
- * not a number, or absurd: beyond the price arithmetic's clamp, or beyond
+ * not a whole number from 0 to CFCOST_USAGE_MAX (negative, fractional,
+ * null, not a number, or absurd: beyond CFCOST_USAGE_MAX, up to beyond
  * 64 bits as cfcost_json_load() reads them).  An object without counts
  * leaves it 0.
  */
@@ -135,8 +144,8 @@ uint64_t cfcost_text_bytes(const char *json, size_t len);
 /*
  * The output cap a request sets: "max_tokens", else OpenAI's
  * "max_completion_tokens", in the top-level object of a valid JSON body,
- * a whole number >= 0 (a larger one than CFCOST_TOKENS_MAX reads as
- * CFCOST_TOKENS_MAX).  Returns 0 and *cap, or -1 when there is none.
+ * a whole number >= 0 (a larger one than CFCOST_USAGE_MAX reads as
+ * CFCOST_USAGE_MAX).  Returns 0 and *cap, or -1 when there is none.
  */
 int cfcost_request_max_tokens(const char *json, size_t len, uint64_t *cap);
 

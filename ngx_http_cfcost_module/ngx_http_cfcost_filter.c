@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "ngx_http_cfcost_module.h"
+#include "cfcost_json.h"
 
 
 static ngx_int_t ngx_http_cfcost_header_filter(ngx_http_request_t *r);
@@ -108,6 +109,108 @@ ngx_http_cfcost_status_detail(ngx_uint_t status)
 }
 
 
+/*
+ * Upstream framing that breaks (a chunk size "zz", or 18 digits long)
+ * makes the proxy's input filter fail, and nginx would then close the
+ * client's connection without a word.  Wrapped, the failure becomes what a
+ * reset is: the upstream broke off, nginx flushes, and the body filters
+ * end the answer cleanly (a 502 in the route's shape, or a stream's cost
+ * event and last chunk).  Whatever came after the break is not read.
+ */
+static ngx_int_t
+ngx_http_cfcost_pipe_input(ngx_event_pipe_t *p, ngx_buf_t *buf)
+{
+    ngx_http_request_t     *r = p->input_ctx;
+    ngx_http_cfcost_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+
+    if (!ctx->bad_framing && ctx->pipe_input(p, buf) != NGX_ERROR) {
+        return NGX_OK;
+    }
+
+    if (!ctx->bad_framing) {
+        ctx->bad_framing = 1;
+        p->upstream_error = 1;
+        r->upstream->keepalive = 0;
+    }
+
+    buf->pos = buf->last;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cfcost_input_filter(void *data, ssize_t bytes)
+{
+    ngx_http_request_t     *r = data;
+    ngx_http_cfcost_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+
+    if (!ctx->bad_framing && ctx->input_filter(data, bytes) != NGX_ERROR) {
+        return NGX_OK;
+    }
+
+    if (!ctx->bad_framing) {
+        ctx->bad_framing = 1;
+        r->upstream->error = 1;
+        r->upstream->keepalive = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the proxy picks its body filters here: they are wrapped once picked */
+static ngx_int_t
+ngx_http_cfcost_input_init(void *data)
+{
+    ngx_int_t               rc;
+    ngx_http_request_t     *r = data;
+    ngx_http_upstream_t    *u;
+    ngx_http_cfcost_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    u = r->upstream;
+
+    rc = ctx->input_init(data);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (u->buffering) {
+        if (u->pipe != NULL && u->pipe->input_filter != NULL
+            && u->pipe->input_ctx == r)
+        {
+            ctx->pipe_input = u->pipe->input_filter;
+            u->pipe->input_filter = ngx_http_cfcost_pipe_input;
+        }
+
+    } else if (u->input_filter != NULL && u->input_filter_ctx == r) {
+        ctx->input_filter = u->input_filter;
+        u->input_filter = ngx_http_cfcost_input_filter;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_cfcost_wrap_input(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
+{
+    ngx_http_upstream_t  *u = r->upstream;
+
+    if (u->input_filter_init != NULL && ctx->input_init == NULL
+        && u->input_filter_ctx == r)
+    {
+        ctx->input_init = u->input_filter_init;
+        u->input_filter_init = ngx_http_cfcost_input_init;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_cfcost_header_filter(ngx_http_request_t *r)
 {
@@ -170,6 +273,7 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
     {
         ctx->upstream_status = NGX_HTTP_OK;
         ctx->status = NGX_HTTP_OK;
+        ngx_http_cfcost_wrap_input(r, ctx);
 
         if (ngx_http_cfcost_stream_start(r, ctx) != NGX_OK
             || ngx_http_cfcost_add_header(r, "X-Cfcost-Request-Id",
@@ -184,6 +288,7 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
 
     } else {
         ctx->upstream_status = u->headers_in.status_n;
+        ngx_http_cfcost_wrap_input(r, ctx);
 
         if (r->headers_out.content_encoding
             && r->headers_out.content_encoding->value.len
@@ -354,6 +459,7 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     char         *dump;
     size_t        len, text_len, usd_len;
     json_t       *text;
+    ngx_uint_t    told;
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
     const char   *raw;
@@ -387,11 +493,12 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         len = 2;
     }
 
-    usd_len = ctx->usage_known ? cfcost_usd6((char *) usd, ctx->cost) : 0;
+    told = ctx->usage_known || ctx->estimated;
+    usd_len = told ? cfcost_usd6((char *) usd, ctx->cost) : 0;
 
     len += sizeof("{\"response\":,\"model\":\"\",\"input_tokens\":,"
                   "\"output_tokens\":,\"total_tokens\":,\"cost_usd\":,"
-                  "\"request_id\":\"\"}\n")
+                  "\"estimated\":false,\"request_id\":\"\"}\n")
            + ngx_http_cfcost_json_escape_len(ctx->model.data, ctx->model.len)
            + 3 * NGX_INT64_LEN + 32 + NGX_HTTP_CFCOST_ID_LEN;
 
@@ -423,17 +530,19 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     p = ngx_cpymem(p, ",\"model\":\"", sizeof(",\"model\":\"") - 1);
     p = ngx_http_cfcost_json_escape(p, ctx->model.data, ctx->model.len);
 
-    if (ctx->usage_known) {
+    if (told) {
         p = ngx_sprintf(p, "\",\"input_tokens\":%uL,\"output_tokens\":%uL,"
-                        "\"total_tokens\":%uL,\"cost_usd\":%*s",
+                        "\"total_tokens\":%uL,\"cost_usd\":%*s,"
+                        "\"estimated\":%s",
                         ctx->input, ctx->output, ctx->input + ctx->output,
-                        usd_len, usd);
+                        usd_len, usd, ctx->estimated ? "true" : "false");
     } else {
         p = ngx_cpymem(p, "\",\"input_tokens\":null,\"output_tokens\":null,"
-                          "\"total_tokens\":null,\"cost_usd\":null",
+                          "\"total_tokens\":null,\"cost_usd\":null,"
+                          "\"estimated\":false",
                        sizeof("\",\"input_tokens\":null,\"output_tokens\":"
-                              "null,\"total_tokens\":null,\"cost_usd\":null")
-                       - 1);
+                              "null,\"total_tokens\":null,\"cost_usd\":null,"
+                              "\"estimated\":false") - 1);
     }
 
     p = ngx_sprintf(p, ",\"request_id\":\"%*s\"}\n",
@@ -448,16 +557,46 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
 
 /*
- * The upstream answer as it came, with "cost_usd" added to its usage
- * object (result.usage in Cloudflare's envelope, usage in an OpenAI
- * object) when with_cost: one field inserted, nothing re-serialized.
+ * Copies json[0..len) to dst with "cost_usd":<usd> added at the end of the
+ * object that spans [s, e) (a comma before it unless the object is empty,
+ * however it is spaced).  dst has room for len + usd_len + 12 bytes.
+ */
+u_char *
+ngx_http_cfcost_insert_cost(u_char *dst, u_char *json, size_t len, size_t s,
+    size_t e, u_char *usd, size_t usd_len)
+{
+    size_t  i;
+
+    dst = ngx_cpymem(dst, json, e - 1);
+
+    for (i = s + 1; i < e - 1 && ngx_strchr(" \t\r\n", json[i]); i++) {
+        /* void */
+    }
+
+    if (i < e - 1) {
+        *dst++ = ',';
+    }
+
+    dst = ngx_cpymem(dst, "\"cost_usd\":", sizeof("\"cost_usd\":") - 1);
+    dst = ngx_cpymem(dst, usd, usd_len);
+
+    return ngx_cpymem(dst, json + e - 1, len - (e - 1));
+}
+
+
+/*
+ * The upstream answer as it came (valid JSON), with "cost_usd" added to
+ * its usage object (result.usage in Cloudflare's envelope, usage in an
+ * OpenAI object) when with_cost: one field inserted, nothing
+ * re-serialized.  The object is the one a JSON parser keeps: with a key
+ * given twice, the last.
  */
 static ngx_chain_t *
 ngx_http_cfcost_passthrough_body(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, ngx_uint_t with_cost)
 {
     u_char       *p, usd[32];
-    size_t        s, e, i, usd_len;
+    size_t        s, e, usd_len;
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
@@ -490,24 +629,9 @@ ngx_http_cfcost_passthrough_body(ngx_http_request_t *r,
         b->start = p;
         b->pos = p;
         b->temporary = 1;
-
-        /* before the closing brace; a comma unless the object is empty */
-        p = ngx_cpymem(p, ctx->resp, e - 1);
-
-        for (i = s + 1; i < e - 1 && ngx_strchr(" \t\r\n", ctx->resp[i]); i++)
-        {
-            /* void */
-        }
-
-        if (i < e - 1) {
-            *p++ = ',';
-        }
-
-        p = ngx_sprintf(p, "\"cost_usd\":%*s", usd_len, usd);
-        p = ngx_cpymem(p, ctx->resp + e - 1, ctx->resp_len - (e - 1));
-
-        b->last = p;
-        b->end = p;
+        b->last = ngx_http_cfcost_insert_cost(p, ctx->resp, ctx->resp_len,
+                                              s, e, usd, usd_len);
+        b->end = b->last;
 
         return cl;
     }
@@ -528,7 +652,16 @@ ngx_http_cfcost_cost_headers(ngx_http_request_t *r,
     u_char  *p;
     size_t   len;
 
-    if (!ctx->usage_known) {
+    if (ctx->estimated) {
+        if (ngx_http_cfcost_add_header(r, "X-Cfcost-Usage",
+                                       (u_char *) "estimated",
+                                       sizeof("estimated") - 1)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (!ctx->usage_known) {
         return ngx_http_cfcost_add_header(r, "X-Cfcost-Usage",
                                           (u_char *) "unknown",
                                           sizeof("unknown") - 1);
@@ -593,8 +726,10 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     if (ctx->truncated) {
         ngx_str_set(&ctx->error, "upstream_incomplete");
         return ngx_http_cfcost_detail_body(r, ctx,
-                   "Workers AI closed the connection before its response "
-                   "was complete");
+                   ctx->bad_framing
+                   ? "Workers AI broke the chunked framing of its response"
+                   : "Workers AI closed the connection before its response "
+                     "was complete");
     }
 
     if (ctx->encoded) {
@@ -606,6 +741,22 @@ ngx_http_cfcost_answer(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
     root = NULL;
+
+    /*
+     * Only valid JSON goes on (README, "One reading"): an answer that is
+     * not is never half-rewritten nor copied from, nor billed; the client
+     * gets a 502 (or the error status Workers AI answered).
+     */
+    if (cfcost_json_valid((char *) ctx->resp, ctx->resp_len) != 0) {
+        if (us >= NGX_HTTP_BAD_REQUEST) {
+            ctx->status = us;
+        }
+
+        ngx_str_set(&ctx->error, "upstream_invalid");
+        return ngx_http_cfcost_detail_body(r, ctx,
+                   "Workers AI returned HTTP %ui with a body that is not "
+                   "valid JSON", us);
+    }
 
     /* the usual answer is read by a scan; anything else by a full parse */
     if (us == NGX_HTTP_OK
@@ -691,9 +842,14 @@ success:
         ctx->neurons = rep.neurons;
     }
 
+    /* the cost is final before the body tells it */
+    ngx_http_cfcost_bill(r, ctx, NGX_HTTP_OK);
+
     out = (lcf->route == NGX_HTTP_CFCOST_CHAT)
           ? ngx_http_cfcost_success_body(r, ctx, &rep)
-          : ngx_http_cfcost_passthrough_body(r, ctx, rep.has_usage);
+          : ngx_http_cfcost_passthrough_body(r, ctx,
+                                             ctx->usage_known
+                                             && !ctx->estimated);
 
 done:
 
@@ -756,6 +912,9 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return NGX_ERROR;
     }
 
+    /* what the headers say is what the record bills */
+    ngx_http_cfcost_bill(r, ctx, ctx->status);
+
     out->buf->last_buf = 1;
     out->buf->last_in_chain = 1;
 
@@ -769,7 +928,7 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return NGX_ERROR;
     }
 
-    if (ctx->status == NGX_HTTP_OK
+    if ((ctx->status == NGX_HTTP_OK || ctx->estimated)
         && ngx_http_cfcost_cost_headers(r, ctx) != NGX_OK)
     {
         return NGX_ERROR;
@@ -802,6 +961,8 @@ ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx)
         return;
     }
 
+    ctx->billed = 1;
+
     if (!ctx->usage_known && !ctx->estimated) {
         if (ctx->sse != NULL) {
             seen = ctx->sse->offset > 0;     /* text counted per event */
@@ -817,12 +978,12 @@ ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx)
 
         ctx->estimated = 1;
         ctx->input = ngx_min((uint64_t) (ctx->prompt_bytes + 3) / 4,
-                             CFCOST_TOKENS_MAX);
+                             CFCOST_USAGE_MAX);
         ctx->cached = 0;
 
         if (seen) {
             ctx->output = ngx_min((ctx->text_bytes + 3) / 4,
-                                  CFCOST_TOKENS_MAX);
+                                  CFCOST_USAGE_MAX);
 
         } else if (cfcost_request_max_tokens((char *) ctx->upstream_body.data,
                                              ctx->upstream_body.len, &cap)

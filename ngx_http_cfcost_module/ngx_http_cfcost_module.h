@@ -106,6 +106,14 @@ typedef struct {
     uint64_t                    text_bytes;     /* generated text seen */
     cfcost_text_t              *text;           /* counting it past
                                                    response_max */
+    u_char                     *usage_ev;       /* the last OpenAI usage
+                                                   chunk, withheld */
+    size_t                      usage_ev_len;
+    size_t                      usage_ev_cap;
+
+    ngx_int_t                 (*input_init)(void *data); /* proxy's */
+    ngx_event_pipe_input_filter_pt  pipe_input;
+    ngx_int_t                 (*input_filter)(void *data, ssize_t bytes);
 
     uint64_t                    input;
     uint64_t                    output;
@@ -133,13 +141,17 @@ typedef struct {
     unsigned                    stream:1;       /* client asked to stream */
     unsigned                    usage_added:1;  /* we asked for usage */
     unsigned                    sse_end:1;      /* the stream completed */
-    unsigned                    cost_sent:1;    /* our SSE event went out */
-    unsigned                    native_usage:1; /* the cumulative event */
     unsigned                    estimated:1;
     unsigned                    usage_known:1;
     unsigned                    has_neurons:1;
     unsigned                    usage_bad:1;    /* counts out of range */
     unsigned                    done:1;         /* response body complete */
+    unsigned                    bad_framing:1;  /* upstream's chunked
+                                                   framing broke */
+    unsigned                    billed:1;       /* cost final: settled or
+                                                   found not billable */
+    unsigned                    sse_done:1;     /* [DONE] went out */
+    unsigned                    usage_ev_eol:2;
 } ngx_http_cfcost_ctx_t;
 
 
@@ -185,6 +197,8 @@ ngx_int_t ngx_http_cfcost_status_handler(ngx_http_request_t *r);
 /* _filter.c */
 ngx_int_t ngx_http_cfcost_filter_init(ngx_conf_t *cf);
 void ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx);
+u_char *ngx_http_cfcost_insert_cost(u_char *dst, u_char *json, size_t len,
+    size_t s, size_t e, u_char *usd, size_t usd_len);
 
 /* _stream.c */
 ngx_int_t ngx_http_cfcost_stream_start(ngx_http_request_t *r,
@@ -195,6 +209,8 @@ ngx_int_t ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
 
 /* _record.c */
 ngx_int_t ngx_http_cfcost_log_handler(ngx_http_request_t *r);
+void ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_uint_t status);
 
 /* _variables.c */
 ngx_int_t ngx_http_cfcost_add_variables(ngx_conf_t *cf);

@@ -100,6 +100,31 @@ ngx_http_cfcost_billable(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 }
 
 
+/*
+ * Makes the request's cost final, once: the reported usage priced, an
+ * estimate for work Workers AI did that reported none, or nothing.  The
+ * response filters call it before they tell the client the cost, the log
+ * phase for what they never answered; either way the record bills what
+ * the client was told.  A stream's cost always stands.
+ */
+void
+ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_uint_t status)
+{
+    if (ctx->billed) {
+        return;
+    }
+
+    if (ctx->usage_known || ctx->sse
+        || ngx_http_cfcost_billable(r, ctx, status))
+    {
+        ngx_http_cfcost_settle(ctx);
+    }
+
+    ctx->billed = 1;
+}
+
+
 ngx_int_t
 ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 {
@@ -169,10 +194,9 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
         ngx_str_set(&ctx->error, "client_closed");
     }
 
-    /* a stream's cost stands whatever happened; never a silent $0 for
-     * work Workers AI did */
-    if (ctx->sse || ngx_http_cfcost_billable(r, ctx, status)) {
-        ngx_http_cfcost_settle(ctx);
+    /* never a silent $0 for work Workers AI did */
+    if (!ctx->billed) {
+        ngx_http_cfcost_bill(r, ctx, status);
 
         if (ctx->estimated) {
             ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

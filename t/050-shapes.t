@@ -142,9 +142,9 @@ my @cases = (
 
 $env->run_case($_) for @cases;
 
-# no usage at all: the response still arrives, with null accounting; the
-# record carries an estimate (4 bytes of text a token: prompt text in,
-# answer text out), flagged
+# no usage at all: the response still arrives, with the estimate the
+# record carries (4 bytes of text a token: prompt text in, answer text
+# out), flagged "estimated" in the body, the record and X-Cfcost-Usage
 for my $shape ('', ' [emu:chat-completion]') {
     my $name = 'no usage' . ($shape ? ', chat.completion' : '');
     my $content = "nothing to count$shape [emu:no-usage]";
@@ -157,9 +157,19 @@ for my $shape ('', ' [emu:chat-completion]') {
         json   => {
             response      => "$G nothing to count",
             model         => $L8,
-            input_tokens  => undef,
-            output_tokens => undef,
-            cost_usd      => undef,
+            input_tokens  => $est_in,
+            output_tokens => $est_out,
+            total_tokens  => $est_in + $est_out,
+            cost_usd      => sub {
+                sprintf('%.6f', $_[0]) eq usd6(cost($est_in, 0, $est_out,
+                                                   282000, 0, 827000))
+            },
+            estimated     => sub { $_[0] && JSON::PP::is_bool($_[0]) },
+        },
+        headers => {
+            'x-cfcost-usage'    => 'estimated',
+            'x-cfcost-cost-usd' => usd6(cost($est_in, 0, $est_out,
+                                             282000, 0, 827000)),
         },
         record => {
             flags           => qr/^usage_unknown,estimated$/,

@@ -23,7 +23,12 @@ sub err_case {
         status   => $a{status},
         detail   => $a{detail},
         upstream => { count => 1 },
-        headers  => { 'x-cfcost-cost-usd' => sub { !defined $_[0] || $_[0] eq '0.000000' } },
+        # an estimate billed is an estimate told (t/470 checks it is the
+        # record's to the picodollar)
+        headers  => defined $a{cost}
+            ? { 'x-cfcost-cost-usd' => qr/^\d+\.\d{6}$/,
+                'x-cfcost-usage'    => 'estimated' }
+            : { 'x-cfcost-cost-usd' => sub { !defined $_[0] || $_[0] eq '0.000000' } },
         record   => {
             status          => "$a{status}",
             upstream_status => "$a{upstream_status}",

@@ -26,6 +26,17 @@ use CfcostWire qw($L8 $KIMI $OSS $TL usd6 pusd ceil4 utf8_len
 my $JS = JSON::PP->new->utf8->canonical;
 my $OA_UPSTREAM = "/client/v4/accounts/$CfcostTest::ACCOUNT/ai/v1/chat/completions";
 
+# an event that carries usage and nothing else: OpenAI's usage chunk, or
+# Workers AI's native {"response":"","usage"} event
+sub usage_only {
+    my ($ev) = @_;
+    return 1 if is_usage_chunk($ev);
+    my $d = event_data($ev) // return 0;
+    my $j = eval { JSON::PP->new->utf8->decode($d) } or return 0;
+    return ref $j eq 'HASH' && ref $j->{usage} eq 'HASH' && !exists $j->{choices}
+        && !(defined $j->{response} && length $j->{response});
+}
+
 cost_self_checks();
 
 my $env = CfcostTest->start;
@@ -174,11 +185,13 @@ openai_ok(name => 'client cookie and headers stay here', model => $L8,
     same_bytes(norm_created($r->{body}), norm_created($emu->{body}),
         "$name: body = the emulator's, unchanged");
     unlike($r->{body}, qr/cost_usd/, "$name: no cost_usd");
-    is($r->{headers}{'x-cfcost-usage'}, 'unknown', "$name: X-Cfcost-Usage: unknown");
+    is($r->{headers}{'x-cfcost-usage'}, 'estimated', "$name: X-Cfcost-Usage: estimated");
     my $rid = $r->{headers}{'x-cfcost-request-id'};
     my $rec = record_for($rid, $name);
     if ($rec) {
         like($rec->{flags} // '', qr/(^|,)usage_unknown(,|$)/, "$name: record flag usage_unknown");
+        is($r->{headers}{'x-cfcost-cost-usd'}, usd6(Math::BigInt->new($rec->{cost_pusd})),
+            "$name: X-Cfcost-Cost-USD = the record's estimate");
         is($rec->{route}, 'openai', "$name: record route");
         is($rec->{status}, '200', "$name: record status");
     }
@@ -249,30 +262,55 @@ sub openai_stream {
     is(scalar @uev, $have_usage ? 1 : 0,
         "$name: (the emulator sent " . ($have_usage ? 'one usage chunk' : 'no usage chunk') . ')');
 
+    # estimated when the upstream reports no usage
+    my ($ein, $eout) = (ceil4(utf8_len($a{content} // '')), ceil4(text_bytes($ebody)));
     my $usd = $have_usage
-        ? usd6(pusd($model, $a{in}, $a{out}, $a{cached})) : undef;
+        ? usd6(pusd($model, $a{in}, $a{out}, $a{cached}))
+        : usd6(pusd($model, $ein, $eout));
+
+    # usage-only events (OpenAI's usage chunk, Workers AI's native usage
+    # event) are withheld; a client that asked gets one usage chunk, the
+    # last, with cost_usd, just before [DONE] -- or one cfcost makes with
+    # the estimate when no usage came
     my $expect = '';
+    my $last_uc;
     for my $ev (sse_events($ebody)) {
-        if (is_usage_chunk($ev)) {
-            next unless $client_usage;
-            $ev = insert_cost($ev, $usd);
+        if (usage_only($ev)) {
+            $last_uc = $ev if is_usage_chunk($ev);
+            next;
+        }
+        if ($client_usage && $have_usage && $ev =~ /^data: ?\[DONE\]/) {
+            $expect .= insert_cost($last_uc, $usd);
         }
         $expect .= $ev;
     }
-    same_bytes($gbody, $expect, $client_usage
-        ? "$name: stream = the emulator's with cost_usd " . ($usd // 'none')
-          . " in the usage chunk"
-        : "$name: stream = the emulator's without the usage chunk");
-
     my @gu = grep { is_usage_chunk($_) } sse_events($gbody);
-    if ($client_usage && $have_usage) {
+    my $cmp = $gbody;
+    if ($client_usage && !$have_usage && @gu == 1) {
+        $cmp =~ s/\Q$gu[0]\E//;          # made by cfcost: checked below
+    }
+    same_bytes($cmp, $expect, $client_usage
+        ? "$name: stream = the emulator's, usage withheld, cost_usd $usd"
+          . " in the one usage chunk"
+        : "$name: stream = the emulator's without the usage events");
+
+    if ($client_usage) {
         is(scalar @gu, 1, "$name: one usage chunk for the client");
         my $j = eval { JSON::PP->new->utf8->decode(event_data($gu[0] // '') // '') };
-        is(sprintf('%.6f', (ref $j eq 'HASH' ? $j->{usage}{cost_usd} : undef) // -1),
-            $usd, "$name: usage chunk cost_usd");
+        my $u = ref $j eq 'HASH' && ref $j->{usage} eq 'HASH' ? $j->{usage} : {};
+        is(sprintf('%.6f', $u->{cost_usd} // -1), $usd,
+            "$name: usage chunk cost_usd");
+        unless ($have_usage) {
+            is_deeply([@$u{qw(prompt_tokens completion_tokens total_tokens)},
+                       $u->{estimated} ? 1 : 0],
+                [$ein, $eout, $ein + $eout, 1],
+                "$name: the usage chunk carries the estimate, flagged");
+            like($gbody, qr/\Q$gu[0]\Edata: ?\[DONE\]/,
+                "$name: the usage chunk just before [DONE]");
+        }
     } else {
         is(scalar @gu, 0, "$name: no usage chunk for the client");
-        unlike($gbody, qr/cost_usd|"choices":\[\]|"cfcost"/,
+        unlike($gbody, qr/cost_usd|"choices":\[\]|"cfcost"|"usage":\{/,
             "$name: nothing of cfcost in the stream");
     }
 
@@ -281,7 +319,8 @@ sub openai_stream {
         # the "usage":null members of the chunks
         my $plain = emu_direct($OA_UPSTREAM, $body);
         (my $g = $gbody) =~ s/,"usage":null//g;
-        same_bytes($g, norm_created($plain->{body}),
+        same_bytes($g, join('', grep { !usage_only($_) }
+                                sse_events(norm_created($plain->{body}))),
             "$name: stream = the emulator's stream for the client's body (\"usage\":null aside)");
     }
 
@@ -332,15 +371,15 @@ openai_stream(name => 'stream, other stream_options kept',
     opts => { include_obfuscation => $F },
     content => 'opts [emu:usage 3 4]', in => 3, out => 4);
 
-# include_usage asked, but the upstream reports none: nothing is added
+# include_usage asked, but the upstream reports none: the estimate
 openai_stream(name => 'stream, include_usage, upstream sends no usage',
     opts => { include_usage => $T },
     content => 'nothing to count [emu:no-usage]');
 openai_stream(name => 'stream, no include_usage, upstream sends no usage',
     content => 'nothing to count either [emu:no-usage] [emu:split 5]');
 
-# Workers AI may also send its native {"response":"","usage"} event: it is
-# the upstream's, and passes through as it came
+# Workers AI may also send its native {"response":"","usage"} event: usage
+# only, withheld like the usage chunk
 openai_stream(name => 'stream, include_usage, native usage event too',
     opts => { include_usage => $T },
     content => 'both kinds [emu:native-usage] [emu:usage 12 13] [emu:split 5]',

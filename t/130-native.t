@@ -186,10 +186,12 @@ native_ok(name => 'hand-written body with options',
     is($r->{status}, 200, "$name: status 200");
     same_bytes($r->{body}, $emu->{body}, "$name: body = the emulator's, unchanged");
     unlike($r->{body}, qr/cost_usd/, "$name: no cost_usd");
-    is($r->{headers}{'x-cfcost-usage'}, 'unknown', "$name: X-Cfcost-Usage: unknown");
+    is($r->{headers}{'x-cfcost-usage'}, 'estimated', "$name: X-Cfcost-Usage: estimated");
     my $rec = record_for($r->{headers}{'x-cfcost-request-id'}, $name);
     if ($rec) {
         like($rec->{flags} // '', qr/(^|,)usage_unknown(,|$)/, "$name: record flag usage_unknown");
+        is($r->{headers}{'x-cfcost-cost-usd'}, usd6(Math::BigInt->new($rec->{cost_pusd})),
+            "$name: X-Cfcost-Cost-USD = the record's estimate");
         is($rec->{route}, 'native', "$name: record route");
         is($rec->{status}, '200', "$name: record status");
     }

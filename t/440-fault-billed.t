@@ -21,7 +21,7 @@ use HTTP::Tiny;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 use CfcostTest;
-use CfcostWire qw($L8 pusd ceil4 utf8_len wire_init emu_direct run_path);
+use CfcostWire qw($L8 pusd usd6 ceil4 utf8_len wire_init emu_direct run_path);
 
 my $env = CfcostTest->start(nginx => 0, workers => 1);
 my $t = $env->tmp;
@@ -197,14 +197,16 @@ for my $size (5000, 100000) {
 
 
 # --------------------------------------------------------------------------
-# absurd token counts: the answer still goes out, with null accounting;
-# the record is an estimate with the reason
+# absurd token counts (over 2^24): the answer still goes out, with the
+# estimate the record carries, flagged, and the reason
 
 my $G = 'Hello from the cfcost emulator. You said:';
 
 for my $c (['9223372036854775808 5', '2^63 input tokens'],
            ['5 18446744073709551616', '2^64 output tokens'],
-           ['4294967296 1', '2^32 input tokens (beyond the clamp)'],
+           ['4294967296 1', '2^32 input tokens'],
+           ['999999999999999 1', '999999999999999 input tokens'],
+           ['1 16777217', '2^24 + 1 output tokens'],
            ['99999999999999999999999999 1', '10^26 input tokens'])
 {
     my ($usage, $what) = @$c;
@@ -215,9 +217,13 @@ for my $c (['9223372036854775808 5', '2^63 input tokens'],
         name    => "chat, $what",
         chat    => { key => $k->{key}, content => $content },
         status  => 200,
-        json    => { response => "$G count this", input_tokens => undef,
-                     output_tokens => undef, cost_usd => undef },
-        headers => { 'x-cfcost-usage' => 'unknown' },
+        json    => { response => "$G count this", input_tokens => $in,
+                     output_tokens => $out,
+                     cost_usd => sub { sprintf('%.6f', $_[0] // -1)
+                                       eq usd6(pusd($L8, $in, $out)) },
+                     estimated => sub { $_[0] && JSON::PP::is_bool($_[0]) } },
+        headers => { 'x-cfcost-usage' => 'estimated',
+                     'x-cfcost-cost-usd' => usd6(pusd($L8, $in, $out)) },
         record  => estimate($in, $out, status => '200',
                             upstream_status => '200',
                             error => 'usage_out_of_range'),

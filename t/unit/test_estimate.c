@@ -194,8 +194,11 @@ test_max_tokens(void)
     cap_is("{\"max_tokens\":1e3}", 0, 1000, "1e3");
     cap_is("{\"max_tokens\":100.0}", 0, 100, "100.0");
     cap_is("{\"max_tokens\":0}", 0, 0, "0");
-    cap_is("{\"max_tokens\":99999999999999999999999}", 0, CFCOST_TOKENS_MAX,
-           "huge: clamped");
+    cap_is("{\"max_tokens\":99999999999999999999999}", 0, CFCOST_USAGE_MAX,
+           "huge: clamped at the usage ceiling");
+    cap_is("{\"max_tokens\":16777217}", 0, CFCOST_USAGE_MAX,
+           "2^24 + 1: clamped at the usage ceiling");
+    cap_is("{\"max_tokens\":16777216}", 0, 16777216, "2^24");
     cap_is("{\"messages\":[{\"content\":\"max_tokens\"}]}", -1, 0,
            "none (a decoy string)");
     cap_is("{\"options\":{\"max_tokens\":5}}", -1, 0, "nested: not the cap");

@@ -361,9 +361,10 @@ test_scan(void)
 
 
 /*
- * Counts no gateway can bill: beyond 2^32 - 1 (where the price arithmetic
- * clamps), beyond jansson's 64-bit integers, negative, fractional.  The
- * answer still reads (text, success); the usage is reported unusable.
+ * Counts no gateway can bill: beyond CFCOST_USAGE_MAX (2^24: 999999999999999,
+ * 2^32, 2^63 - 1 and the like are faults, not usage), beyond jansson's
+ * 64-bit integers, negative, fractional.  The answer still reads (text,
+ * success); the usage is reported unusable.
  */
 static void
 test_out_of_range(void)
@@ -377,8 +378,13 @@ test_out_of_range(void)
         const char  *usage;
         int          bad;
     } c[] = {
-        { "{\"prompt_tokens\":4294967295,\"completion_tokens\":1}", 0 },
+        { "{\"prompt_tokens\":16777216,\"completion_tokens\":1}", 0 },
+        { "{\"prompt_tokens\":16777217,\"completion_tokens\":1}", 1 },
+        { "{\"prompt_tokens\":1,\"completion_tokens\":16777217}", 1 },
+        { "{\"prompt_tokens\":1,\"completion_tokens\":999999999999999}", 1 },
+        { "{\"prompt_tokens\":4294967295,\"completion_tokens\":1}", 1 },
         { "{\"prompt_tokens\":4294967296,\"completion_tokens\":1}", 1 },
+        { "{\"prompt_tokens\":1,\"completion_tokens\":16777217.0}", 1 },
         { "{\"prompt_tokens\":1,\"completion_tokens\":4294967296.0}", 1 },
         { "{\"prompt_tokens\":9223372036854775807,\"completion_tokens\":1}",
           1 },
