@@ -747,7 +747,13 @@ cfcost_consumer_entry(cfcost_consumer_t *c, const char *writer,
     argv[6] = rec.f[CFCOST_REC_MODEL].p;
     lens[6] = rec.f[CFCOST_REC_MODEL].len;
 
-    /* the gateway clamps tokens so; a cost is split for the script */
+    /*
+     * Counted as the record says: no gateway writes a count over 2^24
+     * (cfcost_usage.h), so nothing is clamped here and the rollups are
+     * the records' sums.  A number that is not one (malformed, or a count
+     * no gateway writes, which could overflow the sums) counts as 0,
+     * loudly.  A cost is split for the script.
+     */
     bad = 0;
     v[0] = cfcost_record_u64(&rec, CFCOST_REC_INPUT, &bad);
     v[1] = cfcost_record_u64(&rec, CFCOST_REC_OUTPUT, &bad);
@@ -758,14 +764,14 @@ cfcost_consumer_entry(cfcost_consumer_t *c, const char *writer,
 
     for (k = 0; k < 3; k++) {
         if (v[k] > CFCOST_TOKENS_MAX) {
-            v[k] = CFCOST_TOKENS_MAX;
+            v[k] = 0;
             bad = 1;
         }
     }
 
     if (bad) {
         cfcost_log_warn("consumer: entry %.*s has a malformed or "
-                        "out-of-range number; counted as 0 or clamped",
+                        "out-of-range number; counted as 0",
                         (int) idlen, id);
     }
 

@@ -3,9 +3,9 @@
  * come from the schema headers, so the scripts cannot drift from them.
  *
  * Sums inside one batch are kept in Lua numbers (doubles), exactly: every
- * value is below 2^40 (tokens are clamped to 2^32, a cost arrives as whole
- * dollars < 2^24 and picodollars < 10^12), so a batch of at most 4096
- * entries sums below 2^52.  Redis stores every rollup field as a 64-bit
+ * value is below 2^40 (a token count over 2^32 - 1 counts as 0, a cost
+ * arrives as whole dollars < 2^24 and picodollars < 10^12), so a batch of
+ * at most 4096 entries sums below 2^52.  Redis stores every rollup field as a 64-bit
  * integer; picodollars carry into whole dollars so no field can overflow.
  *
  * The script makes no call that fails on well-formed data, so it runs to
