@@ -76,15 +76,18 @@ cfcost_usage_read(json_t *usage, cfcost_reply_t *out)
         return -1;                     /* no counts at all */
     }
 
+    if (rc_in) {
+        goto bad;                      /* output but no input: not 0 */
+    }
+
     if (rc_out) {
-        rc = cfcost_count(usage, "total_tokens", NULL, &total, 1);
-        if (rc < 0) {
+        /* embeddings report input and total only */
+        rc = cfcost_count(usage, "total_tokens", NULL, &total, 0);
+        if (rc != 0 || total < in) {
             goto bad;
         }
 
-        if (rc == 0 && total >= in) {
-            outp = total - in;         /* embeddings report input only */
-        }
+        outp = total - in;
     }
 
     details = json_object_get(usage, "prompt_tokens_details");

@@ -60,8 +60,10 @@ void cfcost_reply_parse(json_t *root, cfcost_reply_t *out);
  * then only out->usage_bad may change: set when a count is there but is
  * not a whole number from 0 to CFCOST_USAGE_MAX (negative, fractional,
  * null, not a number, or absurd: beyond CFCOST_USAGE_MAX, up to beyond
- * 64 bits as cfcost_json_load() reads them).  An object without counts
- * leaves it 0.
+ * 64 bits as cfcost_json_load() reads them), and when one is missing: an
+ * output count without the input count, or an input count with neither
+ * the output count nor a total_tokens from which it follows (embeddings
+ * report input and total only).  An object without counts leaves it 0.
  */
 int cfcost_usage_read(json_t *usage, cfcost_reply_t *out);
 

@@ -80,6 +80,22 @@ JSON spelling (bodies and stream events):
                          non-ASCII characters as \\uXXXX escapes (surrogate
                          pairs beyond U+FFFF), as json.dumps() writes by
                          default; still valid JSON, still the same values
+Hostile answers (see emulator/mutate.py for every kind and parameter):
+  [emu:mutate SEED]      build the answer as usual (any route, stream or
+                         not, any other directive), then break it the way
+                         mutate.plan(SEED) says, deterministically: one
+                         primary kind per seed (~5% "none"), sometimes plus
+                         a transport kind.  Payload kinds: byte_flip,
+                         truncate, garbage, crlf, huge_count,
+                         wrong_type_count, invalid_utf8, lone_surrogate,
+                         deep_nesting, dup_key, usage_events, no_usage,
+                         done_mid, no_final_blank.  Transport kinds:
+                         bad_chunk, reset, random_status, slow (<= 200 ms).
+                         The raw bytes are written here, with
+                         "Connection: close" and "X-Emu-Mutation: KIND"
+                         (KIND = the kinds joined by "+") whenever headers
+                         go out at all; the connection is then closed, or
+                         reset (SO_LINGER {1,0}) for "reset".
 
 Native stream events: one ``{"response":WORD,"p":PAD}`` per word of TEXT
 (words after the first carry a leading space; PAD is random a-z of length
@@ -93,17 +109,22 @@ import hashlib
 import http.server
 import json
 import math
+import os
 import random
 import re
 import signal
 import socket
 import string
+import struct
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mutate  # noqa: E402  (emulator/mutate.py, next to this file)
 
 GREETING = "Hello from the cfcost emulator. You said:"
 ECHO_WORDS = 12
@@ -140,6 +161,7 @@ DIRECTIVE_ARGS = {
     "trickle": (int,),
     "crlf": (),
     "spaced": (),
+    "mutate": (int,),
 }
 
 ERROR_MESSAGES = {
@@ -574,6 +596,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "close" in d:
             self.close_connection = True
             return
+        if "mutate" in d:
+            self._send_mutated(mutate.Answer(
+                status, [("Content-Type", content_type)], body=body), d)
+            return
         headers = [("Content-Type", content_type)]
         if "gzip" in d:
             headers.append(("Vary", "Accept-Encoding"))
@@ -617,6 +643,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         events = [sse_bytes(p, "crlf" in d, "spaced" in d) for p in payloads]
+        if "mutate" in d:
+            self._send_mutated(mutate.Answer(
+                200, [("Content-Type", "text/event-stream"),
+                      ("Cache-Control", "no-cache")],
+                events=events, eol=b"\r\n" if "crlf" in d else b"\n"), d)
+            return
         dying = "die-after" in d
         if dying:
             events = events[:d.arg("die-after")]
@@ -646,6 +678,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
         if chunked and not dying:
             self.wfile.write(b"0\r\n\r\n")
+
+    def _send_mutated(self, answer, d):
+        """[emu:mutate SEED]: break the answer as mutate.plan(SEED) says
+        and write its raw bytes; the connection is closed (or reset)."""
+        plan = mutate.plan(d.arg("mutate"))
+        mutate.apply(plan, answer)
+        wire = mutate.render(plan, answer, [
+            ("Server", self.server_version), ("Date", self.date_time_string())])
+        self.close_connection = True
+        self.log_request(answer.status)
+        for pause, data in wire.pieces:
+            if pause:
+                time.sleep(pause)
+            self.wfile.write(data)
+        if wire.ending == "reset":
+            # an abortive close: RST, no FIN.  detach() keeps the socket
+            # object (still referenced by rfile/wfile) from closing the fd
+            # again later.
+            sock = self.connection
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack("ii", 1, 0))
+            os.close(sock.detach())
 
     def send_text(self, status, text):
         self.send_body(status, "text/plain; charset=utf-8", text.encode())

@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #include "ngx_http_cfcost_module.h"
+#include "cfcost_json.h"
 
 
 static void
@@ -142,12 +143,19 @@ ngx_http_cfcost_stream_event(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
     openai = (lcf->route == NGX_HTTP_CFCOST_OPENAI);
 
-    root = cfcost_json_load(ev->data, ev->len, 0);
+    root = NULL;
+
+    if (cfcost_json_valid(ev->data, ev->len) == 0) {
+        root = cfcost_json_load(ev->data, ev->len, 0);
+    }
 
     if (!json_is_object(root)) {
         json_decref(root);
 
-        /* unreadable: not billed from, and no usage reaches the client */
+        /*
+         * not valid JSON: not billed from, and on the OpenAI route not
+         * passed on either, as it may be a usage chunk
+         */
         return openai ? NGX_HTTP_CFCOST_EV_USAGE : NGX_HTTP_CFCOST_EV_OTHER;
     }
 
@@ -800,7 +808,8 @@ ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
      * A lone empty flush once the upstream connection is gone: the upstream
      * broke off (reset, timeout, broken framing), and nginx closes the
      * connection after this, without the last chunk: the client sees the
-     * break, but still learns what the stream cost so far.
+     * break, but still learns what the stream cost so far.  (Past [DONE]
+     * nothing was missing: the stream ends cleanly.)
      */
     if (in->next == NULL && in->buf->flush && !in->buf->last_buf
         && ngx_buf_size(in->buf) == 0 && r->upstream != NULL
@@ -816,7 +825,21 @@ ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        *ll = in;
+        if (ctx->truncated) {
+            *ll = in;
+            return next(r, out);
+        }
+
+        /* past [DONE] the answer was whole: it ends cleanly */
+        last = ngx_calloc_buf(r->pool);
+        if (last == NULL
+            || ngx_http_cfcost_stream_append(r, ll, last) == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        last->last_buf = 1;
+        last->last_in_chain = 1;
 
         return next(r, out);
     }

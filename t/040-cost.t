@@ -67,7 +67,7 @@ my @usages = (
     [$L8,  1, 1,                'one token each'],
     [$L8,  0, 0,                'zero tokens'],
     [$L8,  1000000, 1000000,    'one million each'],
-    [$L8,  4000000000, 1000,    'four billion input tokens'],
+    [$L8,  16777216, 1000,      'the most input tokens billed (2^24)'],
     [$L8,  @tie_l8,             'exact half rounds up'],
     [$L8,  @under_l8,           'just under half rounds down'],
     [$OSS, 1234, 567,           'gpt-oss'],

@@ -361,6 +361,53 @@ test_scan(void)
 
 
 /*
+ * A count that is missing is no count of 0: output without input, or
+ * input with neither output nor a total it follows from, is unusable;
+ * embeddings' input + total is usage with an output of 0.
+ */
+static void
+test_missing_counts(void)
+{
+    size_t           i;
+    json_t          *u;
+    cfcost_reply_t   r;
+
+    static const struct {
+        const char  *usage;
+        int          rc;
+        int          bad;
+        uint64_t     in, out;
+    } c[] = {
+        { "{\"completion_tokens\":5}", -1, 1, 0, 0 },
+        { "{\"completion_tokens\":5,\"total_tokens\":9}", -1, 1, 0, 0 },
+        { "{\"prompt_tokens\":5}", -1, 1, 0, 0 },
+        { "{\"prompt_tokens\":5,\"total_tokens\":null}", -1, 1, 0, 0 },
+        { "{\"prompt_tokens\":5,\"total_tokens\":3}", -1, 1, 0, 0 },
+        { "{\"prompt_tokens\":5,\"total_tokens\":5}", 0, 0, 5, 0 },
+        { "{\"prompt_tokens\":5,\"total_tokens\":12}", 0, 0, 5, 7 },
+        { "{\"input_tokens\":5,\"output_tokens\":2}", 0, 0, 5, 2 },
+        { "{\"total_tokens\":5}", -1, 0, 0, 0 },
+        { "{\"neurons\":1.5}", -1, 0, 0, 0 },
+    };
+
+    for (i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        u = parse(c[i].usage);
+        ok(cfcost_usage_read(u, &r) == c[i].rc, "missing #%zu %s: returns %d",
+           i, c[i].usage, c[i].rc);
+        is_u64(r.usage_bad, c[i].bad, "missing #%zu: usage_bad", i);
+
+        if (c[i].rc == 0) {
+            is_u64(r.input, c[i].in, "missing #%zu: input", i);
+            is_u64(r.output, c[i].out, "missing #%zu: output", i);
+        }
+
+        json_decref(u);
+    }
+}
+
+
+/*
  * Counts no gateway can bill: beyond CFCOST_USAGE_MAX (2^24: 999999999999999,
  * 2^32, 2^63 - 1 and the like are faults, not usage), beyond jansson's
  * 64-bit integers, negative, fractional.  The answer still reads (text,
@@ -446,6 +493,7 @@ main(void)
     test_cut();
     test_scan();
     test_out_of_range();
+    test_missing_counts();
 
     return done_testing();
 }
