@@ -28,6 +28,7 @@
     sessionTokens: 0,
     sessionReplies: 0,
     sessionUnknown: 0,
+    sessionEstimated: 0,
     usageSeq: 0,
     logsCursor: null,
     logsShown: 0,
@@ -328,7 +329,12 @@
       meta.appendChild(el('span', 'sep', ' · '));
       meta.appendChild(el('span', 'tokens', '🪙 ' + fmtInt(tokens) + ' tokens'));
       meta.setAttribute('title', fmtInt(data.input_tokens) + ' input + ' +
-        fmtInt(data.output_tokens) + ' output tokens');
+        fmtInt(data.output_tokens) + ' output tokens' +
+        (data.estimated === true ? ' (estimated: Workers AI reported no usable usage; this is what is billed)' : ''));
+      if (data.estimated === true) {
+        meta.appendChild(el('span', 'usage-estimated', ' (estimated)'));
+        state.sessionEstimated++;
+      }
       state.sessionMicro += Math.round(cost * 1e6);
       state.sessionTokens += tokens;
     }
@@ -356,6 +362,7 @@
       fmtInt(state.sessionTokens) + ' tokens · ' + state.sessionReplies +
       (state.sessionReplies === 1 ? ' reply' : ' replies');
     if (state.sessionUnknown) s += ' (' + state.sessionUnknown + ' with usage unknown)';
+    if (state.sessionEstimated) s += ' (' + state.sessionEstimated + ' estimated)';
     t.textContent = s;
     t.hidden = false;
   }
@@ -413,6 +420,7 @@
     state.sessionTokens = 0;
     state.sessionReplies = 0;
     state.sessionUnknown = 0;
+    state.sessionEstimated = 0;
     var box = $('messages');
     Array.prototype.slice.call(box.querySelectorAll('.msg')).forEach(function (n) {
       box.removeChild(n);

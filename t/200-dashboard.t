@@ -198,15 +198,15 @@ like($dom, qr/<body[^>]*data-ready="yes"/, 'deep link: the page finished its wor
         'under the reply: its cost ($0.0000..) and tokens');
     like($text, qr/\x{1f4b0} \$0\.001936 \x{b7} \x{1fa99} 3,000 tokens/,
         'a reply with 1000 in / 2000 out tokens costs $0.001936 (Llama 3.1 8B)');
-    like($text, qr/You said: quiet\s*usage unknown/,
-        'a reply without usage says "usage unknown"');
+    like($text, qr/You said: quiet\s*\x{1f4b0} \$0\.0000\d\d \x{b7} \x{1fa99} \d+ tokens \(estimated\)/,
+        'a reply without usage shows the estimate billed, marked "(estimated)"');
     like($msgs, qr/&lt;b&gt;bold&lt;\/b&gt; &amp; more/,
         'markup in messages is shown as text');
     unlike($msgs, qr/<b>bold/, 'no markup from messages reaches the DOM');
     unlike($dom, qr/class="[^"]*\bmsg-error\b/, 'no error box in the conversation');
     like($dom, qr/<div id="models-error"[^>]*\bhidden\b/, 'no model-list error');
     like(text_of(element_by_id($dom, 'chat-totals') // ''),
-        qr/This conversation: \$0\.0019\d\d \x{b7} \d[\d,]* tokens \x{b7} 3 replies \(1 with usage unknown\)/,
+        qr/This conversation: \$0\.0019\d\d \x{b7} \d[\d,]* tokens \x{b7} 3 replies \(1 estimated\)/,
         'conversation total');
     like($dom, qr/<body[^>]*data-key="set"/, 'deep link: the key is stored');
     like(text_of(element_by_id($dom, 'key-masked', 'code') // ''),
