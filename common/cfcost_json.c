@@ -498,3 +498,104 @@ cfcost_json_number(const unsigned char *p, const unsigned char *end)
 
     return p;
 }
+
+
+/*
+ * One writer for both: with dst NULL it only counts.  What is escaped is
+ * what ngx_escape_json() escapes, so valid text reads the same as before;
+ * a byte that begins no valid UTF-8 sequence becomes U+FFFD.
+ */
+static size_t
+cfcost_json_quote_to(char *dst, const char *src, size_t len)
+{
+    size_t                n, k;
+    unsigned              cls;
+    const unsigned char  *p, *end, *next;
+
+    static const char  hex[] = "0123456789abcdef";
+    static const char  cfcost_json_short[0x20] = {
+        ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r'
+    };
+
+    n = 0;
+    p = (const unsigned char *) src;
+    end = p + len;
+
+    while (p < end) {
+        cls = cfcost_json_class[*p];
+
+        if (cls == CFCOST_JSON_PLAIN) {
+            if (dst) {
+                dst[n] = (char) *p;
+            }
+
+            n++;
+            p++;
+            continue;
+        }
+
+        if (cls == CFCOST_JSON_QUOTE || cls == CFCOST_JSON_ESC) {
+            if (dst) {
+                dst[n] = '\\';
+                dst[n + 1] = (char) *p;
+            }
+
+            n += 2;
+            p++;
+            continue;
+        }
+
+        if (*p < 0x20) {
+            k = cfcost_json_short[*p] ? 2 : 6;
+
+            if (dst && k == 2) {
+                dst[n] = '\\';
+                dst[n + 1] = cfcost_json_short[*p];
+
+            } else if (dst) {
+                memcpy(dst + n, "\\u00", 4);
+                dst[n + 4] = hex[*p >> 4];
+                dst[n + 5] = hex[*p & 0xf];
+            }
+
+            n += k;
+            p++;
+            continue;
+        }
+
+        next = cfcost_json_utf8(p, end, cls);
+
+        if (next == NULL) {
+            if (dst) {
+                memcpy(dst + n, "\xef\xbf\xbd", 3);      /* U+FFFD */
+            }
+
+            n += 3;
+            p++;
+            continue;
+        }
+
+        if (dst) {
+            memcpy(dst + n, p, next - p);
+        }
+
+        n += next - p;
+        p = next;
+    }
+
+    return n;
+}
+
+
+size_t
+cfcost_json_quote_len(const char *src, size_t len)
+{
+    return cfcost_json_quote_to(NULL, src, len);
+}
+
+
+char *
+cfcost_json_quote(char *dst, const char *src, size_t len)
+{
+    return dst + cfcost_json_quote_to(dst, src, len);
+}

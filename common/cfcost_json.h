@@ -39,4 +39,15 @@
  */
 int cfcost_json_valid(const char *buf, size_t len);
 
+/*
+ * src[0..len) written as the inside of a JSON string, always valid: '"',
+ * '\\' and control characters escaped (\n \r \t \b \f by name, the others
+ * as \u00XX), valid UTF-8 as it is, and each byte that begins no valid
+ * UTF-8 sequence as U+FFFD.  cfcost_json_quote_len() is the exact length;
+ * cfcost_json_quote() writes it to dst and returns its end.  Every JSON
+ * string cfcost writes from bytes it did not make goes through here.
+ */
+size_t cfcost_json_quote_len(const char *src, size_t len);
+char *cfcost_json_quote(char *dst, const char *src, size_t len);
+
 #endif /* CFCOST_JSON_H */

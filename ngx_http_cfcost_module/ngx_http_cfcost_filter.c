@@ -557,34 +557,6 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
 
 /*
- * Copies json[0..len) to dst with "cost_usd":<usd> added at the end of the
- * object that spans [s, e) (a comma before it unless the object is empty,
- * however it is spaced).  dst has room for len + usd_len + 12 bytes.
- */
-u_char *
-ngx_http_cfcost_insert_cost(u_char *dst, u_char *json, size_t len, size_t s,
-    size_t e, u_char *usd, size_t usd_len)
-{
-    size_t  i;
-
-    dst = ngx_cpymem(dst, json, e - 1);
-
-    for (i = s + 1; i < e - 1 && ngx_strchr(" \t\r\n", json[i]); i++) {
-        /* void */
-    }
-
-    if (i < e - 1) {
-        *dst++ = ',';
-    }
-
-    dst = ngx_cpymem(dst, "\"cost_usd\":", sizeof("\"cost_usd\":") - 1);
-    dst = ngx_cpymem(dst, usd, usd_len);
-
-    return ngx_cpymem(dst, json + e - 1, len - (e - 1));
-}
-
-
-/*
  * The upstream answer as it came (valid JSON), with "cost_usd" added to
  * its usage object (result.usage in Cloudflare's envelope, usage in an
  * OpenAI object) when with_cost: one field inserted, nothing
@@ -944,58 +916,3 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
-/*
- * Fixes the usage of a response that reported none (README, "The
- * estimator"): input at four bytes a token of the prompt's text; output at
- * four bytes a token of the generated text seen when some of the answer
- * came, else the request's max_tokens, else 0.  Flagged, then priced.
- * Idempotent.
- */
-void
-ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx)
-{
-    ngx_uint_t  seen;
-    uint64_t    cap;
-
-    if (ctx->price == NULL) {
-        return;
-    }
-
-    ctx->billed = 1;
-
-    if (!ctx->usage_known && !ctx->estimated) {
-        if (ctx->sse != NULL) {
-            seen = ctx->sse->offset > 0;     /* text counted per event */
-
-        } else {
-            seen = ctx->resp_len > 0 || ctx->too_large;
-
-            if (ctx->text == NULL) {
-                ctx->text_bytes = cfcost_text_bytes((char *) ctx->resp,
-                                                    ctx->resp_len);
-            }
-        }
-
-        ctx->estimated = 1;
-        ctx->input = ngx_min((uint64_t) (ctx->prompt_bytes + 3) / 4,
-                             CFCOST_USAGE_MAX);
-        ctx->cached = 0;
-
-        if (seen) {
-            ctx->output = ngx_min((ctx->text_bytes + 3) / 4,
-                                  CFCOST_USAGE_MAX);
-
-        } else if (cfcost_request_max_tokens((char *) ctx->upstream_body.data,
-                                             ctx->upstream_body.len, &cap)
-                   == 0)
-        {
-            ctx->output = cap;
-
-        } else {
-            ctx->output = 0;
-        }
-    }
-
-    ctx->cost = cfcost_cost_pusd(ctx->price, ctx->input, ctx->cached,
-                                 ctx->output);
-}

@@ -697,3 +697,25 @@ ngx_http_cfcost_status_handler(ngx_http_request_t *r)
 
     return ngx_http_cfcost_send_json(r, b);
 }
+
+
+/* the request's cfcost state, made on first use */
+ngx_http_cfcost_ctx_t *
+ngx_http_cfcost_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_cfcost_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
+    if (ctx != NULL) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_cfcost_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_cfcost_module);
+
+    return ctx;
+}

@@ -158,8 +158,7 @@ typedef struct {
 extern ngx_module_t  ngx_http_cfcost_module;
 
 
-/* _module.c */
-ngx_http_cfcost_ctx_t *ngx_http_cfcost_get_ctx(ngx_http_request_t *r);
+/* _error.c */
 ngx_int_t ngx_http_cfcost_send_error(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, ngx_uint_t status, const char *fmt, ...);
 ngx_buf_t *ngx_http_cfcost_error_buf(ngx_http_request_t *r,
@@ -190,13 +189,17 @@ ngx_http_cfcost_now_us(void)
 }
 
 /* _handler.c */
+ngx_http_cfcost_ctx_t *ngx_http_cfcost_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_cfcost_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_cfcost_models_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_cfcost_status_handler(ngx_http_request_t *r);
 
 /* _filter.c */
 ngx_int_t ngx_http_cfcost_filter_init(ngx_conf_t *cf);
-void ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx);
+
+/* _cost.c */
+void ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_uint_t status);
 u_char *ngx_http_cfcost_insert_cost(u_char *dst, u_char *json, size_t len,
     size_t s, size_t e, u_char *usd, size_t usd_len);
 
@@ -209,8 +212,6 @@ ngx_int_t ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
 
 /* _record.c */
 ngx_int_t ngx_http_cfcost_log_handler(ngx_http_request_t *r);
-void ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
-    ngx_uint_t status);
 
 /* _variables.c */
 ngx_int_t ngx_http_cfcost_add_variables(ngx_conf_t *cf);

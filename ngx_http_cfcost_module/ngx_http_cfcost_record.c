@@ -64,67 +64,6 @@ ngx_http_cfcost_flags(ngx_http_cfcost_ctx_t *ctx, u_char *buf)
 }
 
 
-/*
- * Whether Workers AI did work this request pays for though no usable
- * usage came back: it had the whole request, and then answered 2xx (an
- * answer without usage or with absurd counts, one cut short, one over
- * cfcost_response_buffer, one the client left half-way), or had not
- * answered yet when the gateway stopped waiting (504) or the client left
- * (499).  Refused before proxying, an error answer, or a connection closed
- * without a byte of answer: not billed.
- */
-static ngx_uint_t
-ngx_http_cfcost_billable(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
-    ngx_uint_t status)
-{
-    ngx_uint_t            us;
-    ngx_http_upstream_t  *u;
-
-    u = r->upstream;
-    us = ctx->upstream_status;
-
-    if (ctx->usage_known || ctx->price == NULL || u == NULL
-        || (!u->request_body_sent && us == 0))
-    {
-        return 0;
-    }
-
-    if (us == 0) {
-        return status == NGX_HTTP_CLIENT_CLOSED_REQUEST
-               || status == NGX_HTTP_GATEWAY_TIME_OUT;
-    }
-
-    return us >= NGX_HTTP_OK && us < NGX_HTTP_SPECIAL_RESPONSE
-           && (ctx->status == NGX_HTTP_OK || ctx->too_large || ctx->truncated
-               || status == NGX_HTTP_CLIENT_CLOSED_REQUEST);
-}
-
-
-/*
- * Makes the request's cost final, once: the reported usage priced, an
- * estimate for work Workers AI did that reported none, or nothing.  The
- * response filters call it before they tell the client the cost, the log
- * phase for what they never answered; either way the record bills what
- * the client was told.  A stream's cost always stands.
- */
-void
-ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
-    ngx_uint_t status)
-{
-    if (ctx->billed) {
-        return;
-    }
-
-    if (ctx->usage_known || ctx->sse
-        || ngx_http_cfcost_billable(r, ctx, status))
-    {
-        ngx_http_cfcost_settle(ctx);
-    }
-
-    ctx->billed = 1;
-}
-
-
 ngx_int_t
 ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 {

@@ -7,6 +7,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use JSON::PP;
 use CfcostTest;
 
 my $env = CfcostTest->start;
@@ -111,6 +112,24 @@ $env->run_case({
     upstream => { count => 1 },
     record   => { status => '200', input_tokens => '2', output_tokens => '3' },
 });
+
+# a model name that is not UTF-8 (the native route's path is percent-
+# decoded) is echoed in the error with U+FFFD: the body stays valid JSON
+{
+    my ($res) = $env->run_case({
+        name   => 'native route, model name not UTF-8',
+        http   => ['POST', '/client/v4/accounts/x/ai/run/@cf/x%FFy%C0%AF',
+                   headers => { Authorization => "Bearer $k->{key}" },
+                   body => { prompt => 'hi' }],
+        status => 400,
+        record => { status => '400', cost_pusd => '0' },
+    });
+    unlike($res->{body}, qr/[\xff\xc0]/, 'native, not UTF-8: no raw invalid bytes');
+    like($res->{body}, qr/\@cf\/x\xef\xbf\xbdy\xef\xbf\xbd\xef\xbf\xbd/,
+        'native, not UTF-8: each invalid byte as U+FFFD');
+    ok(eval { JSON::PP->new->utf8->decode($res->{body}); 1 },
+        'native, not UTF-8: the error body is valid JSON') or diag($@);
+}
 
 # nginx logs the oversized body itself
 $env->allow_error(qr/client intended to send too large (chunked )?body/);

@@ -1026,6 +1026,81 @@ bench(void)
 }
 
 
+
+/* cfcost_json_quote(): the string as JSON would write it, never invalid */
+static int
+quote_is(const char *src, size_t len, const char *want, const char *what)
+{
+    char    out[256];
+    size_t  n;
+
+    n = cfcost_json_quote_len(src, len);
+    if (n >= sizeof(out)) {
+        return ok(0, "quote: %s: length %zu fits", what, n);
+    }
+
+    ok(cfcost_json_quote(out, src, len) == out + n,
+       "quote: %s: writes the length it counts", what);
+    out[n] = '\0';
+
+    return ok(n == strlen(want) && memcmp(out, want, n) == 0,
+              "quote: %s: \"%s\"", what, want);
+}
+
+
+static void
+test_quote(void)
+{
+    int       i, j, valid;
+    char      src[64], out[64 * 6 + 3];
+    size_t    n, len;
+    uint64_t  seed;
+
+    quote_is("plain text", 10, "plain text", "ASCII as is");
+    quote_is("say \"hi\" \\ /", 12, "say \\\"hi\\\" \\\\ /",
+             "quote and backslash escaped, slash not");
+    quote_is("a\nb\rc\td\be\ff", 11, "a\\nb\\rc\\td\\be\\ff",
+             "the five short escapes");
+    quote_is("\x01\x1f\x7f", 3, "\\u0001\\u001f\x7f",
+             "other controls as \\u00XX, DEL as is");
+    quote_is("\0", 1, "\\u0000", "NUL as \\u0000");
+    quote_is("caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x9a\x80", 14,
+             "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x9a\x80", "valid UTF-8 as is");
+    quote_is("a\xff" "b", 3, "a\xef\xbf\xbd" "b", "a stray byte: U+FFFD");
+    quote_is("\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd",
+             "an overlong form: U+FFFD a byte");
+    quote_is("\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd",
+             "an encoded surrogate: U+FFFD a byte");
+    quote_is("x\xe2\x9c", 3, "x\xef\xbf\xbd\xef\xbf\xbd",
+             "a truncated sequence at the end");
+    quote_is("\xf4\x90\x80\x80", 4,
+             "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd",
+             "beyond U+10FFFF");
+    quote_is("", 0, "", "empty");
+
+    /* any bytes at all: the quoted string is valid JSON */
+    seed = 0x9e3779b97f4a7c15ULL;
+    valid = 0;
+
+    for (i = 0; i < 20000; i++) {
+        len = (size_t) (i % 48);
+
+        for (j = 0; j < (int) len; j++) {
+            src[j] = (char) (rnd(&seed) >> 56);
+        }
+
+        n = cfcost_json_quote_len(src, len);
+        out[0] = '"';
+        cfcost_json_quote(out + 1, src, len);
+        out[n + 1] = '"';
+
+        valid += (cfcost_json_valid(out, n + 2) == 0);
+    }
+
+    ok(valid == 20000, "quote: 20000 random byte strings, %d quote to valid "
+       "JSON strings", valid);
+}
+
 int
 main(void)
 {
@@ -1042,6 +1117,7 @@ main(void)
     test_differential_known();
     test_differential_mutations();
     test_differential_exhaustive();
+    test_quote();
 
     b = getenv("CFCOST_JSON_BENCH");
     if (b != NULL && strcmp(b, "1") == 0) {
