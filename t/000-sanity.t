@@ -7,6 +7,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use HTTP::Tiny;
+use JSON::PP;
 use CfcostTest;
 
 my $env = CfcostTest->start;
@@ -81,8 +82,10 @@ my ($res, $rec) = $env->run_case({
 if (ref $res->{json} eq 'HASH') {
     is_deeply([sort keys %{ $res->{json} }],
         [sort qw(response model input_tokens output_tokens total_tokens
-                 cost_usd request_id)],
-        'chat: exactly the seed fields plus request_id');
+                 cost_usd estimated request_id)],
+        'chat: exactly the seed fields plus estimated and request_id');
+    ok(JSON::PP::is_bool($res->{json}{estimated}) && !$res->{json}{estimated},
+        'chat: "estimated": false when Workers AI reported the usage');
     like($res->{body}, qr/"cost_usd"\s*:\s*[0-9]/, 'chat: cost_usd is a JSON number');
 }
 
