@@ -56,6 +56,20 @@ Content and usage:
   [emu:utf8]             append the multi-byte words "café ✓ 日本語 🚀" to TEXT
   [emu:native-usage]     OpenAI route streams: also send the native
                          {"response":"","usage":...} event before [DONE]
+  [emu:count FIELD V]    usage.FIELD = V, a JSON value (null, -5, 3.5,
+                         "12", 999999999999999...), or the member removed
+                         when V is "missing" (every usage object, streams
+                         included; not the per-chunk increments)
+  [emu:usage-twice IN OUT]  the usage given a second time, after the real
+                         one, with prompt/completion/total IN, OUT, IN+OUT:
+                         bodies: a second "usage" member right after the
+                         real one; streams: a copy of the last usage-only
+                         event (usage chunk, native usage event) right
+                         after it (none when the stream has none)
+Hostile bodies (non-stream 200 answers; streams unchanged):
+  [emu:lone-surrogate]   the escape \\ud800 put at the start of the reply
+                         text's JSON string
+  [emu:bad-utf8]         the byte 0xff put there likewise
 Outcome:
   [emu:error CODE [STATUS]]  HTTP STATUS (default: by code) + error envelope
   [emu:fail200]          HTTP 200 with success:false, code 3040
@@ -75,6 +89,19 @@ Streams:
                          (default: one HTTP chunk per event)
   [emu:trickle MS]       sleep MS between chunks
   [emu:crlf]             "\\r\\n" line endings instead of "\\n"
+  [emu:done-mid [N]]     a "data: [DONE]" event after the first N events
+                         (default: just before the first usage-only event,
+                         else before the final [DONE]); the rest of the
+                         stream (usage, final [DONE]) follows it
+Broken framing:
+  [emu:bad-chunk SIZE [N]]  Transfer-Encoding: chunked (non-stream bodies
+                         too, in 7-byte chunks) with the invalid chunk-size
+                         line SIZE ("zz", or "huge": 100000000000000000)
+                         and "oops" after the first N chunks (default 1; 0:
+                         before any), the rest of the chunks after it, then
+                         the close.  With [emu:trickle MS] the bad line
+                         waits MS too.  Not for HTTP/1.0 clients (no
+                         chunked framing): ignored there
 JSON spelling (bodies and stream events):
   [emu:spaced]           a space after every ":" and ",", and ASCII only:
                          non-ASCII characters as \\uXXXX escapes (surrogate
@@ -162,7 +189,16 @@ DIRECTIVE_ARGS = {
     "crlf": (),
     "spaced": (),
     "mutate": (int,),
+    "count": (str, str),
+    "usage-twice": (int, int),
+    "lone-surrogate": (),
+    "bad-utf8": (),
+    "done-mid": (None, int),
+    "bad-chunk": (str, None, int),
 }
+
+BAD_CHUNK_SIZES = {"zz": b"zz", "huge": b"100000000000000000"}
+COUNT_FIELD = re.compile(r"^[A-Za-z_]+$")
 
 ERROR_MESSAGES = {
     3003: "Incomplete request",
@@ -238,6 +274,16 @@ def _convert_args(name, raw_args):
         raise BadDirective(f"bad argument in [emu:{name} {' '.join(raw_args)}]")
     if any(isinstance(a, int) and a < 0 for a in args):
         raise BadDirective(f"negative argument in [emu:{name}]")
+    if name == "bad-chunk" and args[0] not in BAD_CHUNK_SIZES:
+        raise BadDirective(f"bad argument in [emu:{name} {' '.join(raw_args)}]")
+    if name == "count":
+        if not COUNT_FIELD.match(args[0]):
+            raise BadDirective(f"bad argument in [emu:{name} {' '.join(raw_args)}]")
+        if args[1] != "missing":
+            try:
+                json.loads(args[1])
+            except ValueError:
+                raise BadDirective(f"bad argument in [emu:{name} {' '.join(raw_args)}]")
     return args
 
 
@@ -299,6 +345,12 @@ def build_usage(prompt_tokens, completion_tokens, d, chat_shape):
         usage["neurons"] = d.arg("neurons")
     elif chat_shape:
         usage["neurons"] = DEFAULT_NEURONS
+    if "count" in d:
+        field, value = d.arg("count", 0), d.arg("count", 1)
+        if value == "missing":
+            usage.pop(field, None)
+        else:
+            usage[field] = json.loads(value)
     return usage
 
 
@@ -443,6 +495,56 @@ def sse_bytes(payload, crlf, spaced=False):
     eol = b"\r\n" if crlf else b"\n"
     data = payload.encode() if isinstance(payload, str) else to_json(payload, spaced)
     return b"data: " + data + eol + eol
+
+
+def _usage_only(payload):
+    """True for an event that carries usage and nothing else: an OpenAI
+    usage chunk ("choices":[]) or a native {"response":"","usage":...}."""
+    return (isinstance(payload, dict) and isinstance(payload.get("usage"), dict)
+            and (payload.get("choices") == []
+                 or ("choices" not in payload and payload.get("response") == "")))
+
+
+def stream_directives(events, d):
+    """[emu:usage-twice] and [emu:done-mid] on a list of event payloads."""
+    events = list(events)
+    if "usage-twice" in d:
+        last = max((i for i, e in enumerate(events) if _usage_only(e)),
+                   default=None)
+        if last is not None:
+            inp, out = d.arg("usage-twice", 0), d.arg("usage-twice", 1)
+            twice = dict(events[last])
+            twice["usage"] = {"prompt_tokens": inp, "completion_tokens": out,
+                              "total_tokens": inp + out}
+            events.insert(last + 1, twice)
+    if "done-mid" in d:
+        at = d.arg("done-mid")
+        if at is None:
+            at = next((i for i, e in enumerate(events) if _usage_only(e)),
+                      None)
+        if at is None:
+            at = max((i for i, e in enumerate(events) if e == "[DONE]"),
+                     default=len(events))
+        events.insert(min(at, len(events)), "[DONE]")
+    return events
+
+
+def reply_body(obj, reply, d):
+    """The JSON bytes of a 200 answer, with the body directives applied."""
+    spaced = "spaced" in d
+    body = to_json(obj, spaced)
+    if "usage-twice" in d and reply.usage is not None:
+        inp, out = d.arg("usage-twice", 0), d.arg("usage-twice", 1)
+        key = b'"usage": ' if spaced else b'"usage":'
+        real = key + to_json(reply.usage, spaced)
+        fake = key + to_json({"prompt_tokens": inp, "completion_tokens": out,
+                              "total_tokens": inp + out}, spaced)
+        body = body.replace(real, real + (b", " if spaced else b",") + fake, 1)
+    for name, raw in (("lone-surrogate", b"\\ud800"), ("bad-utf8", b"\xff")):
+        if name in d:
+            text = to_json(reply.text, spaced)
+            body = body.replace(text, text[:1] + raw + text[1:], 1)
+    return body
 
 
 def accepts_gzip(header):
@@ -607,11 +709,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 body = gzip.compress(body, mtime=0)
                 headers.append(("Content-Encoding", "gzip"))
         no_body = status in (204, 304) or status < 200
-        chunked = "chunked" in d and self._http11() and not no_body
+        bad_chunk = "bad-chunk" in d and self._http11() and not no_body
+        chunked = ("chunked" in d or bad_chunk) and self._http11() and not no_body
         if chunked:
             headers.append(("Transfer-Encoding", "chunked"))
         elif not no_body:
             headers.append(("Content-Length", str(len(body))))
+        if bad_chunk:
+            self.close_connection = True
 
         self._write_head(status, headers)
         if no_body:
@@ -623,10 +728,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not chunked:
             self.wfile.write(body)
             return
-        for i in range(0, len(body), NON_STREAM_CHUNK_SIZE):
-            self._write_chunk(body[i:i + NON_STREAM_CHUNK_SIZE])
+        chunks = [body[i:i + NON_STREAM_CHUNK_SIZE]
+                  for i in range(0, len(body), NON_STREAM_CHUNK_SIZE)]
+        for i, chunk in enumerate(chunks):
+            if bad_chunk and i == d.arg("bad-chunk", 1, 1):
+                self._write_bad_chunk(d)
+            self._write_chunk(chunk)
+        if bad_chunk and d.arg("bad-chunk", 1, 1) >= len(chunks):
+            self._write_bad_chunk(d)
         if not dying:
             self.wfile.write(b"0\r\n\r\n")
+
+    def _write_bad_chunk(self, d):
+        """[emu:bad-chunk SIZE]: an invalid chunk-size line and some data."""
+        if "trickle" in d:
+            time.sleep(d.arg("trickle") / 1000)
+        self.wfile.write(BAD_CHUNK_SIZES[d.arg("bad-chunk")] + b"\r\noops\r\n")
 
     def send_json(self, status, obj, d=Directives()):
         self.send_body(status, "application/json",
@@ -665,17 +782,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
             headers.append(("Transfer-Encoding", "chunked"))
         else:
             self.close_connection = True  # HTTP/1.0: the close ends the body
+        bad_chunk = "bad-chunk" in d and chunked
+        if bad_chunk:
+            self.close_connection = True
         self._write_head(status=200, headers=headers)
         if dying:
             self.close_connection = True
 
+        bad_at = d.arg("bad-chunk", 1, 1)
         for i, chunk in enumerate(chunks):
+            if bad_chunk and i == bad_at:
+                self._write_bad_chunk(d)
             if i and "trickle" in d:
                 time.sleep(d.arg("trickle") / 1000)
             if chunked:
                 self._write_chunk(chunk)
             else:
                 self.wfile.write(chunk)
+        if bad_chunk and bad_at >= len(chunks):
+            self._write_bad_chunk(d)
         if chunked and not dying:
             self.wfile.write(b"0\r\n\r\n")
 
@@ -803,10 +928,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if stream:
                 options = body.get("stream_options")
                 include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                self.send_stream(openai_stream_events(reply, include_usage,
-                                                      "native-usage" in d), d)
+                self.send_stream(stream_directives(openai_stream_events(
+                    reply, include_usage, "native-usage" in d), d), d)
             else:
-                self.send_json(200, chat_completion(reply), d)
+                self.send_body(200, "application/json",
+                               reply_body(chat_completion(reply), reply, d), d)
             return
 
         chat_shape = "chat-completion" in d
@@ -814,10 +940,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if stream:
             events = (native_chunk_stream_events(reply) if chat_shape
                       else native_stream_events(reply))
-            self.send_stream(events, d)
+            self.send_stream(stream_directives(events, d), d)
         else:
             result = chat_completion(reply) if chat_shape else native_result(reply)
-            self.send_json(200, envelope(result), d)
+            self.send_body(200, "application/json",
+                           reply_body(envelope(result), reply, d), d)
 
     def _outcome_directive(self, d, model):
         """Answer an error-shaped outcome directive; True if one was sent."""
