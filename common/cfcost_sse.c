@@ -274,3 +274,14 @@ cfcost_sse_finish(cfcost_sse_t *p, cfcost_sse_event_t *ev)
 
     return cfcost_sse_line(p, "", 0, ev);
 }
+
+
+void
+cfcost_sse_position(const cfcost_sse_t *p, cfcost_sse_pos_t *pos)
+{
+    pos->offset = p->offset;
+    pos->event_start = p->event_start;
+    pos->unfinished = p->in_event && !p->overflow && !p->long_line;
+    pos->open = !p->pending && (p->in_event || p->line_len || p->long_line);
+    pos->eol = p->eol;
+}

@@ -56,6 +56,24 @@ typedef struct {
 } cfcost_sse_event_t;
 
 
+/*
+ * Where the parser stands between two feeds: what a caller that holds
+ * back an unfinished event (to edit at event boundaries) needs to know,
+ * without reading the parser's fields.
+ */
+typedef struct {
+    uint64_t     offset;       /* stream bytes consumed */
+    uint64_t     event_start;  /* the unfinished event's first byte */
+    unsigned     unfinished;   /* an event has begun and can still be
+                                  read whole (not over CFCOST_SSE_MAX) */
+    unsigned     open;         /* the bytes consumed end inside a line or
+                                  an event, readable or not: what follows
+                                  must begin with a blank line to stand
+                                  alone */
+    unsigned     eol;          /* the last line ending seen: CFCOST_SSE_* */
+} cfcost_sse_pos_t;
+
+
 /* Initializes a parser (all zero is also a valid initial state). */
 void cfcost_sse_init(cfcost_sse_t *p);
 
@@ -78,5 +96,8 @@ size_t cfcost_sse_feed(cfcost_sse_t *p, const char *buf, size_t len,
  * is still worth reading).  Returns 1 and fills *ev if there was one.
  */
 int cfcost_sse_finish(cfcost_sse_t *p, cfcost_sse_event_t *ev);
+
+/* Fills *pos with where the parser stands. */
+void cfcost_sse_position(const cfcost_sse_t *p, cfcost_sse_pos_t *pos);
 
 #endif /* CFCOST_SSE_H */

@@ -81,8 +81,9 @@ ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 static void
 ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx)
 {
-    ngx_uint_t  seen;
-    uint64_t    cap;
+    uint64_t          cap;
+    ngx_uint_t        seen;
+    cfcost_sse_pos_t  pos;
 
     if (ctx->price == NULL) {
         return;
@@ -92,7 +93,8 @@ ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx)
 
     if (!ctx->usage_known && !ctx->estimated) {
         if (ctx->sse != NULL) {
-            seen = ctx->sse->offset > 0;     /* text counted per event */
+            cfcost_sse_position(ctx->sse, &pos);
+            seen = pos.offset > 0;           /* text counted per event */
 
         } else {
             seen = ctx->resp_len > 0 || ctx->too_large;

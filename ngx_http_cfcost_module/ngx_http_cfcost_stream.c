@@ -508,15 +508,15 @@ ngx_http_cfcost_stream_edit(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 static size_t
 ngx_http_cfcost_stream_keep(ngx_http_cfcost_ctx_t *ctx, uint64_t base)
 {
-    cfcost_sse_t  *sse = ctx->sse;
+    cfcost_sse_pos_t  pos;
 
-    if (!sse->in_event || sse->event_start < base || sse->overflow
-        || sse->long_line)
-    {
+    cfcost_sse_position(ctx->sse, &pos);
+
+    if (!pos.unfinished || pos.event_start < base) {
         return 0;
     }
 
-    return (size_t) (sse->offset - sse->event_start);
+    return (size_t) (pos.offset - pos.event_start);
 }
 
 
@@ -579,12 +579,14 @@ ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_uint_t               i;
     ngx_buf_t               *nb;
     cfcost_sse_t            *sse = ctx->sse;
+    cfcost_sse_pos_t         pos;
     cfcost_sse_event_t       ev;
     ngx_http_cfcost_edit_t   e[4];
     ngx_http_cfcost_edits_t  ed;
 
     len = b->last - b->pos;
-    base = sse->offset - ctx->held_len;    /* stream offset of held[0] */
+    cfcost_sse_position(sse, &pos);
+    base = pos.offset - ctx->held_len;     /* stream offset of held[0] */
     total = ctx->held_len + len;
     stop = total;
 
@@ -721,6 +723,7 @@ ngx_http_cfcost_stream_end(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_uint_t                   open, kind, eol;
     ngx_buf_t                   *ours, *held;
     cfcost_sse_t                *sse = ctx->sse;
+    cfcost_sse_pos_t             pos;
     cfcost_sse_event_t           ev;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
@@ -731,11 +734,11 @@ ngx_http_cfcost_stream_end(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     }
 
     /* the client holds part of an event too big to hold: end it first */
-    open = ctx->held_len == 0 && !sse->pending
-           && (sse->in_event || sse->line_len || sse->long_line);
+    cfcost_sse_position(sse, &pos);
+    open = ctx->held_len == 0 && pos.open;
 
     kind = NGX_HTTP_CFCOST_EV_OTHER;
-    eol = sse->eol;
+    eol = pos.eol;
 
     if (cfcost_sse_finish(sse, &ev)) {
         kind = ngx_http_cfcost_stream_event(r, ctx, &ev);

@@ -699,6 +699,50 @@ test_corpus_stream(const stream_t *st)
 }
 
 
+/* where the parser stands, as a holder of unfinished events reads it */
+static void
+test_position(void)
+{
+    int                 got;
+    size_t              used;
+    cfcost_sse_t        p;
+    cfcost_sse_pos_t    pos;
+    cfcost_sse_event_t  ev;
+
+    static const char  s[] = "data: a\n\ndata: b";
+
+    cfcost_sse_init(&p);
+    cfcost_sse_position(&p, &pos);
+    ok(pos.offset == 0 && !pos.unfinished && !pos.open,
+       "position: a new parser stands nowhere");
+
+    used = cfcost_sse_feed(&p, s, sizeof(s) - 1, &ev, &got);
+    ok(got && used == 9, "position: the first event, 9 bytes");
+    cfcost_sse_position(&p, &pos);
+    ok(pos.offset == 9 && !pos.unfinished && !pos.open,
+       "position: after an event, nothing open");
+
+    (void) cfcost_sse_feed(&p, s + used, sizeof(s) - 1 - used, &ev, &got);
+    cfcost_sse_position(&p, &pos);
+    ok(!got && pos.offset == 16 && pos.unfinished && pos.event_start == 9
+       && pos.open, "position: the second event unfinished, from byte 9");
+
+    (void) cfcost_sse_feed(&p, "\r", 1, &ev, &got);
+    cfcost_sse_position(&p, &pos);
+    ok(pos.unfinished && pos.open,
+       "position: a line ended, the event still open");
+
+    (void) cfcost_sse_feed(&p, "\r", 1, &ev, &got);
+    cfcost_sse_position(&p, &pos);
+    ok(!pos.open && pos.eol == CFCOST_SSE_CR, "position: CR CR ends it, "
+       "nothing open (it waits to be handed back); line endings CR");
+    ok(cfcost_sse_finish(&p, &ev) && ev.start == 9 && ev.end == 18,
+       "position: finish() hands it back, bytes 9 to 18");
+
+    cfcost_sse_free(&p);
+}
+
+
 /* a freed parser can be used again */
 static void
 test_reuse(void)
@@ -1099,6 +1143,7 @@ main(void)
     }
 
     test_reuse();
+    test_position();
     test_huge_line("\n");
     test_huge_line("\r\n");
     test_huge_line("\r");
