@@ -17,7 +17,7 @@ AGG_HDR    = $(wildcard aggregator/*.h)
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%.t,$(wildcard t/unit/test_*.c)) \
              build/unit/fuzz_sse.t
 
-.PHONY: all deps module unit test run clean bench
+.PHONY: all deps module unit test run clean bench deps-graph
 
 all: deps build/ngx_http_cfcost_module.so build/cfcost build/cfcost-aggregator \
      $(UNIT_TESTS)
@@ -66,6 +66,10 @@ run: all
 # bench/run.sh for BENCH_ROUNDS, BENCH_DURATION, BENCH_TINY, BENCH_BIG
 bench: all
 	bench/run.sh
+
+# which .c file calls which, per part, and any cycle (exit 1)
+deps-graph:
+	@scripts/deps-graph.py
 
 clean:
 	rm -rf build

@@ -47,6 +47,7 @@ ngx_http_cfcost_billable(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
                || status == NGX_HTTP_CLIENT_CLOSED_REQUEST);
 }
 
+
 /*
  * Makes the request's cost final, once: the reported usage priced, an
  * estimate for work Workers AI did that reported none, or nothing.  The
@@ -70,6 +71,7 @@ ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
     ctx->billed = 1;
 }
+
 
 /*
  * Fixes the usage of a response that reported none (README, "The
@@ -128,6 +130,7 @@ ngx_http_cfcost_settle(ngx_http_cfcost_ctx_t *ctx)
     ctx->cost = cfcost_cost_pusd(ctx->price, ctx->input, ctx->cached,
                                  ctx->output);
 }
+
 
 /*
  * Copies json[0..len) to dst with "cost_usd":<usd> added at the end of the

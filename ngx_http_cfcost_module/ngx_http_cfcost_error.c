@@ -52,6 +52,7 @@ ngx_http_cfcost_error_name(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     }
 }
 
+
 static ngx_uint_t
 ngx_http_cfcost_cf_code(ngx_uint_t status)
 {
@@ -66,6 +67,7 @@ ngx_http_cfcost_cf_code(ngx_uint_t status)
     }
 }
 
+
 static const char *
 ngx_http_cfcost_openai_type(ngx_uint_t status)
 {
@@ -78,6 +80,7 @@ ngx_http_cfcost_openai_type(ngx_uint_t status)
         return status >= 500 ? "api_error" : "invalid_request_error";
     }
 }
+
 
 /*
  * An error body in the shape the route's clients read: {"detail"} on
@@ -130,6 +133,7 @@ ngx_http_cfcost_error_buf(ngx_http_request_t *r, ngx_uint_t status,
 
     return b;
 }
+
 
 /*
  * Sends {"detail": "<message>"} with the given status, finalizes the

@@ -197,11 +197,26 @@ ngx_int_t ngx_http_cfcost_status_handler(ngx_http_request_t *r);
 /* _filter.c */
 ngx_int_t ngx_http_cfcost_filter_init(ngx_conf_t *cf);
 
+/* _upstream.c */
+void ngx_http_cfcost_wrap_input(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx);
+
 /* _cost.c */
 void ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_uint_t status);
 u_char *ngx_http_cfcost_insert_cost(u_char *dst, u_char *json, size_t len,
     size_t s, size_t e, u_char *usd, size_t usd_len);
+
+/* _events.c */
+#define NGX_HTTP_CFCOST_EV_OTHER    0
+#define NGX_HTTP_CFCOST_EV_DONE     1     /* data: [DONE] */
+#define NGX_HTTP_CFCOST_EV_USAGE    2     /* usage only: withheld on the
+                                             OpenAI route */
+
+ngx_uint_t ngx_http_cfcost_stream_event(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, cfcost_sse_event_t *ev);
+ngx_int_t ngx_http_cfcost_stream_ours(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_uint_t eol, ngx_buf_t **b);
 
 /* _stream.c */
 ngx_int_t ngx_http_cfcost_stream_start(ngx_http_request_t *r,

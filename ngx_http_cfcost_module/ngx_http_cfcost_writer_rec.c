@@ -1,0 +1,219 @@
+/*
+ * A record of the writer (see ngx_http_cfcost_writer.c): its entry id, the
+ * command that stores it, what Redis's reply to it means, and what becomes
+ * of one Redis refuses for good (the dead-letter file).
+ */
+
+#include "ngx_http_cfcost_writer_int.h"
+
+
+/* gives rec the next entry id of ids' stream: above every one before */
+void
+ngx_http_cfcost_writer_new_id(ngx_http_cfcost_rec_t *rec,
+    ngx_http_cfcost_ids_t *ids)
+{
+    uint64_t     now;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    if (now > ids->ms) {
+        ids->ms = now;
+        ids->seq = 0;
+
+    } else {
+        ids->seq++;
+    }
+
+    rec->ms = ids->ms;
+    rec->seq = ids->seq;
+    ngx_memcpy(rec->stream, ids->stream, sizeof(rec->stream));
+}
+
+
+static size_t
+ngx_http_cfcost_writer_id_str(ngx_http_cfcost_rec_t *rec, u_char *buf)
+{
+    return ngx_sprintf(buf, "%uL-%uL", rec->ms, rec->seq) - buf;
+}
+
+
+void
+ngx_http_cfcost_writer_free(ngx_http_cfcost_rec_t *rec)
+{
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    wr->queued--;
+
+    if (rec->from == NULL) {
+        wr->live_n--;
+    }
+
+    ngx_http_cfcost_count(queued, -1);
+    ngx_free(rec);
+}
+
+
+/* rec is stored, or set aside for good: its spool file may let it go */
+void
+ngx_http_cfcost_writer_settled(ngx_http_cfcost_rec_t *rec)
+{
+    ngx_http_cfcost_spool_done(rec->from);
+    ngx_http_cfcost_writer_free(rec);
+}
+
+
+/*
+ * The whole XADD command of rec: the head is written just before the
+ * pairs.  Returns where it starts; *len is its length.
+ */
+u_char *
+ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec, size_t *len)
+{
+    u_char  head[NGX_HTTP_CFCOST_HEAD_MAX], *p, id[NGX_INT64_LEN * 2 + 2];
+    size_t  hlen;
+
+    p = ngx_sprintf(head, "*%ui\r\n", 3 + 2 * rec->pairs);
+    p = ngx_http_cfcost_bulk(p, "XADD", sizeof("XADD") - 1);
+    p = ngx_http_cfcost_bulk(p, rec->stream, sizeof(rec->stream));
+    p = ngx_http_cfcost_bulk(p, id, ngx_http_cfcost_writer_id_str(rec, id));
+
+    hlen = p - head;
+    p = rec->buf + NGX_HTTP_CFCOST_HEAD_MAX - hlen;
+    ngx_memcpy(p, head, hlen);
+
+    *len = hlen + rec->len;
+
+    return p;
+}
+
+
+/* a record Redis will never take: kept in the dead-letter file */
+void
+ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, u_char *err,
+    size_t err_len)
+{
+    u_char                       *cmd;
+    size_t                        len;
+    ngx_fd_t                      fd;
+    ngx_http_cfcost_writer_t     *wr = &ngx_http_cfcost_wr;
+    ngx_http_cfcost_main_conf_t  *mcf = wr->mcf;
+
+    cmd = ngx_http_cfcost_writer_command(rec, &len);
+
+    fd = ngx_open_file(mcf->dead_letter.data, NGX_FILE_APPEND,
+                       NGX_FILE_CREATE_OR_OPEN, NGX_FILE_DEFAULT_ACCESS);
+
+    if (fd == NGX_INVALID_FILE
+        || ngx_write_fd(fd, cmd, len) != (ssize_t) len)
+    {
+        ngx_log_error(NGX_LOG_ALERT, wr->log, ngx_errno,
+                      "cfcost: Redis refused a usage record for good (%*s) "
+                      "and it cannot be written to \"%V\": lost",
+                      err_len, err, &mcf->dead_letter);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, wr->log, 0,
+                      "cfcost: Redis refused a usage record for good (%*s); "
+                      "it is kept in \"%V\"", err_len, err,
+                      &mcf->dead_letter);
+    }
+
+    if (fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(fd);
+    }
+
+    ngx_http_cfcost_count(dead, 1);
+    wr->unreported++;
+    ngx_http_cfcost_writer_settled(rec);
+}
+
+
+/* Redis said "later": stop sending for a backoff delay */
+void
+ngx_http_cfcost_writer_hold(u_char *err, size_t len)
+{
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    if (wr->paused) {
+        return;
+    }
+
+    if (!wr->pause_logged) {
+        ngx_log_error(NGX_LOG_ERR, wr->log, 0,
+                      "cfcost: Redis at %V cannot store records now (%*s); "
+                      "%ui held, retrying", &wr->mcf->redis_addr, len, err,
+                      wr->queued);
+        wr->pause_logged = 1;
+    }
+
+    wr->paused = 1;
+    ngx_add_timer(&wr->pause, ngx_http_cfcost_backoff(&wr->backoff));
+}
+
+
+static ngx_uint_t
+ngx_http_cfcost_writer_too_small(redisReply *reply)
+{
+    return reply->len >= 4 && ngx_strncmp(reply->str, "ERR ", 4) == 0
+           && ngx_strstr(reply->str, "equal or smaller") != NULL;
+}
+
+
+/* what a reply says of the command it answers */
+ngx_uint_t
+ngx_http_cfcost_writer_classify(redisReply *reply)
+{
+    if (reply == NULL) {
+        return NGX_HTTP_CFCOST_UNKNOWN;
+    }
+
+    if (reply->type == REDIS_REPLY_STATUS && reply->len == 6
+        && ngx_strncmp(reply->str, "QUEUED", 6) == 0)
+    {
+        return NGX_HTTP_CFCOST_QUEUED;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        return NGX_HTTP_CFCOST_NOTRUN;
+    }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        return NGX_HTTP_CFCOST_STORED;
+    }
+
+    if (ngx_http_cfcost_writer_too_small(reply)) {
+        return NGX_HTTP_CFCOST_ALREADY;
+    }
+
+    return ngx_http_cfcost_redis_transient(reply)
+           ? NGX_HTTP_CFCOST_NOTRUN : NGX_HTTP_CFCOST_DEAD;
+}
+
+
+/*
+ * A record whose id Redis cannot take any more although it was never
+ * stored: a later one of its stream was, past it (only when Redis refused
+ * MULTI itself, and changed its mind within one batch).  It goes to the
+ * end of the live lane under a new id.  Read back from a spool file, it
+ * leaves the file's count first.
+ */
+void
+ngx_http_cfcost_writer_overtaken(ngx_http_cfcost_rec_t *rec)
+{
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    ngx_log_error(NGX_LOG_WARN, wr->log, 0,
+                  "cfcost: Redis stored a usage record past one it "
+                  "refused; that one is sent again under a new id");
+
+    if (rec->from) {
+        ngx_http_cfcost_spool_done(rec->from);
+        rec->from = NULL;
+        wr->live_n++;
+    }
+
+    ngx_http_cfcost_writer_new_id(rec, &wr->live_ids);
+    ngx_queue_insert_tail(&wr->live.queue, &rec->queue);
+}
