@@ -8,9 +8,11 @@ CPPFLAGS += -Icommon
 LIBS      = -lhiredis -ljansson -lcrypto -lm
 
 COMMON_SRC = common/cfcost_price.c common/cfcost_usage.c common/cfcost_sse.c \
-             common/cfcost_json.c
+             common/cfcost_json.c \
+             common/cfcost_addr.c common/cfcost_keys.c common/cfcost_models.c
 COMMON_HDR = common/cfcost_price.h common/cfcost_usage.h common/cfcost_sse.h common/cfcost_schema.h \
-             common/cfcost_json.h
+             common/cfcost_json.h \
+             common/cfcost_addr.h common/cfcost_keys.h common/cfcost_models.h
 MODULE_SRC = $(wildcard ngx_http_cfcost_module/*.c ngx_http_cfcost_module/*.h)
 AGG_SRC    = $(wildcard aggregator/*.c)
 AGG_HDR    = $(wildcard aggregator/*.h)
@@ -31,9 +33,9 @@ build/ngx_http_cfcost_module.so: config $(MODULE_SRC) $(COMMON_SRC) $(COMMON_HDR
 
 module: build/ngx_http_cfcost_module.so
 
-build/cfcost: cli/cfcost.c $(COMMON_SRC) $(COMMON_HDR)
+build/cfcost: $(wildcard cli/*.c cli/*.h) $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p build
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ cli/cfcost.c $(COMMON_SRC) $(LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(wildcard cli/*.c) $(COMMON_SRC) $(LIBS)
 
 build/cfcost-aggregator: $(AGG_SRC) $(AGG_HDR) common/cfcost_price.c $(COMMON_HDR)
 	@mkdir -p build
