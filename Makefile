@@ -45,6 +45,17 @@ build/cfcost-aggregator: $(AGG_SRC) $(AGG_HDR) common/cfcost_price.c $(COMMON_HD
 # the rollup unit test includes the aggregator's pure sources itself
 build/unit/test_rollup.t: $(AGG_SRC) $(AGG_HDR)
 
+# the consumer against a scripted Redis: linked without _main.c, and with
+# the fake (t/unit/fake_redis.c) and the test's clock for _redis.c, _clock.c
+CONSUMER_TEST_SRC = aggregator/cfcost_agg_consumer.c aggregator/cfcost_agg_lua.c \
+                    aggregator/cfcost_agg_record.c aggregator/cfcost_agg_util.c \
+                    aggregator/cfcost_agg_log.c t/unit/fake_redis.c
+build/unit/test_consumer.t: t/unit/test_consumer.c t/unit/tap.h t/unit/fake_redis.h \
+                            $(CONSUMER_TEST_SRC) $(AGG_HDR) $(COMMON_HDR)
+	@mkdir -p build/unit
+	$(CC) $(CPPFLAGS) -Iaggregator $(CFLAGS) -o $@ $< $(CONSUMER_TEST_SRC) \
+	    -levent $(LIBS)
+
 build/unit/%.t: t/unit/%.c t/unit/tap.h $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p build/unit
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(COMMON_SRC) $(LIBS)

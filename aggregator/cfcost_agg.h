@@ -1,22 +1,25 @@
 /*
  * cfcost-aggregator: what every part of the daemon shares.  The
  * configuration (command-line flags), the process-wide context, the
- * process counters and logging.
+ * process counters, logging and the clocks.
  *
- * Parts, one .c/.h pair each:
- *   cfcost_agg_main       flags, signals, start and orderly stop, logging
- *   cfcost_agg_redis      async Redis connections with timeouts/reconnect
+ * Parts, one .c/.h pair each; a file calls only parts listed below it:
+ *   cfcost_agg_main       flags, signals, start and orderly stop
+ *   cfcost_agg_http       HTTP server: listening, routing, identity
+ *   cfcost_agg_routes.h   the routes the HTTP core calls:
+ *   cfcost_agg_usage.c      /api/usage and /api/usage/timeseries
+ *   cfcost_agg_logs.c       /api/usage/logs (JSON and CSV)
+ *   cfcost_agg_metrics.c    /metrics and /healthz
+ *   cfcost_agg_req        a request's state, its Redis commands, replies
  *   cfcost_agg_consumer   consumer group -> rollups, exactly once; retention
- *   cfcost_agg_lua        the two server-side scripts
- *   cfcost_agg_http       HTTP server, identity, per-request state
- *   cfcost_agg_routes.h   what the routes share with the HTTP core
- *   cfcost_agg_usage.c    /api/usage and /api/usage/timeseries
- *   cfcost_agg_logs.c     /api/usage/logs (JSON and CSV)
- *   cfcost_agg_metrics.c  /metrics and /healthz
+ *   cfcost_agg_lua        the three server-side scripts
+ *   cfcost_agg_redis      async Redis connections with timeouts/reconnect
  *   cfcost_agg_record     record fields inside a stream reply
  *   cfcost_agg_rollup     rollup hashes back into integers
  *   cfcost_agg_out        JSON / CSV / Prometheus writers, money
+ *   cfcost_agg_log.c      logging (declared here)
  *   cfcost_agg_util       calendar, numbers, stream ids
+ *   cfcost_agg_clock.c    wall and monotonic clocks (declared here)
  *   cfcost_schema.h         (common/) every Redis key and field
  */
 
@@ -82,6 +85,7 @@ typedef struct {
 } cfcost_agg_t;
 
 
+/* cfcost_agg_log.c: messages above cfcost_log_level are dropped */
 extern int  cfcost_log_level;
 
 void cfcost_log(int level, const char *fmt, ...)
@@ -101,6 +105,10 @@ void cfcost_log(int level, const char *fmt, ...)
             cfcost_log(CFCOST_LOG_DEBUG, __VA_ARGS__);                       \
         }                                                                    \
     } while (0)
+
+/* The level named name ("error".."debug"), or -1. */
+int cfcost_log_level_parse(const char *name);
+
 
 /* Unix time in milliseconds (wall clock). */
 int64_t cfcost_now_ms(void);

@@ -560,6 +560,7 @@ cfcost_consumer_find(cfcost_consumer_t *c, const char *key, size_t len)
 static void
 cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
 {
+    char               key[CFCOST_RECORD_STREAM_LEN + 1];
     size_t             i, n, added;
     cfcost_stream_t   *s, *st;
     const redisReply  *w;
@@ -580,7 +581,6 @@ cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
 
     for (i = 0; i < r->elements; i++) {
         w = r->element[i];
-        st = &c->streams[c->nstreams + added];
 
         if (w->type != REDIS_REPLY_STRING
             || !cfcost_writer_valid(w->str, (size_t) w->len))
@@ -588,9 +588,10 @@ cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
             continue;
         }
 
-        cfcost_stream_key(st->key, w->str);
+        /* built aside: when the array is full there is no slot for it */
+        cfcost_stream_key(key, w->str);
 
-        if (cfcost_consumer_find(c, st->key, CFCOST_RECORD_STREAM_LEN)
+        if (cfcost_consumer_find(c, key, CFCOST_RECORD_STREAM_LEN)
             < c->nstreams)
         {
             continue;
@@ -606,6 +607,8 @@ cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
             break;
         }
 
+        st = &c->streams[c->nstreams + added];
+        memcpy(st->key, key, sizeof(key));
         st->grouped = 0;
         st->need_pending = 1;
         strcpy(st->pending_from, "0");

@@ -4,8 +4,8 @@
  * /api/usage/timeseries, /metrics, /healthz.  See cfcost_agg.h for the
  * parts.
  *
- * This file: command-line flags, logging, signals, and the order things
- * start and stop in.
+ * This file: command-line flags, signals, and the order things start and
+ * stop in.
  */
 
 #include <errno.h>
@@ -14,14 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "cfcost_schema.h"
 #include "cfcost_agg.h"
-#include "cfcost_agg_util.h"
 #include "cfcost_agg_redis.h"
 #include "cfcost_agg_consumer.h"
 #include "cfcost_agg_http.h"
@@ -33,13 +31,6 @@
 #define CFCOST_EXIT_OK          0
 #define CFCOST_EXIT_FAILED      1
 #define CFCOST_EXIT_USAGE       2
-
-
-int  cfcost_log_level = CFCOST_LOG_INFO;
-
-
-static const char  *cfcost_level_names[] = { "error", "warn", "info",
-                                             "debug" };
 
 
 #define CFCOST_HELP                                                          \
@@ -152,52 +143,6 @@ static const cfcost_flag_t  cfcost_flags[] = {
 };
 
 
-/* ---- logging and clocks ------------------------------------------------- */
-
-
-void
-cfcost_log(int level, const char *fmt, ...)
-{
-    char     ts[CFCOST_ISO_LEN + 1], msg[2048];
-    va_list  ap;
-
-    if (level > cfcost_log_level) {
-        return;
-    }
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-
-    cfcost_iso_ms(ts, cfcost_now_ms());
-
-    fprintf(stderr, "%s cfcost-aggregator[%d] %s: %s\n", ts, (int) getpid(),
-            cfcost_level_names[level], msg);
-}
-
-
-int64_t
-cfcost_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-uint64_t
-cfcost_mono_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
-
 /* ---- flags -------------------------------------------------------------- */
 
 
@@ -242,16 +187,16 @@ cfcost_flag_num(const char *name, const char *v, unsigned min, unsigned max,
 static int
 cfcost_flag_level(const char *v)
 {
-    int  i;
+    int  level;
 
-    for (i = 0; i <= CFCOST_LOG_DEBUG; i++) {
-        if (strcmp(v, cfcost_level_names[i]) == 0) {
-            cfcost_log_level = i;
-            return 0;
-        }
+    level = cfcost_log_level_parse(v);
+    if (level < 0) {
+        return cfcost_usage_error("--log-level: want error, warn, info or "
+                                  "debug");
     }
 
-    return cfcost_usage_error("--log-level: want error, warn, info or debug");
+    cfcost_log_level = level;
+    return 0;
 }
 
 

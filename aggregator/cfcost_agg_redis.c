@@ -20,6 +20,7 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "cfcost_agg.h"
+#include "cfcost_agg_util.h"
 #include "cfcost_agg_redis.h"
 
 
@@ -310,16 +311,11 @@ cfcost_redis_retry_handler(evutil_socket_t fd, short what, void *arg)
 static void
 cfcost_redis_retry(cfcost_redis_t *rd)
 {
-    unsigned        ms, shift;
+    unsigned        ms;
     struct timeval  tv;
 
-    shift = rd->failures < 6 ? rd->failures : 6;
-    ms = CFCOST_REDIS_BACKOFF_MIN_MS << shift;
-    if (ms > CFCOST_REDIS_BACKOFF_MAX_MS) {
-        ms = CFCOST_REDIS_BACKOFF_MAX_MS;
-    }
-
-    ms = ms * 3 / 4 + (unsigned) (random() % (ms / 2 + 1));
+    ms = cfcost_backoff_ms(rd->failures, CFCOST_REDIS_BACKOFF_MIN_MS,
+                           CFCOST_REDIS_BACKOFF_MAX_MS, random());
     rd->failures++;
 
     tv.tv_sec = ms / 1000;

@@ -234,6 +234,22 @@ cfcost_u64_str(char *buf, uint64_t v)
 }
 
 
+unsigned
+cfcost_backoff_ms(unsigned failures, unsigned min_ms, unsigned max_ms,
+    long rnd)
+{
+    unsigned  ms, shift;
+
+    shift = failures < 6 ? failures : 6;
+    ms = min_ms << shift;
+    if (ms > max_ms) {
+        ms = max_ms;
+    }
+
+    return ms * 3 / 4 + (unsigned) (rnd % (ms / 2 + 1));
+}
+
+
 int
 cfcost_stream_id_parse(const char *s, size_t len, uint64_t *ms,
     uint64_t *seq)

@@ -67,6 +67,14 @@ int cfcost_u64_parse(const char *s, size_t len, uint64_t max, uint64_t *v);
 size_t cfcost_u64_str(char *buf, uint64_t v);
 
 /*
+ * The wait before the next reconnect when failures attempts failed in a
+ * row (0: the first retry): min_ms doubled per failure, at most max_ms,
+ * then jittered to 75%..125% by rnd (any number >= 0, e.g. random()).
+ */
+unsigned cfcost_backoff_ms(unsigned failures, unsigned min_ms,
+    unsigned max_ms, long rnd);
+
+/*
  * Parses a complete stream id "<ms>-<seq>" from s[0..len).  Returns 0 and
  * sets *ms and *seq, or -1.
  */
