@@ -37,9 +37,10 @@ build/cfcost: $(wildcard cli/*.c cli/*.h) $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p build
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(wildcard cli/*.c) $(COMMON_SRC) $(LIBS)
 
-build/cfcost-aggregator: $(AGG_SRC) $(AGG_HDR) common/cfcost_price.c $(COMMON_HDR)
+AGG_COMMON = common/cfcost_price.c common/cfcost_addr.c
+build/cfcost-aggregator: $(AGG_SRC) $(AGG_HDR) $(AGG_COMMON) $(COMMON_HDR)
 	@mkdir -p build
-	$(CC) $(CPPFLAGS) -Iaggregator $(CFLAGS) -o $@ $(AGG_SRC) common/cfcost_price.c \
+	$(CC) $(CPPFLAGS) -Iaggregator $(CFLAGS) -o $@ $(AGG_SRC) $(AGG_COMMON) \
 	    -levent -lhiredis -ljansson -lcrypto -lm
 
 # the rollup unit test includes the aggregator's pure sources itself

@@ -442,11 +442,13 @@ cfcost_agg_cleanup(cfcost_agg_t *agg)
 static int
 cfcost_agg_start(cfcost_agg_t *agg)
 {
-    char                 err[512];
-    cfcost_redis_addr_t  addr;
+    char           err[512];
+    cfcost_addr_t  addr;
 
-    if (cfcost_redis_addr_parse(agg->conf.redis, &addr, err, sizeof(err))
-        != 0)
+    /* the rules of every part (cfcost_addr.h); a name resolved now, once */
+    if (cfcost_addr_parse(agg->conf.redis, strlen(agg->conf.redis), &addr,
+                          err, sizeof(err)) != 0
+        || cfcost_addr_resolve(&addr, err, sizeof(err)) != 0)
     {
         return cfcost_usage_error("--redis: %s", err);
     }

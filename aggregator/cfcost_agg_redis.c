@@ -47,7 +47,7 @@ struct cfcost_redis_op_s {
 
 struct cfcost_redis_s {
     struct event_base      *base;
-    cfcost_redis_addr_t     addr;
+    cfcost_addr_t     addr;
     char                    name[32];
     unsigned                timeout_ms;
 
@@ -69,77 +69,6 @@ struct cfcost_redis_s {
 
 static void cfcost_redis_connect(cfcost_redis_t *rd);
 static void cfcost_redis_retry(cfcost_redis_t *rd);
-
-
-int
-cfcost_redis_addr_parse(const char *s, cfcost_redis_addr_t *a, char *err,
-    size_t errlen)
-{
-    long             port;
-    char            *end, host[64];
-    size_t           hlen;
-    const char      *colon, *h;
-    unsigned char    bin[16];
-
-    memset(a, 0, sizeof(cfcost_redis_addr_t));
-
-    if (strncmp(s, "unix:", 5) == 0) {
-        if (s[5] == '\0' || strlen(s + 5) >= sizeof(a->path)) {
-            snprintf(err, errlen, "bad unix socket path in \"%s\"", s);
-            return -1;
-        }
-        a->unix_socket = 1;
-        strcpy(a->path, s + 5);
-        return 0;
-    }
-
-    colon = strrchr(s, ':');
-    if (colon == NULL || colon[1] == '\0') {
-        goto failed;
-    }
-
-    port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 1 || port > 65535) {
-        goto failed;
-    }
-
-    h = s;
-    hlen = (size_t) (colon - s);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-
-    if (hlen == 0 || hlen >= sizeof(host)) {
-        goto failed;
-    }
-
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-
-    if (strcmp(host, "localhost") == 0) {
-        strcpy(host, "127.0.0.1");
-    }
-
-    if (inet_pton(AF_INET, host, bin) != 1
-        && inet_pton(AF_INET6, host, bin) != 1)
-    {
-        snprintf(err, errlen, "Redis host \"%s\" must be a numeric address "
-                 "(or localhost)", host);
-        return -1;
-    }
-
-    strcpy(a->host, host);
-    a->port = (int) port;
-
-    return 0;
-
-failed:
-
-    snprintf(err, errlen, "bad Redis address \"%s\": want unix:/path or "
-             "HOST:PORT", s);
-    return -1;
-}
 
 
 static void
@@ -330,7 +259,7 @@ cfcost_redis_connect(cfcost_redis_t *rd)
 {
     redisAsyncContext  *ac;
 
-    if (rd->addr.unix_socket) {
+    if (rd->addr.kind == CFCOST_ADDR_UNIX) {
         ac = redisAsyncConnectUnix(rd->addr.path);
     } else {
         ac = redisAsyncConnect(rd->addr.host, rd->addr.port);
@@ -366,7 +295,7 @@ cfcost_redis_connect(cfcost_redis_t *rd)
 
 
 cfcost_redis_t *
-cfcost_redis_create(struct event_base *base, const cfcost_redis_addr_t *addr,
+cfcost_redis_create(struct event_base *base, const cfcost_addr_t *addr,
     const char *name, unsigned timeout_ms, cfcost_redis_event_pt on_up,
     cfcost_redis_event_pt on_down, void *data)
 {

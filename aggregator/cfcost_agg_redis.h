@@ -18,14 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "cfcost_agg.h"
-
-
-typedef struct {
-    int          unix_socket;
-    char         path[108];             /* sun_path */
-    char         host[64];              /* numeric address */
-    int          port;
-} cfcost_redis_addr_t;
+#include "cfcost_addr.h"
 
 
 typedef void (*cfcost_redis_reply_pt)(cfcost_redis_t *rd, redisReply *r,
@@ -34,20 +27,12 @@ typedef void (*cfcost_redis_event_pt)(cfcost_redis_t *rd, void *data);
 
 
 /*
- * Parses "unix:/path" or "HOST:PORT" ("[v6]:PORT" too; "localhost" means
- * 127.0.0.1; other names are refused, hiredis would resolve them with a
- * blocking call).  Returns 0, or -1 with a reason in err.
- */
-int cfcost_redis_addr_parse(const char *s, cfcost_redis_addr_t *a,
-    char *err, size_t errlen);
-
-/*
  * Creates a connection, not yet connecting.  on_up runs after every
  * successful (re)connect, on_down after every loss of an established
  * connection; either may be NULL.  Returns NULL when out of memory.
  */
 cfcost_redis_t *cfcost_redis_create(struct event_base *base,
-    const cfcost_redis_addr_t *addr, const char *name, unsigned timeout_ms,
+    const cfcost_addr_t *addr, const char *name, unsigned timeout_ms,
     cfcost_redis_event_pt on_up, cfcost_redis_event_pt on_down, void *data);
 
 /* Starts connecting (and reconnecting whenever the connection is lost). */

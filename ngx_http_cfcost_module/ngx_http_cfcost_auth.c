@@ -17,9 +17,9 @@
  */
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "ngx_http_cfcost_redis.h"
+#include "cfcost_keys.h"
 
 
 #define NGX_HTTP_CFCOST_KEY_VALID     1
@@ -447,8 +447,8 @@ ngx_http_cfcost_parse_key_reply(redisReply *reply,
     id->user.len = user->len;
 
     /* only an explicit "0" is an active key, as the CLI shows it */
-    id->state = (revoked->type == REDIS_REPLY_STRING && revoked->len == 1
-                 && revoked->str[0] == '0')
+    id->state = (revoked->type == REDIS_REPLY_STRING
+                 && cfcost_keys_active(revoked->str, revoked->len))
                 ? NGX_HTTP_CFCOST_KEY_VALID : NGX_HTTP_CFCOST_KEY_REVOKED;
 
     return NGX_OK;
@@ -592,40 +592,6 @@ ngx_http_cfcost_lookup_patience_handler(ngx_event_t *ev)
 
 
 /*
- * SHA-256 with the digest fetched and the context made once per process:
- * OpenSSL 3 would otherwise look the algorithm up on every call.
- */
-static ngx_int_t
-ngx_http_cfcost_sha256(u_char *data, size_t len, u_char *out)
-{
-    static EVP_MD      *md;
-    static EVP_MD_CTX  *mdctx;
-
-    if (md == NULL) {
-        md = EVP_MD_fetch(NULL, "SHA256", NULL);
-        mdctx = EVP_MD_CTX_new();
-
-        if (md == NULL || mdctx == NULL) {
-            EVP_MD_free(md);
-            EVP_MD_CTX_free(mdctx);
-            md = NULL;
-            mdctx = NULL;
-            return NGX_ERROR;
-        }
-    }
-
-    if (EVP_DigestInit_ex(mdctx, md, NULL) != 1
-        || EVP_DigestUpdate(mdctx, data, len) != 1
-        || EVP_DigestFinal_ex(mdctx, out, NULL) != 1)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-/*
  * Acts on what is known of a key: returns NGX_OK with ctx's identity set
  * when the request may go on; otherwise sends the error and returns
  * NGX_DONE (the request is finalized).  redis_down: id is only what the
@@ -676,8 +642,7 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_uint_t admin_ok)
 {
     u_char                        hex[NGX_HTTP_CFCOST_HASH_LEN * 2], *p;
-    u_char                        name[sizeof(CFCOST_KEY_PREFIX) - 1
-                                       + NGX_HTTP_CFCOST_HASH_LEN * 2];
+    u_char                        name[CFCOST_KEYS_RECORD_LEN + 1];
     size_t                        argvlen[5];
     ngx_str_t                     key;
     const char                   *argv[5];
@@ -698,7 +663,7 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
                                           "invalid API key");
     }
 
-    if (ngx_http_cfcost_sha256(key.data, key.len, ctx->key_hash) != NGX_OK) {
+    if (cfcost_keys_sha256((char *) key.data, key.len, ctx->key_hash) != 0) {
         return ngx_http_cfcost_send_error(r, ctx,
                                           NGX_HTTP_INTERNAL_SERVER_ERROR,
                                           "cannot hash the API key");
@@ -745,8 +710,7 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     }
 
     ngx_hex_dump(hex, ctx->key_hash, NGX_HTTP_CFCOST_HASH_LEN);
-    p = ngx_cpymem(name, CFCOST_KEY_PREFIX, sizeof(CFCOST_KEY_PREFIX) - 1);
-    p = ngx_cpymem(p, hex, sizeof(hex));
+    p = name + cfcost_keys_record((char *) name, (char *) hex);
 
     argv[0] = "HMGET";
     argv[1] = (char *) name;

@@ -1,11 +1,13 @@
 /*
- * ngx_http_cfcost_module: directives, configuration, process hooks, and the
- * JSON helpers every part of the module uses.
+ * ngx_http_cfcost_module: the module's definition, its directives and
+ * configuration, and the process hooks.  The files it starts are listed in
+ * CONTRIBUTING.md, in the order a request meets them.
  */
 
-#include <openssl/evp.h>
-
 #include "ngx_http_cfcost_module.h"
+#include "cfcost_addr.h"
+#include "cfcost_keys.h"
+#include "cfcost_models.h"
 #include "ngx_http_cfcost_writer.h"
 
 
@@ -350,110 +352,25 @@ ngx_http_cfcost_free_prices(void *data)
 static ngx_int_t
 ngx_http_cfcost_render_models(ngx_conf_t *cf, ngx_http_cfcost_main_conf_t *mcf)
 {
-    size_t                 i, len;
-    u_char                *p;
-    char                   num[3][32];
-    size_t                 nlen[3];
-    cfcost_model_t        *m;
-    cfcost_price_table_t  *t = mcf->prices;
+    size_t       i, len;
+    ngx_str_t   *out[2];
 
-    static const char  head[] = "{\"models\":[";
-    static const char  tail[] = "],\"pricing_version\":\"";
+    /* the same bytes as `cfcost models --json`: common/cfcost_models.h */
+    out[CFCOST_MODELS_CFCOST] = &mcf->models_json;
+    out[CFCOST_MODELS_OPENAI] = &mcf->models_openai;
 
-    len = sizeof(head) + sizeof(tail) + strlen(t->version) + 8;
+    for (i = 0; i < 2; i++) {
+        len = cfcost_models_len(mcf->prices, (int) i);
 
-    for (i = 0; i < t->n; i++) {
-        m = &t->models[i];
-        len += 160 + 3 * 32
-               + ngx_http_cfcost_json_escape_len((u_char *) m->id, m->id_len)
-               + ngx_http_cfcost_json_escape_len((u_char *) m->name,
-                                                 strlen(m->name))
-               + ngx_http_cfcost_json_escape_len((u_char *) m->provider,
-                                                 strlen(m->provider))
-               + ngx_http_cfcost_json_escape_len((u_char *) m->description,
-                                                 strlen(m->description));
-    }
-
-    mcf->models_json.data = ngx_pnalloc(cf->pool, len);
-    if (mcf->models_json.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(mcf->models_json.data, head, sizeof(head) - 1);
-
-    for (i = 0; i < t->n; i++) {
-        m = &t->models[i];
-
-        nlen[0] = cfcost_price_str(num[0], m->input);
-        nlen[1] = cfcost_price_str(num[1], m->output);
-        nlen[2] = m->cached == CFCOST_PRICE_NONE
-                  ? 0 : cfcost_price_str(num[2], m->cached);
-
-        p = ngx_sprintf(p, "%s{\"id\":\"", i ? "," : "");
-        p = ngx_http_cfcost_json_escape(p, (u_char *) m->id, m->id_len);
-        p = ngx_cpymem(p, "\",\"name\":\"", sizeof("\",\"name\":\"") - 1);
-        p = ngx_http_cfcost_json_escape(p, (u_char *) m->name,
-                                        strlen(m->name));
-        p = ngx_cpymem(p, "\",\"provider\":\"",
-                       sizeof("\",\"provider\":\"") - 1);
-        p = ngx_http_cfcost_json_escape(p, (u_char *) m->provider,
-                                        strlen(m->provider));
-        p = ngx_cpymem(p, "\",\"description\":\"",
-                       sizeof("\",\"description\":\"") - 1);
-        p = ngx_http_cfcost_json_escape(p, (u_char *) m->description,
-                                        strlen(m->description));
-        p = ngx_sprintf(p, "\",\"pricing\":{\"input\":%*s,\"output\":%*s",
-                        nlen[0], num[0], nlen[1], num[1]);
-
-        if (nlen[2]) {
-            p = ngx_sprintf(p, ",\"cached_input\":%*s", nlen[2], num[2]);
+        out[i]->data = ngx_pnalloc(cf->pool, len);
+        if (out[i]->data == NULL) {
+            return NGX_ERROR;
         }
 
-        p = ngx_cpymem(p, "}}", 2);
+        out[i]->len = (u_char *) cfcost_models_write((char *) out[i]->data,
+                                                     mcf->prices, (int) i)
+                      - out[i]->data;
     }
-
-    p = ngx_cpymem(p, tail, sizeof(tail) - 1);
-    p = ngx_cpymem(p, t->version, strlen(t->version));
-    p = ngx_cpymem(p, "\"}\n", 3);
-
-    mcf->models_json.len = p - mcf->models_json.data;
-
-    /* the same models as OpenAI's list: {"object":"list","data":[...]} */
-
-    len = sizeof("{\"object\":\"list\",\"data\":[]}\n");
-
-    for (i = 0; i < t->n; i++) {
-        m = &t->models[i];
-        len += 80
-               + ngx_http_cfcost_json_escape_len((u_char *) m->id, m->id_len)
-               + ngx_http_cfcost_json_escape_len((u_char *) m->provider,
-                                                 strlen(m->provider));
-    }
-
-    mcf->models_openai.data = ngx_pnalloc(cf->pool, len);
-    if (mcf->models_openai.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(mcf->models_openai.data, "{\"object\":\"list\",\"data\":[",
-                   sizeof("{\"object\":\"list\",\"data\":[") - 1);
-
-    for (i = 0; i < t->n; i++) {
-        m = &t->models[i];
-
-        p = ngx_sprintf(p, "%s{\"id\":\"", i ? "," : "");
-        p = ngx_http_cfcost_json_escape(p, (u_char *) m->id, m->id_len);
-        p = ngx_cpymem(p, "\",\"object\":\"model\",\"created\":0,"
-                          "\"owned_by\":\"",
-                       sizeof("\",\"object\":\"model\",\"created\":0,"
-                              "\"owned_by\":\"") - 1);
-        p = ngx_http_cfcost_json_escape(p, (u_char *) m->provider,
-                                        strlen(m->provider));
-        p = ngx_cpymem(p, "\"}", 2);
-    }
-
-    p = ngx_cpymem(p, "]}\n", 3);
-    mcf->models_openai.len = p - mcf->models_openai.data;
 
     return NGX_OK;
 }
@@ -582,63 +499,48 @@ ngx_http_cfcost_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_cfcost_main_conf_t  *mcf = conf;
 
-    u_char     *p;
-    ngx_str_t  *value, addr;
-    ngx_url_t   u;
+    char           err[512];
+    ngx_str_t     *value;
+    cfcost_addr_t  a;
 
     if (mcf->redis_addr.len) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
-    addr = value[1];
-    mcf->redis_addr = addr;
+    mcf->redis_addr = value[1];
 
-    if (addr.len > 5 && ngx_strncmp(addr.data, "unix:", 5) == 0) {
-        mcf->redis_unix.len = addr.len - 5;
-        mcf->redis_unix.data = ngx_pnalloc(cf->pool, addr.len - 4);
+    /* one rule set with the aggregator and the CLI (cfcost_addr.h); a
+     * host name is resolved now, never in a worker */
+    if (cfcost_addr_parse((char *) value[1].data, value[1].len, &a,
+                          err, sizeof(err)) != 0
+        || cfcost_addr_resolve(&a, err, sizeof(err)) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "cfcost_redis: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    if (a.kind == CFCOST_ADDR_UNIX) {
+        mcf->redis_unix.len = ngx_strlen(a.path);
+        mcf->redis_unix.data = ngx_pnalloc(cf->pool,
+                                           mcf->redis_unix.len + 1);
         if (mcf->redis_unix.data == NULL) {
             return NGX_CONF_ERROR;
         }
 
-        ngx_memcpy(mcf->redis_unix.data, addr.data + 5, addr.len - 5);
-        mcf->redis_unix.data[addr.len - 5] = '\0';
-
-        if (mcf->redis_unix.len >= 108) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "cfcost_redis: unix socket path \"%V\" "
-                               "is too long", &mcf->redis_unix);
-            return NGX_CONF_ERROR;
-        }
+        ngx_memcpy(mcf->redis_unix.data, a.path, mcf->redis_unix.len + 1);
 
         return NGX_CONF_OK;
     }
 
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = addr;
-    u.default_port = 6379;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0
-        || u.uri.len || u.family == AF_UNIX)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cfcost_redis: invalid address \"%V\"%s%s "
-                           "(expected IP:PORT, HOST:PORT or unix:/path)",
-                           &addr, u.err ? ": " : "", u.err ? u.err : "");
+    mcf->redis_host.len = ngx_strlen(a.host);
+    mcf->redis_host.data = ngx_pnalloc(cf->pool, mcf->redis_host.len + 1);
+    if (mcf->redis_host.data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    mcf->redis_host.data = p;
-    mcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
-                                        u.addrs[0].socklen, p,
-                                        NGX_SOCKADDR_STRLEN, 0);
-    p[mcf->redis_host.len] = '\0';
-    mcf->redis_port = u.port;
+    ngx_memcpy(mcf->redis_host.data, a.host, mcf->redis_host.len + 1);
+    mcf->redis_port = a.port;
 
     return NGX_CONF_OK;
 }
@@ -811,9 +713,8 @@ ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if (EVP_Digest(p, last - p, mcf->admin_hash, NULL, EVP_sha256(), NULL)
-        != 1)
-    {
+    /* hashed as API keys are: compared with their hash in _auth.c */
+    if (cfcost_keys_sha256((char *) p, last - p, mcf->admin_hash) != 0) {
         return NGX_CONF_ERROR;
     }
 
