@@ -37,7 +37,7 @@ build/cfcost: $(wildcard cli/*.c cli/*.h) $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p build
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(wildcard cli/*.c) $(COMMON_SRC) $(LIBS)
 
-AGG_COMMON = common/cfcost_price.c common/cfcost_addr.c
+AGG_COMMON = common/cfcost_price.c common/cfcost_addr.c common/cfcost_json.c
 build/cfcost-aggregator: $(AGG_SRC) $(AGG_HDR) $(AGG_COMMON) $(COMMON_HDR)
 	@mkdir -p build
 	$(CC) $(CPPFLAGS) -Iaggregator $(CFLAGS) -o $@ $(AGG_SRC) $(AGG_COMMON) \

@@ -9,6 +9,7 @@
 
 #include "cfcost_schema.h"
 #include "cfcost_price.h"
+#include "cfcost_json.h"
 #include "cfcost_agg_out.h"
 
 
@@ -183,59 +184,20 @@ cfcost_utf8_len(const unsigned char *p, size_t n)
 int
 cfcost_json_str(cfcost_buf_t *b, const char *p, size_t n)
 {
-    char                  esc[8];
-    size_t                i, run, k;
-    const unsigned char  *s;
+    size_t  len;
 
-    s = (const unsigned char *) p;
+    /* the one JSON string writer of every part: common/cfcost_json.h */
+    len = cfcost_json_quote_len(p, n);
 
-    cfcost_buf_add(b, "\"", 1);
-
-    i = 0;
-    while (i < n) {
-
-        /* copy the longest run that needs no escaping at once */
-        run = i;
-        while (run < n && s[run] >= 0x20 && s[run] < 0x80
-               && s[run] != '"' && s[run] != '\\')
-        {
-            run++;
-        }
-
-        cfcost_buf_add(b, s + i, run - i);
-        i = run;
-
-        if (i == n) {
-            break;
-        }
-
-        if (s[i] >= 0x80) {
-            k = cfcost_utf8_len(s + i, n - i);
-            if (k == 0) {
-                cfcost_buf_add(b, "\xef\xbf\xbd", 3);
-                k = 1;
-            } else {
-                cfcost_buf_add(b, s + i, k);
-            }
-            i += k;
-            continue;
-        }
-
-        switch (s[i]) {
-        case '"':  cfcost_buf_add(b, "\\\"", 2); break;
-        case '\\': cfcost_buf_add(b, "\\\\", 2); break;
-        case '\n': cfcost_buf_add(b, "\\n", 2); break;
-        case '\r': cfcost_buf_add(b, "\\r", 2); break;
-        case '\t': cfcost_buf_add(b, "\\t", 2); break;
-        default:
-            snprintf(esc, sizeof(esc), "\\u%04x", s[i]);
-            cfcost_buf_add(b, esc, 6);
-        }
-
-        i++;
+    if (cfcost_buf_grow(b, len + 2) != 0) {
+        return -1;
     }
 
-    return cfcost_buf_add(b, "\"", 1);
+    b->data[b->len++] = '"';
+    b->len = cfcost_json_quote(b->data + b->len, p, n) - b->data;
+    b->data[b->len++] = '"';
+
+    return 0;
 }
 
 
