@@ -5,11 +5,13 @@
  * Sums inside one batch are kept in Lua numbers (doubles), exactly: every
  * value is below 2^40 (a token count over 2^32 - 1 counts as 0, a cost
  * arrives as whole dollars < 2^24 and picodollars < 10^12), so a batch of
- * at most 4096 entries sums below 2^52.  Redis stores every rollup field as a 64-bit
- * integer; picodollars carry into whole dollars so no field can overflow.
+ * at most 4096 entries sums below 2^52.  Redis stores every rollup field
+ * as a 64-bit integer; picodollars carry into whole dollars so no field
+ * can overflow.
  *
- * The script makes no call that fails on well-formed data, so it runs to
- * the end or (Redis refusing the first write) not at all.
+ * Redis does not roll a script back, so the apply script reads and
+ * checks everything first (the type of every key it will write) and
+ * writes last: it runs to the end, or fails before its first write.
  */
 
 #include "cfcost_schema.h"
@@ -77,23 +79,6 @@ const char  cfcost_lua_apply[] =
     "  end\n"
     "end\n"
 
-    "if newid then\n"
-    "  local add = {}\n"
-    "  for p in pairs(pend) do\n"
-    "    if p < newtop then\n"
-    "      add[#add + 1] = 0\n"
-    "      add[#add + 1] = p\n"
-    "      if #add == 1000 then\n"
-    "        redis.call('ZADD', holes, unpack(add))\n"
-    "        add = {}\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "  if #add > 0 then redis.call('ZADD', holes, unpack(add)) end\n"
-    "  redis.call('HSET', '" CFCOST_APPLIED_POS "', stream, newid)\n"
-    "end\n"
-    "if #unhole > 0 then redis.call('ZREM', holes, unpack(unhole)) end\n"
-
     "local function add(key, field, v)\n"
     "  if v == 0 then return end\n"
     "  local h = acc[key]\n"
@@ -127,13 +112,34 @@ const char  cfcost_lua_apply[] =
     "  t[d] = dnum\n"
     "end\n"
 
+    "local idx, marks, seen = {}, {}, {}\n"
+    "local function index(k, member)\n"
+    "  local t = idx[k]\n"
+    "  if t == nil then\n"
+    "    t = {}\n"
+    "    idx[k] = t\n"
+    "  end\n"
+    "  t[#t + 1] = 0\n"
+    "  t[#t + 1] = member\n"
+    "end\n"
+
+    /* what each entry adds, still only reading */
     "for e = 0, n - 1 do\n"
     "  local b = 5 + e * 13\n"
     "  local id, rid = ARGV[b], ARGV[b + 1]\n"
     "  if go[e] then ids[#ids + 1] = id end\n"
     "  if go[e] and rid ~= '' then\n"
-    "    if ttl == '0' or redis.call('SET', '" CFCOST_APPLIED_PREFIX "'"
-                                 " .. rid, id, 'NX', 'EX', ttl) then\n"
+    "    local new = true\n"
+    "    if ttl ~= '0' then\n"
+    "      if seen[rid] or redis.call('EXISTS', '" CFCOST_APPLIED_PREFIX "'"
+                                     " .. rid) == 1 then\n"
+    "        new = false\n"
+    "      else\n"
+    "        seen[rid] = id\n"
+    "        marks[#marks + 1] = rid\n"
+    "      end\n"
+    "    end\n"
+    "    if new then\n"
     "      applied = applied + 1\n"
     "      local d, dnum = ARGV[b + 2], ARGV[b + 3]\n"
     "      local user, key = ARGV[b + 4], ARGV[b + 5]\n"
@@ -146,14 +152,13 @@ const char  cfcost_lua_apply[] =
     "      if user ~= '' then\n"
     "        scopes[#scopes + 1] = '" CFCOST_SCOPE_USER "' .. user\n"
     "        users[user] = true\n"
-    "        redis.call('ZADD', '" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER "'"
-                       " .. user, 0, member)\n"
+    "        index('" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER "' .. user,"
+                  " member)\n"
     "      end\n"
     "      if key ~= '' then\n"
     "        scopes[#scopes + 1] = '" CFCOST_SCOPE_KEY "' .. key\n"
     "      end\n"
-    "      redis.call('ZADD', '" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_ALL "', 0,"
-                     " member)\n"
+    "      index('" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_ALL "', member)\n"
     "      for _, s in ipairs(scopes) do\n"
     "        roll('" CFCOST_ROLLUP_PREFIX "' .. s, m, v)\n"
     "        roll('" CFCOST_ROLLUP_DAY_PREFIX "' .. d .. ':' .. s, m, v)\n"
@@ -162,6 +167,57 @@ const char  cfcost_lua_apply[] =
     "    else\n"
     "      dup = dup + 1\n"
     "    end\n"
+    "  end\n"
+    "end\n"
+
+    /*
+     * Redis does not roll a script back: a key of the wrong type fails
+     * the script here, before its first write, so a batch counts whole
+     * or not at all (the aggregator then sets aside the entries that
+     * write to that key, one by one).
+     */
+    "local bad\n"
+    "local function want(key, t)\n"
+    "  if bad then return end\n"
+    "  local have = redis.call('TYPE', key)['ok']\n"
+    "  if have ~= 'none' and have ~= t then\n"
+    "    bad = key .. ' is a ' .. have .. ', not a ' .. t\n"
+    "  end\n"
+    "end\n"
+    "if newid or #unhole > 0 then want(holes, 'zset') end\n"
+    "if newid then want('" CFCOST_APPLIED_POS "', 'hash') end\n"
+    "for _, key in ipairs(order) do want(key, 'hash') end\n"
+    "for k in pairs(idx) do want(k, 'zset') end\n"
+    "for k in pairs(days) do want(k, 'zset') end\n"
+    "if next(users) then want('" CFCOST_ROLLUP_USERS "', 'set') end\n"
+    "if bad then\n"
+    "  return redis.error_reply('WRONGTYPE cfcost: ' .. bad)\n"
+    "end\n"
+
+    /* the writes */
+    "if newid then\n"
+    "  local add = {}\n"
+    "  for p in pairs(pend) do\n"
+    "    if p < newtop then\n"
+    "      add[#add + 1] = 0\n"
+    "      add[#add + 1] = p\n"
+    "      if #add == 1000 then\n"
+    "        redis.call('ZADD', holes, unpack(add))\n"
+    "        add = {}\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  if #add > 0 then redis.call('ZADD', holes, unpack(add)) end\n"
+    "  redis.call('HSET', '" CFCOST_APPLIED_POS "', stream, newid)\n"
+    "end\n"
+    "if #unhole > 0 then redis.call('ZREM', holes, unpack(unhole)) end\n"
+    "for _, rid in ipairs(marks) do\n"
+    "  redis.call('SET', '" CFCOST_APPLIED_PREFIX "' .. rid, seen[rid],"
+                 " 'EX', ttl)\n"
+    "end\n"
+    "for k, t in pairs(idx) do\n"
+    "  for i = 1, #t, 1000 do\n"
+    "    redis.call('ZADD', k, unpack(t, i, math.min(i + 999, #t)))\n"
     "  end\n"
     "end\n"
 
