@@ -21,6 +21,7 @@
 #include "cfcost_schema.h"
 #include "cfcost_price.h"
 #include "cfcost_usage.h"
+#include "cfcost_estimate.h"
 #include "cfcost_sse.h"
 
 

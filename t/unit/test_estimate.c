@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cfcost_usage.h"
+#include "cfcost_estimate.h"
 #include "cfcost_price.h"
 #include "tap.h"
 
