@@ -159,6 +159,10 @@ typedef struct {
 extern ngx_module_t  ngx_http_cfcost_module;
 
 
+/* _pricing.c */
+char *ngx_http_cfcost_pricing(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
 /* _error.c */
 ngx_int_t ngx_http_cfcost_send_error(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, ngx_uint_t status, const char *fmt, ...);
