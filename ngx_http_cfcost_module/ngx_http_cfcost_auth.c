@@ -347,12 +347,30 @@ ngx_http_cfcost_cache_put(ngx_http_cfcost_cache_t *cache, u_char *hash,
 }
 
 
+/* strips the optional white space (SP, HTAB) of RFC 9110 around s */
+static void
+ngx_http_cfcost_trim_ows(ngx_str_t *s)
+{
+    while (s->len && (s->data[0] == ' ' || s->data[0] == '\t')) {
+        s->data++;
+        s->len--;
+    }
+
+    while (s->len && (s->data[s->len - 1] == ' '
+                      || s->data[s->len - 1] == '\t'))
+    {
+        s->len--;
+    }
+}
+
+
 /* the request */
 
 static ngx_int_t
 ngx_http_cfcost_extract_key(ngx_http_request_t *r, ngx_str_t *key)
 {
     u_char           *p, *last;
+    ngx_str_t         value;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -376,8 +394,13 @@ ngx_http_cfcost_extract_key(ngx_http_request_t *r, ngx_str_t *key)
             && ngx_strncasecmp(h[i].key.data, (u_char *) "X-API-Key",
                                sizeof("X-API-Key") - 1) == 0)
         {
+            /* RFC 9110: optional white space around; empty is absent */
             *key = h[i].value;
-            return key->len ? NGX_OK : NGX_DECLINED;
+            ngx_http_cfcost_trim_ows(key);
+
+            if (key->len) {
+                return NGX_OK;
+            }
         }
     }
 
@@ -385,17 +408,21 @@ ngx_http_cfcost_extract_key(ngx_http_request_t *r, ngx_str_t *key)
         return NGX_DECLINED;
     }
 
-    p = r->headers_in.authorization->value.data;
-    last = p + r->headers_in.authorization->value.len;
+    value = r->headers_in.authorization->value;
+    ngx_http_cfcost_trim_ows(&value);
 
-    if (last - p < 7 || ngx_strncasecmp(p, (u_char *) "Bearer ", 7) != 0) {
+    p = value.data;
+    last = p + value.len;
+
+    if (last - p < 7 || ngx_strncasecmp(p, (u_char *) "Bearer", 6) != 0
+        || (p[6] != ' ' && p[6] != '\t'))
+    {
         return NGX_DECLINED;
     }
 
-    for (p += 7; p < last && *p == ' '; p++) { /* void */ }
-
-    key->data = p;
-    key->len = last - p;
+    key->data = p + 7;
+    key->len = last - key->data;
+    ngx_http_cfcost_trim_ows(key);
 
     return key->len ? NGX_OK : NGX_DECLINED;
 }

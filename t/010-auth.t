@@ -8,6 +8,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(sleep time);
 use CfcostTest;
+use CfcostWire ();
 
 my $env = CfcostTest->start;
 
@@ -130,6 +131,40 @@ sleep 0.3;
 $recs = $env->records;
 is(scalar @$recs, $want, 'revoked-key 401s left no record');
 ok(!(grep { ($_->{status} // '') eq '401' } @$recs), 'still no 401 record');
+
+# --- RFC 9110 header values: optional white space (SP, HTAB) around them is
+# not part of the key, and an empty X-API-Key is no header at all (so a
+# valid Authorization still counts).  These requests go upstream and leave
+# records: counted apart from the ones above.
+{
+    my $KEY = $alice->{key};
+    my $body = '{"model":"@cf/meta/llama-3.1-8b-instruct","messages":'
+             . '[{"role":"user","content":"hi [emu:usage 1 1]"}]}';
+    my @ct = ('Content-Type' => 'application/json');
+    for my $c (["X-API-Key with a tab before the key", 'X-API-Key' => "\t$KEY"],
+               ["X-API-Key with a tab after the key", 'X-API-Key' => "$KEY\t"],
+               ["an empty X-API-Key, then Bearer",
+                'X-API-Key' => '', Authorization => "Bearer $KEY"],
+               ["Bearer and a tab", Authorization => "Bearer\t$KEY"],
+               ["bearer in lower case, spaces around",
+                Authorization => "bearer   $KEY \t"])
+    {
+        my ($name, @h) = @$c;
+        my $r = CfcostWire::request($env->port, 'POST', '/api/ai/chat', $body,
+                                    @ct, @h);
+        is($r->{status}, 200, "header OWS: $name: 200")
+            or diag($r->{body});
+    }
+    for my $c (["only an empty X-API-Key", 'X-API-Key' => ''],
+               ["Bearer without a key", Authorization => "Bearer \t"],
+               ["Bearerkey glued", Authorization => "Bearer$KEY"])
+    {
+        my ($name, @h) = @$c;
+        my $r = CfcostWire::request($env->port, 'POST', '/api/ai/chat', $body,
+                                    @ct, @h);
+        is($r->{status}, 401, "header OWS: $name: 401");
+    }
+}
 
 $env->done;
 done_testing;
