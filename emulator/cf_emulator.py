@@ -103,6 +103,10 @@ Broken framing:
                          waits MS too.  Not for HTTP/1.0 clients (no
                          chunked framing): ignored there
 JSON spelling (bodies and stream events):
+  [emu:headers]          also send canary response headers (Authorization,
+                         Set-Cookie, X-Canary, Access-Control-Allow-Origin,
+                         Location, and the allowed cf-ray, Retry-After,
+                         X-RateLimit-Remaining, RateLimit-Policy)
   [emu:spaced]           a space after every ":" and ",", and ASCII only:
                          non-ASCII characters as \\uXXXX escapes (surrogate
                          pairs beyond U+FFFF), as json.dumps() writes by
@@ -195,7 +199,24 @@ DIRECTIVE_ARGS = {
     "bad-utf8": (),
     "done-mid": (None, int),
     "bad-chunk": (str, None, int),
+    "headers": (),
 }
+
+# [emu:headers]: what an upstream may echo or add; only CANARY_ALLOWED may
+# reach the gateway's clients
+CANARY_HEADERS = [
+    ("Authorization", "Bearer upstream-echoed-secret"),
+    ("Set-Cookie", "session=upstream"),
+    ("X-Canary", "leaked"),
+    ("Access-Control-Allow-Origin", "*"),
+    ("Location", "http://169.254.169.254/"),
+    ("cf-ray", "8f0c2a1b3c4d5e6f-EMU"),
+    ("Retry-After", "7"),
+    ("X-RateLimit-Remaining", "41"),
+    ("RateLimit-Policy", "100;w=60"),
+]
+CANARY_ALLOWED = ("cf-ray", "Retry-After", "X-RateLimit-Remaining",
+                  "RateLimit-Policy")
 
 BAD_CHUNK_SIZES = {"zz": b"zz", "huge": b"100000000000000000"}
 COUNT_FIELD = re.compile(r"^[A-Za-z_]+$")
@@ -703,6 +724,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 status, [("Content-Type", content_type)], body=body), d)
             return
         headers = [("Content-Type", content_type)]
+        if "headers" in d:
+            headers += CANARY_HEADERS
         if "gzip" in d:
             headers.append(("Vary", "Accept-Encoding"))
             if accepts_gzip(self.headers.get("Accept-Encoding")):
@@ -778,6 +801,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         chunked = self._http11()
         headers = [("Content-Type", "text/event-stream"),
                    ("Cache-Control", "no-cache")]
+        if "headers" in d:
+            headers += CANARY_HEADERS
         if chunked:
             headers.append(("Transfer-Encoding", "chunked"))
         else:

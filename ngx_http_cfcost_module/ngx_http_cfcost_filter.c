@@ -172,6 +172,7 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
         ctx->upstream_status = NGX_HTTP_OK;
         ctx->status = NGX_HTTP_OK;
         ngx_http_cfcost_wrap_input(r, ctx);
+        ngx_http_cfcost_allow_headers(r);
 
         if (ngx_http_cfcost_stream_start(r, ctx) != NGX_OK
             || ngx_http_cfcost_add_header(r, "X-Cfcost-Request-Id",
@@ -187,6 +188,7 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
     } else {
         ctx->upstream_status = u->headers_in.status_n;
         ngx_http_cfcost_wrap_input(r, ctx);
+        ngx_http_cfcost_allow_headers(r);
 
         if (r->headers_out.content_encoding
             && r->headers_out.content_encoding->value.len

@@ -205,6 +205,7 @@ ngx_int_t ngx_http_cfcost_filter_init(ngx_conf_t *cf);
 /* _upstream.c */
 void ngx_http_cfcost_wrap_input(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx);
+void ngx_http_cfcost_allow_headers(ngx_http_request_t *r);
 
 /* _cost.c */
 void ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,

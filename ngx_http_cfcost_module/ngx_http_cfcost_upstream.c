@@ -1,5 +1,12 @@
 /*
- * The upstream's body as nginx reads it.  Upstream framing that breaks (a
+ * What of the upstream's answer nginx reads and passes on.
+ *
+ * Headers: only an allowlist of Workers AI's response headers reaches the
+ * client (its request id, rate-limit and retry headers, and the framing
+ * nginx needs); an upstream that echoes Authorization, sets a cookie or a
+ * Location, or forges X-Cfcost-*, hands nothing of it to the client.
+ *
+ * The body.  Upstream framing that breaks (a
  * chunk size "zz", or 18 digits long) makes the proxy's input filter fail,
  * and nginx would then close the client's connection without a word.
  * Wrapped, the failure becomes what a reset is: the upstream broke off,
@@ -104,5 +111,90 @@ ngx_http_cfcost_wrap_input(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     {
         ctx->input_init = u->input_filter_init;
         u->input_filter_init = ngx_http_cfcost_input_init;
+    }
+}
+
+
+/* names are matched in lower case; a trailing '*' is a prefix */
+static ngx_str_t  ngx_http_cfcost_allowed[] = {
+    ngx_string("cf-ray"),                 /* Cloudflare's request id */
+    ngx_string("cf-request-id"),
+    ngx_string("retry-after"),
+    ngx_string("x-ratelimit-*"),
+    ngx_string("ratelimit*"),             /* RateLimit, RateLimit-Policy */
+    ngx_string("content-length"),         /* framing nginx still reads */
+    ngx_string("content-encoding"),
+    ngx_string("content-type"),
+    ngx_null_string
+};
+
+
+static ngx_uint_t
+ngx_http_cfcost_header_allowed(ngx_table_elt_t *h)
+{
+    size_t      n;
+    ngx_str_t  *a;
+
+    for (a = ngx_http_cfcost_allowed; a->len; a++) {
+        n = a->len;
+
+        if (a->data[n - 1] == '*') {
+            if (h->key.len >= n - 1
+                && ngx_strncasecmp(h->key.data, a->data, n - 1) == 0)
+            {
+                return 1;
+            }
+
+        } else if (h->key.len == n
+                   && ngx_strncasecmp(h->key.data, a->data, n) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* called by the header filter on the upstream's answer */
+void
+ngx_http_cfcost_allow_headers(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && !ngx_http_cfcost_header_allowed(&h[i])) {
+            h[i].hash = 0;                 /* not sent */
+        }
+    }
+
+    /* the headers nginx writes from these pointers as well */
+    r->headers_out.location = NULL;
+    r->headers_out.refresh = NULL;
+    r->headers_out.www_authenticate = NULL;
+    r->headers_out.content_range = NULL;
+    ngx_http_clear_last_modified(r);
+    ngx_http_clear_etag(r);
+    ngx_http_clear_accept_ranges(r);
+
+    if (r->headers_out.expires) {
+        r->headers_out.expires->hash = 0;
+        r->headers_out.expires = NULL;
     }
 }
