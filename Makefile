@@ -50,7 +50,13 @@ build/unit/test_rollup.t: $(AGG_SRC) $(AGG_HDR)
 
 # the consumer against a scripted Redis: linked without _main.c, and with
 # the fake (t/unit/fake_redis.c) and the test's clock for _redis.c, _clock.c
-CONSUMER_TEST_SRC = aggregator/cfcost_agg_consumer.c aggregator/cfcost_agg_lua.c \
+CONSUMER_TEST_SRC = aggregator/cfcost_agg_consumer.c \
+                    aggregator/cfcost_agg_consumer_read.c \
+                    aggregator/cfcost_agg_consumer_trim.c \
+                    aggregator/cfcost_agg_consumer_fail.c \
+                    aggregator/cfcost_agg_consumer_batch.c \
+                    aggregator/cfcost_agg_consumer_streams.c \
+                    aggregator/cfcost_agg_lua.c \
                     aggregator/cfcost_agg_record.c aggregator/cfcost_agg_util.c \
                     aggregator/cfcost_agg_log.c t/unit/fake_redis.c
 build/unit/test_consumer.t: t/unit/test_consumer.c t/unit/tap.h t/unit/fake_redis.h \

@@ -11,8 +11,15 @@
  *   cfcost_agg_logs.c       /api/usage/logs (JSON and CSV)
  *   cfcost_agg_metrics.c    /metrics and /healthz
  *   cfcost_agg_req        a request's state, its Redis commands, replies
- *   cfcost_agg_consumer   consumer group -> rollups, exactly once; retention
- *   cfcost_agg_lua        the three server-side scripts
+ *   cfcost_agg_consumer   consumer group -> rollups, exactly once: the
+ *                         state machine; below it, sharing _consumer_int.h:
+ *     cfcost_agg_consumer_read.c     the reads: own pending, new, claimed
+ *     cfcost_agg_consumer_trim.c     retention: trim script, idle consumers
+ *     cfcost_agg_consumer_fail.c     error replies, pauses, reconnect, stop
+ *     cfcost_agg_consumer_batch.c    stream entries -> apply script commands
+ *     cfcost_agg_consumer_streams.c  the writers' streams being read
+ *   cfcost_agg_lua        the three server-side scripts; the apply
+ *                         script's ARGV by name
  *   cfcost_agg_redis      async Redis connections with timeouts/reconnect
  *   cfcost_agg_record     record fields inside a stream reply
  *   cfcost_agg_rollup     rollup hashes back into integers

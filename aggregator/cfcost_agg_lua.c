@@ -27,9 +27,39 @@
     "end\n"
 
 
+/*
+ * The apply script's ARGV by name (cfcost_agg_lua.h), as Lua text: the
+ * numbers are pasted in as they are written.  The script reads an
+ * entry's id as its first argument (ARGV[b], b the entry's first).
+ */
+#if CFCOST_LUA_APPLY_FIRST != CFCOST_LUA_APPLY_HEAD + 1                      \
+    || CFCOST_LUA_APPLY_N > CFCOST_LUA_APPLY_HEAD                            \
+    || CFCOST_LUA_ENTRY_ID != 0                                              \
+    || CFCOST_LUA_ENTRY_MEMBER >= CFCOST_LUA_APPLY_ARGS
+#error "the apply script's ARGV layout does not add up"
+#endif
+
+#define CFCOST_LUA_STR(n)        CFCOST_LUA_STR_(n)
+#define CFCOST_LUA_STR_(n)       #n
+
+/* ARGV[i] of the head */
+#define CFCOST_LUA_HEAD_ARG(i)   "ARGV[" CFCOST_LUA_STR(i) "]"
+
+/* where entry e begins: its id */
+#define CFCOST_LUA_ENTRY_FIRST                                               \
+    CFCOST_LUA_STR(CFCOST_LUA_APPLY_FIRST) " + e * "                         \
+    CFCOST_LUA_STR(CFCOST_LUA_APPLY_ARGS)
+
+/* an argument of the entry beginning at ARGV[b] */
+#define CFCOST_LUA_ENTRY_ARG(off)  "ARGV[b + " CFCOST_LUA_STR(off) "]"
+
+
 const char  cfcost_lua_apply[] =
-    "local stream, group, ttl = ARGV[1], ARGV[2], ARGV[3]\n"
-    "local n = tonumber(ARGV[4])\n"
+    "local stream, group, ttl = "
+        CFCOST_LUA_HEAD_ARG(CFCOST_LUA_APPLY_STREAM) ", "
+        CFCOST_LUA_HEAD_ARG(CFCOST_LUA_APPLY_GROUP) ", "
+        CFCOST_LUA_HEAD_ARG(CFCOST_LUA_APPLY_TTL) "\n"
+    "local n = tonumber(" CFCOST_LUA_HEAD_ARG(CFCOST_LUA_APPLY_N) ")\n"
     "local holes = '" CFCOST_APPLIED_HOLES_PREFIX "' .. stream\n"
     "local acc, order, days, users, ids = {}, {}, {}, {}, {}\n"
     "local applied, dup, stale = 0, 0, 0\n"
@@ -40,7 +70,7 @@ const char  cfcost_lua_apply[] =
     "local ppos = pos and pad(pos) or ''\n"
     "local top, ptop = nil, ppos\n"
     "for e = 0, n - 1 do\n"
-    "  local id = ARGV[5 + e * 13]\n"
+    "  local id = ARGV[" CFCOST_LUA_ENTRY_FIRST "]\n"
     "  local p = pad(id)\n"
     "  if p > ptop then top, ptop = id, p end\n"
     "end\n"
@@ -62,7 +92,7 @@ const char  cfcost_lua_apply[] =
      * in this group (an entry a lost group delivered comes again) */
     "local go, unhole, newtop, newid = {}, {}, ppos, nil\n"
     "for e = 0, n - 1 do\n"
-    "  local id = ARGV[5 + e * 13]\n"
+    "  local id = ARGV[" CFCOST_LUA_ENTRY_FIRST "]\n"
     "  local p = pad(id)\n"
     "  if p <= ppos then\n"
     "    if redis.call('ZSCORE', holes, p) then\n"
@@ -125,8 +155,9 @@ const char  cfcost_lua_apply[] =
 
     /* what each entry adds, still only reading */
     "for e = 0, n - 1 do\n"
-    "  local b = 5 + e * 13\n"
-    "  local id, rid = ARGV[b], ARGV[b + 1]\n"
+    "  local b = " CFCOST_LUA_ENTRY_FIRST "\n"
+    "  local id, rid = ARGV[b], "
+        CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_REQUEST_ID) "\n"
     "  if go[e] then ids[#ids + 1] = id end\n"
     "  if go[e] and rid ~= '' then\n"
     "    local new = true\n"
@@ -141,13 +172,21 @@ const char  cfcost_lua_apply[] =
     "    end\n"
     "    if new then\n"
     "      applied = applied + 1\n"
-    "      local d, dnum = ARGV[b + 2], ARGV[b + 3]\n"
-    "      local user, key = ARGV[b + 4], ARGV[b + 5]\n"
-    "      local m = '" CFCOST_ROLLUP_F_MODEL "' .. ARGV[b + 6] .. ':'\n"
-    "      local v = { tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8]),\n"
-    "                  tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10]),\n"
-    "                  tonumber(ARGV[b + 11]) }\n"
-    "      local member = ARGV[b + 12]\n"
+    "      local d, dnum = " CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_DAY) ", "
+              CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_DAY_NUM) "\n"
+    "      local user, key = " CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_USER) ", "
+              CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_KEY_ID) "\n"
+    "      local m = '" CFCOST_ROLLUP_F_MODEL "' .. "
+              CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_MODEL) " .. ':'\n"
+    "      local v = { tonumber("
+              CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_INPUT) "), tonumber("
+              CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_OUTPUT) "),\n"
+    "                  tonumber("
+              CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_CACHED) "), tonumber("
+              CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_COST_USD) "),\n"
+    "                  tonumber("
+              CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_COST) ") }\n"
+    "      local member = " CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_MEMBER) "\n"
     "      local scopes = { '" CFCOST_SCOPE_ALL "' }\n"
     "      if user ~= '' then\n"
     "        scopes[#scopes + 1] = '" CFCOST_SCOPE_USER "' .. user\n"

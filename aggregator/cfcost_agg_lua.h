@@ -47,8 +47,41 @@
  */
 extern const char  cfcost_lua_apply[];
 
-#define CFCOST_LUA_APPLY_HEAD    4      /* arguments before the entries */
-#define CFCOST_LUA_APPLY_ARGS    13     /* arguments per entry */
+/*
+ * The apply script's ARGV, by name: the C side builds it with these
+ * (cfcost_agg_consumer_batch.c) and the script's text has them spliced in
+ * (cfcost_agg_lua.c).  Plain decimal numbers only: they are pasted into
+ * Lua as they are written here.
+ *
+ * The head, at ARGV[i] (Lua counts from 1):
+ */
+#define CFCOST_LUA_APPLY_STREAM      1
+#define CFCOST_LUA_APPLY_GROUP       2
+#define CFCOST_LUA_APPLY_TTL         3      /* dedup ttl s, "0": off */
+#define CFCOST_LUA_APPLY_N           4      /* the number of entries */
+#define CFCOST_LUA_APPLY_HEAD        4      /* arguments before the entries */
+
+/*
+ * Then the entries, CFCOST_LUA_APPLY_ARGS each: entry e (from 0) begins
+ * at ARGV[CFCOST_LUA_APPLY_FIRST + e * CFCOST_LUA_APPLY_ARGS], each of its
+ * arguments CFCOST_LUA_ENTRY_* after that.
+ */
+#define CFCOST_LUA_APPLY_FIRST       5      /* CFCOST_LUA_APPLY_HEAD + 1 */
+#define CFCOST_LUA_APPLY_ARGS        13     /* arguments per entry */
+
+#define CFCOST_LUA_ENTRY_ID          0      /* stream entry id: first */
+#define CFCOST_LUA_ENTRY_REQUEST_ID  1      /* "": acknowledged only */
+#define CFCOST_LUA_ENTRY_DAY         2      /* YYYY-MM-DD */
+#define CFCOST_LUA_ENTRY_DAY_NUM     3      /* days since 1970-01-01 */
+#define CFCOST_LUA_ENTRY_USER        4
+#define CFCOST_LUA_ENTRY_KEY_ID      5
+#define CFCOST_LUA_ENTRY_MODEL       6
+#define CFCOST_LUA_ENTRY_INPUT       7
+#define CFCOST_LUA_ENTRY_OUTPUT      8
+#define CFCOST_LUA_ENTRY_CACHED      9
+#define CFCOST_LUA_ENTRY_COST_USD    10     /* cost: whole USD */
+#define CFCOST_LUA_ENTRY_COST        11     /* cost: picodollars below */
+#define CFCOST_LUA_ENTRY_MEMBER      12     /* log index member */
 
 
 /*

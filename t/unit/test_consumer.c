@@ -1,12 +1,12 @@
 /*
- * Unit tests for the aggregator's consumer (aggregator/cfcost_agg_consumer.c),
+ * Unit tests for the aggregator's consumer (aggregator/cfcost_agg_consumer*.c),
  * the exactly-once state machine, against a scripted Redis
  * (t/unit/fake_redis.c): every command it sends is checked, argument by
  * argument, and answered with a reply, an error, nothing (the reply
  * deadline passes) or a lost connection.
  *
- * Linked with the consumer and what it calls (_lua, _record, _util,
- * _log), without cfcost_agg_main.c, cfcost_agg_redis.c (the fake stands
+ * Linked with the consumer's files and what they call (_lua, _record,
+ * _util, _log: the Makefile's CONSUMER_TEST_SRC), without cfcost_agg_main.c, cfcost_agg_redis.c (the fake stands
  * in) and cfcost_agg_clock.c (the clocks below are the test's).  The
  * consumer's pause timer is a real libevent timer: the test fires it.
  *

@@ -1,0 +1,361 @@
+/*
+ * Stream entries -> apply script commands.  The fields of every record
+ * become the script's arguments (the contract is cfcost_agg_lua.h's
+ * CFCOST_LUA_APPLY_* and CFCOST_LUA_ENTRY_*), formatted once per batch
+ * and stream, and queued until their turn.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfcost_schema.h"
+#include "cfcost_price.h"
+#include "cfcost_agg.h"
+#include "cfcost_agg_util.h"
+#include "cfcost_agg_record.h"
+#include "cfcost_agg_lua.h"
+#include "cfcost_agg_consumer_int.h"
+
+
+/* the word of ARGV[i] in the command: EVALSHA <sha> 0 come first */
+#define CFCOST_APPLY_ARGV(i)     (2 + (i))
+
+/* the words of the command for n entries */
+#define CFCOST_APPLY_WORDS(n)    (CFCOST_APPLY_ARGV(CFCOST_LUA_APPLY_FIRST)   \
+                                  + (n) * CFCOST_LUA_APPLY_ARGS)
+
+
+/* what one entry needs beyond the strings already in the reply */
+typedef struct {
+    char                rid[8 + CFCOST_STREAM_ID_MAX];
+    char                day[CFCOST_DATE_LEN + 1];
+    char                dnum[24];
+    char                num[5][24];
+    char                member[CFCOST_MEMBER_MAX + 1];
+} cfcost_entry_scratch_t;
+
+
+/*
+ * Fills the script arguments of one entry (CFCOST_LUA_APPLY_ARGS, from
+ * argv, at the offsets CFCOST_LUA_ENTRY_*) and its scratch.  An entry
+ * whose fields are gone (trimmed while pending) gets an empty request id:
+ * acknowledged only.
+ */
+static void
+cfcost_consumer_entry(cfcost_consumer_t *c, const char *writer,
+    const redisReply *e, cfcost_entry_scratch_t *s, const char **argv,
+    size_t *lens)
+{
+    int              bad, k;
+    size_t           i, idlen;
+    int64_t          ts, day;
+    uint64_t         v[5];
+    const char      *id;
+    cfcost_record_t  rec;
+
+    /* where v[] goes */
+    static const int  num[5] = {
+        CFCOST_LUA_ENTRY_INPUT, CFCOST_LUA_ENTRY_OUTPUT,
+        CFCOST_LUA_ENTRY_CACHED, CFCOST_LUA_ENTRY_COST_USD,
+        CFCOST_LUA_ENTRY_COST
+    };
+
+    id = e->element[0]->str;
+    idlen = (size_t) e->element[0]->len;
+
+    for (i = 0; i < CFCOST_LUA_APPLY_ARGS; i++) {
+        argv[i] = "";
+        lens[i] = 0;
+    }
+
+    argv[CFCOST_LUA_ENTRY_ID] = id;
+    lens[CFCOST_LUA_ENTRY_ID] = idlen;
+
+    if (e->elements < 2 || cfcost_record_parse(e->element[1], &rec) != 0) {
+        cfcost_log_warn("consumer: entry %.*s has no fields (trimmed?): "
+                        "acknowledged", (int) idlen, id);
+        c->agg->invalid++;
+        return;
+    }
+
+    ts = cfcost_record_ts(&rec, id, idlen);
+    day = cfcost_day_of_ms(ts);
+
+    if (rec.f[CFCOST_REC_REQUEST_ID].len > 0) {
+        argv[CFCOST_LUA_ENTRY_REQUEST_ID] = rec.f[CFCOST_REC_REQUEST_ID].p;
+        lens[CFCOST_LUA_ENTRY_REQUEST_ID] = rec.f[CFCOST_REC_REQUEST_ID].len;
+
+    } else {
+        /* no request id: the entry itself is the unit of "once" */
+        lens[CFCOST_LUA_ENTRY_REQUEST_ID] =
+            (size_t) snprintf(s->rid, sizeof(s->rid), "entry:%.*s",
+                              (int) idlen, id);
+        argv[CFCOST_LUA_ENTRY_REQUEST_ID] = s->rid;
+    }
+
+    argv[CFCOST_LUA_ENTRY_DAY] = s->day;
+    lens[CFCOST_LUA_ENTRY_DAY] = cfcost_date_str(s->day, day);
+    argv[CFCOST_LUA_ENTRY_DAY_NUM] = s->dnum;
+    lens[CFCOST_LUA_ENTRY_DAY_NUM] =
+        (size_t) snprintf(s->dnum, sizeof(s->dnum), "%lld", (long long) day);
+
+    argv[CFCOST_LUA_ENTRY_USER] = rec.f[CFCOST_REC_USER].p;
+    lens[CFCOST_LUA_ENTRY_USER] = rec.f[CFCOST_REC_USER].len;
+    argv[CFCOST_LUA_ENTRY_KEY_ID] = rec.f[CFCOST_REC_KEY_ID].p;
+    lens[CFCOST_LUA_ENTRY_KEY_ID] = rec.f[CFCOST_REC_KEY_ID].len;
+    argv[CFCOST_LUA_ENTRY_MODEL] = rec.f[CFCOST_REC_MODEL].p;
+    lens[CFCOST_LUA_ENTRY_MODEL] = rec.f[CFCOST_REC_MODEL].len;
+
+    /*
+     * Counted as the record says: no gateway writes a count over 2^24
+     * (cfcost_usage.h), so nothing is clamped here and the rollups are
+     * the records' sums.  A number that is not one (malformed, or a count
+     * no gateway writes, which could overflow the sums) counts as 0,
+     * loudly.  A cost is split for the script.
+     */
+    bad = 0;
+    v[0] = cfcost_record_u64(&rec, CFCOST_REC_INPUT, &bad);
+    v[1] = cfcost_record_u64(&rec, CFCOST_REC_OUTPUT, &bad);
+    v[2] = cfcost_record_u64(&rec, CFCOST_REC_CACHED, &bad);
+    v[3] = cfcost_record_u64(&rec, CFCOST_REC_COST, &bad);
+    v[4] = v[3] % CFCOST_PUSD_PER_USD;
+    v[3] /= CFCOST_PUSD_PER_USD;
+
+    for (k = 0; k < 3; k++) {
+        if (v[k] > CFCOST_TOKENS_MAX) {
+            v[k] = 0;
+            bad = 1;
+        }
+    }
+
+    if (bad) {
+        cfcost_log_warn("consumer: entry %.*s has a malformed or "
+                        "out-of-range number; counted as 0",
+                        (int) idlen, id);
+    }
+
+    for (k = 0; k < 5; k++) {
+        argv[num[k]] = s->num[k];
+        lens[num[k]] = cfcost_u64_str(s->num[k], v[k]);
+    }
+
+    argv[CFCOST_LUA_ENTRY_MEMBER] = s->member;
+    lens[CFCOST_LUA_ENTRY_MEMBER] = cfcost_member_make(s->member, ts, writer,
+                                                       CFCOST_WRITER_ID_LEN,
+                                                       id, idlen);
+}
+
+
+/* Fills the words before the entries: EVALSHA <sha> 0, then the head. */
+static void
+cfcost_consumer_apply_head(cfcost_consumer_t *c, size_t si,
+    const char **argv, const char *ttl, const char *n)
+{
+    argv[0] = "EVALSHA";
+    argv[1] = c->apply_sha;
+    argv[2] = "0";
+    argv[CFCOST_APPLY_ARGV(CFCOST_LUA_APPLY_STREAM)] = c->streams[si].key;
+    argv[CFCOST_APPLY_ARGV(CFCOST_LUA_APPLY_GROUP)] = c->agg->conf.group;
+    argv[CFCOST_APPLY_ARGV(CFCOST_LUA_APPLY_TTL)] = ttl;
+    argv[CFCOST_APPLY_ARGV(CFCOST_LUA_APPLY_N)] = n;
+}
+
+
+/*
+ * Formats one apply script for the entries (an array of [id, fields]) of
+ * stream si and queues it.  Returns 0, 1 when there is nothing to apply,
+ * or -1 when out of memory.
+ */
+int
+cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
+    const redisReply *entries)
+{
+    int                      rc, argc;
+    char                    *cmd, head[2][24];
+    size_t                   i, k, n, a, *lens;
+    const char             **argv, *writer;
+    const redisReply        *e;
+    cfcost_apply_t          *q;
+    cfcost_entry_scratch_t  *scratch;
+
+    n = 0;
+    for (i = 0; i < entries->elements; i++) {
+        e = entries->element[i];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1
+            && e->element[0]->type == REDIS_REPLY_STRING)
+        {
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return 1;
+    }
+
+    rc = -1;
+    cmd = NULL;
+    argc = CFCOST_APPLY_WORDS((int) n);
+    writer = CFCOST_WRITER_OF(c->streams[si].key);
+
+    argv = malloc(argc * sizeof(char *));
+    lens = malloc(argc * sizeof(size_t));
+    scratch = malloc(n * sizeof(cfcost_entry_scratch_t));
+    q = realloc(c->queue, (c->qlen + 1) * sizeof(cfcost_apply_t));
+
+    if (argv == NULL || lens == NULL || scratch == NULL || q == NULL) {
+        cfcost_log_error("consumer: out of memory for a batch of %zu", n);
+        goto failed;
+    }
+
+    c->queue = q;
+    q = &c->queue[c->qlen];
+    memset(q, 0, sizeof(cfcost_apply_t));
+
+    snprintf(head[0], sizeof(head[0]), "%u", c->agg->conf.dedup_ttl_s);
+    snprintf(head[1], sizeof(head[1]), "%zu", n);
+
+    cfcost_consumer_apply_head(c, si, argv, head[0], head[1]);
+
+    for (a = 0; a < CFCOST_APPLY_WORDS(0); a++) {
+        lens[a] = strlen(argv[a]);
+    }
+
+    for (i = 0, k = 0; i < entries->elements; i++) {
+        e = entries->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 1
+            || e->element[0]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        cfcost_consumer_entry(c, writer, e, &scratch[k++], argv + a,
+                              lens + a);
+
+        if (n == 1 && lens[a + CFCOST_LUA_ENTRY_ID] < sizeof(q->one_id)) {
+            memcpy(q->one_id, argv[a + CFCOST_LUA_ENTRY_ID],
+                   lens[a + CFCOST_LUA_ENTRY_ID]);
+            q->one_id[lens[a + CFCOST_LUA_ENTRY_ID]] = '\0';
+        }
+
+        a += CFCOST_LUA_APPLY_ARGS;
+    }
+
+    rc = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (rc < 0 || cmd == NULL) {
+        rc = -1;
+        goto failed;
+    }
+
+    q->cmd = cmd;
+    q->len = (size_t) rc;
+    q->stream = si;
+    q->n = (unsigned) n;
+    c->qlen++;
+    rc = 0;
+
+failed:
+
+    free(scratch);
+    free(lens);
+    free(argv);
+
+    return rc;
+}
+
+
+/* Queues the apply scripts of a XREADGROUP reply: [[stream, entries]..]. */
+int
+cfcost_consumer_queue_read(cfcost_consumer_t *c, const redisReply *r)
+{
+    size_t             i, si;
+    const redisReply  *s;
+
+    for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        s = r->element[i];
+        if (s->type != REDIS_REPLY_ARRAY || s->elements < 2
+            || s->element[0]->type != REDIS_REPLY_STRING
+            || s->element[1]->type != REDIS_REPLY_ARRAY)
+        {
+            continue;
+        }
+
+        si = cfcost_consumer_find(c, s->element[0]->str,
+                                  (size_t) s->element[0]->len);
+
+        if (si < c->nstreams
+            && cfcost_consumer_batch(c, si, s->element[1]) < 0)
+        {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Queues the apply script that only acknowledges entry id of stream si
+ * (no request id): its position and hole stay exact.  It takes the place
+ * of a queue already freed.  Returns 0, or -1.
+ */
+int
+cfcost_consumer_skip(cfcost_consumer_t *c, size_t si, const char *id)
+{
+    int              i, rc;
+    char            *cmd, ttl[24];
+    size_t           lens[CFCOST_APPLY_WORDS(1)];
+    const char      *argv[CFCOST_APPLY_WORDS(1)];
+    cfcost_apply_t  *q;
+
+    snprintf(ttl, sizeof(ttl), "%u", c->agg->conf.dedup_ttl_s);
+
+    for (i = 0; i < CFCOST_APPLY_WORDS(1); i++) {
+        argv[i] = "";
+    }
+
+    cfcost_consumer_apply_head(c, si, argv, ttl, "1");
+    argv[CFCOST_APPLY_WORDS(0) + CFCOST_LUA_ENTRY_ID] = id;
+
+    for (i = 0; i < CFCOST_APPLY_WORDS(1); i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    q = malloc(sizeof(cfcost_apply_t));
+    cmd = NULL;
+    rc = redisFormatCommandArgv(&cmd, i, argv, lens);
+
+    if (q == NULL || rc < 0 || cmd == NULL) {
+        free(q);
+        redisFreeCommand(cmd);
+        return -1;
+    }
+
+    memset(q, 0, sizeof(cfcost_apply_t));
+    q->cmd = cmd;
+    q->len = (size_t) rc;
+    q->stream = si;
+    q->n = 1;
+
+    c->queue = q;
+    c->qlen = 1;
+    c->qnext = 0;
+
+    return 0;
+}
+
+
+void
+cfcost_consumer_queue_free(cfcost_consumer_t *c)
+{
+    size_t  i;
+
+    for (i = 0; i < c->qlen; i++) {
+        redisFreeCommand(c->queue[i].cmd);
+    }
+
+    free(c->queue);
+    c->queue = NULL;
+    c->qlen = 0;
+    c->qnext = 0;
+}
