@@ -1,5 +1,5 @@
 /*
- * Unit tests for the aggregator's consumer (aggregator/cfcost_agg_consumer*.c),
+ * Unit tests for the aggregator's consumer (aggregator/_consumer*.c),
  * the exactly-once state machine, against a scripted Redis
  * (t/unit/fake_redis.c): every command it sends is checked, argument by
  * argument, and answered with a reply, an error, nothing (the reply
