@@ -71,7 +71,15 @@
 #define CFCOST_R_TS_MS               "ts_ms"        /* unix ms, request start */
 #define CFCOST_R_KEY_ID              "key_id"
 #define CFCOST_R_USER                "user"
-#define CFCOST_R_MODEL               "model"        /* "" when never known */
+#define CFCOST_R_MODEL               "model"        /* a priced model id,
+                                                       CFCOST_MODEL_UNPRICED,
+                                                       or "" when never
+                                                       known */
+#define CFCOST_R_MODEL_ASKED         "model_asked"  /* only with
+                                                       CFCOST_MODEL_UNPRICED:
+                                                       the name the client
+                                                       gave, at most 128
+                                                       bytes */
 #define CFCOST_R_ROUTE               "route"        /* chat|openai|native */
 #define CFCOST_R_STATUS              "status"       /* HTTP status to client */
 #define CFCOST_R_UPSTREAM_STATUS     "upstream_status" /* 0: none received */
@@ -88,6 +96,12 @@
 #define CFCOST_R_ERROR               "error"        /* "" or cf:<code> or
                                                        gateway reason */
 #define CFCOST_R_NEURONS             "neurons"      /* "" when not reported */
+
+/*
+ * The one model a record names that is not in the price table: what a
+ * client chooses never becomes a rollup field or a metric label.
+ */
+#define CFCOST_MODEL_UNPRICED        "(unpriced)"
 
 /* record flags */
 #define CFCOST_FLAG_USAGE_UNKNOWN    "usage_unknown"

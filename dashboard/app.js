@@ -148,9 +148,13 @@
     return k.slice(0, 6) + '…' + k.slice(-4);
   }
 
+  // "" is a request refused before any model was read; "(unpriced)" counts
+  // every model not in the price table (its name stays in the record)
   function modelLabel(id) {
     var m = state.modelById[id];
-    return m && m.name ? String(m.name) : String(id);
+    if (m && m.name) return String(m.name);
+    if (id === '' || id === null || id === undefined) return '(no model)';
+    return String(id);
   }
 
   // ------------------------------------------------------------------

@@ -348,15 +348,19 @@ ngx_http_cfcost_find_model(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
             len--;                         /* not inside a UTF-8 character */
         }
 
-        ctx->model.data = ngx_pnalloc(r->pool, len);
-        if (ctx->model.data != NULL) {
-            ngx_memcpy(ctx->model.data, id.data, len);
-            ctx->model.len = len;
+        /* counted under one name; the client's only in its record */
+        ngx_str_set(&ctx->model, CFCOST_MODEL_UNPRICED);
+
+        ctx->model_asked.data = ngx_pnalloc(r->pool, len);
+        if (ctx->model_asked.data != NULL) {
+            ngx_memcpy(ctx->model_asked.data, id.data, len);
+            ctx->model_asked.len = len;
         }
 
         return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
                    "model \"%V\" is not priced by this gateway "
-                   "(GET /api/ai/models lists the models)", &ctx->model);
+                   "(GET /api/ai/models lists the models)",
+                   &ctx->model_asked);
     }
 
     ctx->price = price;

@@ -87,6 +87,7 @@ typedef struct {
     ngx_str_t                   key_id;
     ngx_str_t                   user;
     ngx_str_t                   model;
+    ngx_str_t                   model_asked;    /* an unpriced model's name */
     ngx_str_t                   error;          /* for the record */
     const cfcost_model_t       *price;
 

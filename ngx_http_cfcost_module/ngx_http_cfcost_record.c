@@ -8,7 +8,7 @@
 #include "ngx_http_cfcost_writer.h"
 
 
-#define NGX_HTTP_CFCOST_FIELDS   21
+#define NGX_HTTP_CFCOST_FIELDS   22
 
 
 typedef struct {
@@ -196,6 +196,12 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     ngx_http_cfcost_field(f, CFCOST_R_USER, ctx->user.data, ctx->user.len);
     ngx_http_cfcost_field(f, CFCOST_R_MODEL, ctx->model.data,
                           ctx->model.len);
+
+    if (ctx->model_asked.len) {
+        ngx_http_cfcost_field(f, CFCOST_R_MODEL_ASKED, ctx->model_asked.data,
+                              ctx->model_asked.len);
+    }
+
     ngx_http_cfcost_field(f, CFCOST_R_ROUTE, route.data, route.len);
     ngx_http_cfcost_field(f, CFCOST_R_STATUS, nums[1], ngx_strlen(nums[1]));
     ngx_http_cfcost_field(f, CFCOST_R_UPSTREAM_STATUS, nums[2],

@@ -74,11 +74,21 @@ my @cases = (
       status => 400 },
     { name => 'unpriced model',
       chat => { key => $k->{key}, body => { model => '@cf/nope/x', messages => $msgs } },
-      status => 400, detail => qr{\@cf/nope/x} },
+      status => 400, detail => qr{\@cf/nope/x},
+      record => { status => '400', user => 'checker', key_id => $k->{id},
+                  upstream_status => '0', cost_pusd => '0',
+                  model => '(unpriced)', model_asked => '@cf/nope/x' } },
+    { name => 'unpriced model, 300 bytes: 128 kept',
+      chat => { key => $k->{key}, body => { model => 'm' x 300, messages => $msgs } },
+      status => 400,
+      record => { status => '400', model => '(unpriced)',
+                  model_asked => 'm' x 128 } },
     { name => 'model that only differs in case',
       chat => { key => $k->{key},
                 body => { model => '@CF/META/LLAMA-3.1-8B-INSTRUCT', messages => $msgs } },
-      status => 400, detail => qr{\@CF/META/LLAMA-3\.1-8B-INSTRUCT} },
+      status => 400, detail => qr{\@CF/META/LLAMA-3\.1-8B-INSTRUCT},
+      record => { status => '400', model => '(unpriced)',
+                  model_asked => '@CF/META/LLAMA-3.1-8B-INSTRUCT' } },
 );
 
 for my $c (@cases) {

@@ -437,7 +437,7 @@ sub openai_error {
     if ($a{record}) {
         check_record($name, $r->{headers}{'x-cfcost-request-id'},
             model => $a{model} // '', status => $a{status}, upstream_status => 0,
-            flags => undef,
+            model_asked => $a{model_asked}, flags => undef,
             error => $a{error} // 'invalid_request');
     } else {
         no_new_records_since($before, $name);
@@ -481,12 +481,12 @@ openai_error(name => 'model not priced',
                           messages => [{ role => 'user', content => 'hi' }] }),
     status => 400, type => 'invalid_request_error',
     message => qr{\@cf/nobody/unpriced-model}, record => 1,
-    model => '@cf/nobody/unpriced-model');
+    model => '(unpriced)', model_asked => '@cf/nobody/unpriced-model');
 openai_error(name => 'model without @cf/ (an OpenAI name)',
     body => $JS->encode({ model => 'gpt-4o',
                           messages => [{ role => 'user', content => 'hi' }] }),
     status => 400, type => 'invalid_request_error', message => qr{gpt-4o},
-    record => 1, model => 'gpt-4o');
+    record => 1, model => '(unpriced)', model_asked => 'gpt-4o');
 openai_error(name => 'messages missing',
     body => $JS->encode({ model => $L8 }),
     status => 400, type => 'invalid_request_error', message => qr/messages/,

@@ -344,6 +344,7 @@ sub native_error {
     if ($a{record}) {
         check_record($name, $r->{headers}{'x-cfcost-request-id'},
             model => $a{model} // '', status => $a{status}, upstream_status => 0,
+            model_asked => $a{model_asked},
             flags => undef, error => $a{error} // 'invalid_request');
     } else {
         no_new_records_since($before, $name);
@@ -368,7 +369,8 @@ native_error(name => 'not a Bearer token', auth => 0, body => $good,
     headers => [Authorization => "Basic $k->{key}"],
     status => 401, code => 10000);
 # (the model named in the path may or may not be in the record of a body
-# that could not be read)
+# that could not be read); an unpriced one is "(unpriced)", the name the
+# client gave only in model_asked
 my $L8_OR_NONE = qr/^(\Q$L8\E)?$/;
 native_error(name => 'body not JSON', body => '{"messages": [ }',
     status => 400, code => 5006, message => qr/JSON/, record => 1,
@@ -380,18 +382,22 @@ native_error(name => 'body a JSON array', body => '[{"role":"user"}]',
 native_error(name => 'model not priced', body => $good,
     path => run_path('@cf/nobody/unpriced-model', 'acc'),
     status => 400, code => 5006, message => qr{\@cf/nobody/unpriced-model},
-    record => 1, model => '@cf/nobody/unpriced-model');
+    record => 1, model => '(unpriced)',
+    model_asked => '@cf/nobody/unpriced-model');
 native_error(name => 'model not priced (percent-encoded)', body => $good,
     path => run_path('%40cf%2Fnobody%2Funpriced-model', 'acc'),
     status => 400, code => 5006, message => qr{\@cf/nobody/unpriced-model},
-    record => 1, model => '@cf/nobody/unpriced-model');
+    record => 1, model => '(unpriced)',
+    model_asked => '@cf/nobody/unpriced-model');
 native_error(name => 'model name without @cf/', body => $good,
     path => run_path('llama-3.1-8b-instruct', 'acc'),
     status => 400, code => 5006, message => qr{llama-3\.1-8b-instruct},
-    record => 1, model => 'llama-3.1-8b-instruct');
+    record => 1, model => '(unpriced)',
+    model_asked => 'llama-3.1-8b-instruct');
 native_error(name => 'a priced model with a suffix', body => $good,
     path => run_path("$L8/extra", 'acc'),
-    status => 400, code => 5006, record => 1, model => "$L8/extra");
+    status => 400, code => 5006, record => 1, model => '(unpriced)',
+    model_asked => "$L8/extra");
 native_error(name => 'messages not an array',
     body => $JS->encode({ messages => 'hi' }),
     status => 400, code => 5006, message => qr/messages/, record => 1, model => $L8);

@@ -525,6 +525,8 @@ sub check_record {
     like($rec->{pricing_version} // '', qr/^2026-11-27\S*[0-9a-f]{8}$/,
         "$name: record pricing_version");
     is($rec->{neurons}, $e{neurons} // '', "$name: record neurons");
+    is($rec->{model_asked}, $e{model_asked},
+       "$name: record model_asked (only for an unpriced model)");
     return $rec;
 }
 
