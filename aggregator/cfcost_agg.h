@@ -66,6 +66,7 @@ typedef struct {
     unsigned         redis_timeout_ms;
     unsigned         socket_mode;
     int              metrics_open;      /* /metrics without identity */
+    int              metrics_users;     /* per-user series in /metrics */
     int              log_level;
 } cfcost_agg_conf_t;
 

@@ -40,7 +40,8 @@ struct cfcost_http_s {
 typedef struct {
     const char          *path;
     void               (*handler)(cfcost_req_t *rq);
-    int                  identity;  /* 0: none, 1: user or admin, 2: admin */
+    int                  identity;  /* 0: none, 1: user or admin, 2: admin,
+                                       3: admin or the metrics token */
 } cfcost_route_t;
 
 
@@ -48,7 +49,7 @@ static const cfcost_route_t  cfcost_routes[] = {
     { "/api/usage",            cfcost_route_usage,      1 },
     { "/api/usage/logs",       cfcost_route_logs,       1 },
     { "/api/usage/timeseries", cfcost_route_timeseries, 1 },
-    { "/metrics",              cfcost_route_metrics,    2 },
+    { "/metrics",              cfcost_route_metrics,    3 },
     { "/healthz",              cfcost_route_healthz,    0 },
     { NULL, NULL, 0 }
 };
@@ -58,13 +59,15 @@ static const cfcost_route_t  cfcost_routes[] = {
 
 
 /*
- * Who is asking: nginx sets X-Cfcost-User (an API key's user) or
- * X-Cfcost-Admin: 1 (the admin token) itself.  Returns 0, or answers
- * 401/403 and returns -1.
+ * Who is asking: nginx sets X-Cfcost-User (an API key's user), or
+ * X-Cfcost-Admin: 1 (the admin token) or "metrics" (the metrics token,
+ * which reads /metrics and nothing else) itself.  need is the route's
+ * identity level.  Returns 0, or answers 401/403 and returns -1.
  */
 static int
-cfcost_req_identity(cfcost_req_t *rq, int admin_only)
+cfcost_req_identity(cfcost_req_t *rq, int need)
 {
+    int                        metrics;
     const char                *admin, *user, *want;
     struct evkeyvalq          *in;
 
@@ -73,6 +76,13 @@ cfcost_req_identity(cfcost_req_t *rq, int admin_only)
     user = evhttp_find_header(in, CFCOST_HDR_USER);
 
     rq->admin = (admin != NULL && strcmp(admin, "1") == 0);
+    metrics = (admin != NULL && strcmp(admin, "metrics") == 0);
+
+    if (need == 3 && (rq->admin || metrics)) {
+        rq->user = NULL;
+        rq->subject = NULL;
+        return 0;
+    }
 
     if (!rq->admin && (user == NULL || user[0] == '\0')) {
         cfcost_req_error(rq, 401, "missing identity: use an API key or the "
@@ -80,8 +90,9 @@ cfcost_req_identity(cfcost_req_t *rq, int admin_only)
         return -1;
     }
 
-    if (admin_only && !rq->admin) {
-        cfcost_req_error(rq, 403, "admin only");
+    if (need >= 2 && !rq->admin) {
+        cfcost_req_error(rq, 403, need == 3 ? "the admin or the metrics "
+                         "token only" : "admin only");
         return -1;
     }
 
@@ -148,11 +159,11 @@ cfcost_http_handle(struct evhttp_request *req, void *arg)
     }
 
     need = route->identity;
-    if (need == 2 && h->agg->conf.metrics_open) {
+    if (need == 3 && h->agg->conf.metrics_open) {
         need = 0;
     }
 
-    if (need && cfcost_req_identity(rq, need == 2) != 0) {
+    if (need && cfcost_req_identity(rq, need) != 0) {
         return;
     }
 

@@ -79,6 +79,8 @@ CFCOST_WRITERS_SET "\";\n"                                                   \
 "                       the default: the gateway never appends a request\n"  \
 "                       twice, so only other writers of the stream need it\n" \
 "  --metrics-open       serve /metrics without the admin identity\n"         \
+"  --metrics-users      also per-user series in /metrics (user names as\n"  \
+"                       labels; off by default)\n"                          \
 "  --log-level LEVEL    error, warn, info or debug (default info)\n"         \
 "  --help               this text\n"                                         \
 "  --version            the version\n"                                       \
@@ -101,7 +103,8 @@ CFCOST_WRITERS_SET "\";\n"                                                   \
 "                          limit)]; next_cursor, truncated_before\n"         \
 "  /api/usage/timeseries   bucket=day|week|month (weeks start Monday)\n"     \
 "                          [from, to, user]\n"                               \
-"  /metrics                Prometheus text (admin, or --metrics-open)\n"     \
+"  /metrics                Prometheus text (admin or metrics token, or\n"   \
+"                          --metrics-open)\n"                                 \
 "  /healthz                200 when Redis answers and the consumer runs\n"   \
 "\n"                                                                         \
 "SIGTERM or SIGINT: stop reading, finish the batch in flight, exit 0.\n"
@@ -117,7 +120,8 @@ typedef struct {
 enum {
     F_LISTEN, F_SOCKET_MODE, F_REDIS, F_REDIS_TIMEOUT, F_GROUP, F_CONSUMER,
     F_BATCH, F_BLOCK, F_CLAIM_IDLE, F_RET_DAYS, F_RET_MAX, F_TRIM_INTERVAL,
-    F_DEDUP_TTL, F_METRICS_OPEN, F_LOG_LEVEL, F_HELP, F_VERSION
+    F_DEDUP_TTL, F_METRICS_OPEN, F_METRICS_USERS, F_LOG_LEVEL, F_HELP,
+    F_VERSION
 };
 
 
@@ -136,6 +140,7 @@ static const cfcost_flag_t  cfcost_flags[] = {
     { "trim-interval",   1, F_TRIM_INTERVAL },
     { "dedup-ttl",       1, F_DEDUP_TTL },
     { "metrics-open",    0, F_METRICS_OPEN },
+    { "metrics-users",   0, F_METRICS_USERS },
     { "log-level",       1, F_LOG_LEVEL },
     { "help",            0, F_HELP },
     { "version",         0, F_VERSION },
@@ -209,6 +214,7 @@ cfcost_flag_set(cfcost_agg_conf_t *c, const cfcost_flag_t *f, const char *v)
     case F_GROUP:        c->group = v; break;
     case F_CONSUMER:     c->consumer = v; break;
     case F_METRICS_OPEN: c->metrics_open = 1; return 0;
+    case F_METRICS_USERS: c->metrics_users = 1; return 0;
     case F_LOG_LEVEL:    return cfcost_flag_level(v);
 
     case F_SOCKET_MODE:

@@ -482,9 +482,10 @@ cfcost_metrics_on_first(cfcost_req_t *rq, redisReply *r, unsigned slot)
 
     case 0:                     /* SMEMBERS users */
         if (cfcost_req_bad(rq, r, REDIS_REPLY_ARRAY, "users")
-            || r->type != REDIS_REPLY_ARRAY || r->elements == 0)
+            || r->type != REDIS_REPLY_ARRAY || r->elements == 0
+            || !rq->agg->conf.metrics_users)
         {
-            return;
+            return;                 /* per-user series: --metrics-users */
         }
         m->users = calloc(r->elements, sizeof(char *));
         if (m->users == NULL) {

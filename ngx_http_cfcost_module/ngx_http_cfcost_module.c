@@ -24,6 +24,8 @@ static char *ngx_http_cfcost_account_id(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cfcost_admin_token_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_cfcost_metrics_token_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -81,6 +83,13 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
     { ngx_string("cfcost_admin_token_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_cfcost_admin_token_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_metrics_token_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_metrics_token_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -499,26 +508,20 @@ ngx_http_cfcost_account_id(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * cfcost_admin_token_file path: the token that sees every user's usage.
- * Only its SHA-256 is kept; surrounding white space is ignored.
+ * Reads a token file for a directive: one token of 16 to 1000 characters,
+ * surrounding white space ignored; only its SHA-256 is kept, as API keys'
+ * are (compared with their hash in _auth.c).
  */
 static char *
-ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
+ngx_http_cfcost_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *value, u_char *hash)
 {
-    ngx_http_cfcost_main_conf_t  *mcf = conf;
-
     u_char      buf[1024], *p, *last;
     ssize_t     n;
-    ngx_str_t  *value, name;
+    ngx_str_t   name;
     ngx_file_t  file;
 
-    if (mcf->has_admin) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-    name = value[1];
+    name = *value;
 
     if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -531,8 +534,7 @@ ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (file.fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "cfcost_admin_token_file: cannot open \"%V\"",
-                           &name);
+                           "%V: cannot open \"%V\"", &cmd->name, &name);
         return NGX_CONF_ERROR;
     }
 
@@ -541,8 +543,7 @@ ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (n < 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "cfcost_admin_token_file: cannot read \"%V\"",
-                           &name);
+                           "%V: cannot read \"%V\"", &cmd->name, &name);
         return NGX_CONF_ERROR;
     }
 
@@ -553,19 +554,76 @@ ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     while (last > p && isspace(last[-1])) { last--; }
 
     if (last - p < 16 || (size_t) n == sizeof(buf)) {
+        ngx_explicit_memzero(buf, sizeof(buf));
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cfcost_admin_token_file: \"%V\" must hold one "
-                           "token of 16 to 1000 characters", &name);
+                           "%V: \"%V\" must hold one token of 16 to 1000 "
+                           "characters", &cmd->name, &name);
         return NGX_CONF_ERROR;
     }
 
-    /* hashed as API keys are: compared with their hash in _auth.c */
-    if (cfcost_keys_sha256((char *) p, last - p, mcf->admin_hash) != 0) {
+    if (cfcost_keys_sha256((char *) p, last - p, hash) != 0) {
+        ngx_explicit_memzero(buf, sizeof(buf));
         return NGX_CONF_ERROR;
     }
 
     ngx_explicit_memzero(buf, sizeof(buf));
+
+    return NGX_CONF_OK;
+}
+
+
+/* cfcost_admin_token_file path: the token that sees every user's usage */
+static char *
+ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    ngx_str_t  *value;
+
+    if (mcf->has_admin) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_cfcost_token_file(cf, cmd, &value[1], mcf->admin_hash)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     mcf->has_admin = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * cfcost_metrics_token_file path: a token that reads /metrics and nothing
+ * else (Prometheus's authorization), so that scraping needs no admin.
+ */
+static char *
+ngx_http_cfcost_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_cfcost_main_conf_t  *mcf = conf;
+
+    ngx_str_t  *value;
+
+    if (mcf->has_metrics) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_cfcost_token_file(cf, cmd, &value[1], mcf->metrics_hash)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->has_metrics = 1;
 
     return NGX_CONF_OK;
 }

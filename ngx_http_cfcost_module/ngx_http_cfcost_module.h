@@ -59,6 +59,8 @@ typedef struct {
     ngx_str_t                   account_id;
     u_char                      admin_hash[NGX_HTTP_CFCOST_HASH_LEN];
     ngx_uint_t                  has_admin;
+    u_char                      metrics_hash[NGX_HTTP_CFCOST_HASH_LEN];
+    ngx_uint_t                  has_metrics;
     ngx_uint_t                  queue_max;
     ngx_msec_t                  record_drain;   /* exiting with records */
     ngx_shm_zone_t             *stats_zone;     /* writer counters */
@@ -129,6 +131,7 @@ typedef struct {
 
     unsigned                    authenticated:1;
     unsigned                    admin:1;        /* the admin token */
+    unsigned                    metrics:1;      /* the metrics token */
     unsigned                    waiting:1;      /* key lookup pending */
     unsigned                    body_requested:1;
     unsigned                    body_read:1;

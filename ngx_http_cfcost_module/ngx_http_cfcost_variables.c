@@ -128,6 +128,9 @@ ngx_http_cfcost_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     case NGX_HTTP_CFCOST_VAR_ADMIN:
         if (ctx->admin) {
             ngx_str_set(&s, "1");
+
+        } else if (ctx->metrics) {
+            ngx_str_set(&s, "metrics");
         }
         break;
 

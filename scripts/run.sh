@@ -249,6 +249,9 @@ fi
 if [ ! -s "$var/admin-token" ]; then
     (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$var/admin-token")
 fi
+if [ ! -s "$var/metrics-token" ]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$var/metrics-token")
+fi
 
 # a demo key, kept across runs while Redis still knows it
 key=$(cat "$var/demo-key" 2>/dev/null || true)
@@ -285,6 +288,7 @@ cat <<MSG
   upstream:     $upstream
   demo API key: $key
   admin token:  $var/admin-token
+  metrics token: $var/metrics-token (Prometheus: Authorization: Bearer)
   usage:        curl -s http://127.0.0.1:$port/api/usage -H 'X-API-Key: $key'
   logs:         $var/error.log
 

@@ -429,6 +429,7 @@ sub start_agg {
     spawn($name, "$TMP/$name.log", $AGG, '--listen', "127.0.0.1:$port",
         '--redis', "127.0.0.1:$RPORT", '--claim-idle', '1000',
         '--dedup-ttl', '691200',        # this test writes duplicates itself
+        '--metrics-users',              # section 7 reads per-user series
         '--log-level', 'info', @args);
     my $ok = wait_for(10, sub {
         my $r = $HTTP->get("http://127.0.0.1:$port/healthz");
@@ -637,6 +638,10 @@ for my $u (@USERS) {
     is($st, 200, 'a user asking for themselves: 200');
     ($st) = get($APORT, '/metrics', user => 'alice');
     is($st, 403, '/metrics is for the admin');
+    ($st) = get($APORT, '/metrics', admin => 'metrics');
+    is($st, 200, '/metrics: the metrics token too');
+    ($st) = get($APORT, '/api/usage', admin => 'metrics');
+    is($st, 401, 'the metrics token is no identity for the usage API');
     ($st) = get($APORT, '/nope', admin => 1);
     is($st, 404, 'unknown path: 404');
 }

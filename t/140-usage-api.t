@@ -108,11 +108,24 @@ $env->revoke_key($bob->{id});
 sleep 1.2;
 is(usage($bob->{key})->{status}, 401, 'revoked key: 401 on the usage API');
 
-# operators' routes
-$r = $env->http('GET', '/metrics');
-is($r->{status}, 200, '/metrics from loopback');
-like($r->{body}, qr/^cfcost_requests_total\{user="alice",model="\Q$L8\E"\} 3$/m,
-     '/metrics: requests by user and model');
+# operators' routes: /metrics needs the admin or the metrics token (a
+# client on the gateway's own loopback is no operator); per-user series
+# only with the aggregator's --metrics-users (not given here)
+is($env->http('GET', '/metrics')->{status}, 401, '/metrics without a token: 401');
+is($env->http('GET', '/metrics', headers => {
+       Authorization => "Bearer $alice->{key}" })->{status},
+   403, '/metrics with an API key: 403');
+for my $who (['admin', $env->admin_token], ['metrics', $env->metrics_token]) {
+    my ($name, $token) = @$who;
+    $r = $env->http('GET', '/metrics',
+                    headers => { Authorization => "Bearer $token" });
+    is($r->{status}, 200, "/metrics with the $name token: 200");
+    like($r->{body}, qr/^cfcost_model_requests_total\{model="\Q$L8\E"\} \d+$/m,
+         "/metrics ($name): requests by model");
+    unlike($r->{body}, qr/user="/, "/metrics ($name): no user names");
+}
+is(usage($env->metrics_token)->{status}, 401,
+   'the metrics token reads no usage');
 is($env->http('GET', '/healthz')->{status}, 200, '/healthz');
 
 # the aggregator gone: a JSON 502, nothing else breaks

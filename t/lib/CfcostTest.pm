@@ -124,6 +124,8 @@ sub start {
     # the admin token the shipped config reads (cfcost_admin_token_file)
     $self->{admin_token} = join '', map { sprintf '%02x', int rand 256 } 1 .. 20;
     $self->_write("$tmp/admin-token", "$self->{admin_token}\n");
+    $self->{metrics_token} = join '', map { sprintf '%02x', int rand 256 } 1 .. 20;
+    $self->_write("$tmp/metrics-token", "$self->{metrics_token}\n");
 
     $self->start_redis;
     $self->start_emulator;
@@ -470,6 +472,7 @@ sub stop_aggregator {
 
 
 sub admin_token { $_[0]{admin_token} }
+sub metrics_token { $_[0]{metrics_token} }
 
 
 sub stop_emulator {
