@@ -263,17 +263,22 @@ cfcost_json_money(cfcost_buf_t *b, uint64_t usd, uint64_t pusd)
 int
 cfcost_csv_field(cfcost_buf_t *b, const char *p, size_t n)
 {
+    int     formula;
     size_t  i, start;
 
+    /* a spreadsheet would run it (OWASP, CSV injection): kept as text */
+    formula = (n > 0 && strchr("=+-@\t\r", p[0]) != NULL);
+
     if (n == 0
-        || (memchr(p, ',', n) == NULL && memchr(p, '"', n) == NULL
+        || (!formula
+            && memchr(p, ',', n) == NULL && memchr(p, '"', n) == NULL
             && memchr(p, '\n', n) == NULL && memchr(p, '\r', n) == NULL
             && p[0] != ' ' && p[n - 1] != ' '))
     {
         return cfcost_buf_add(b, p, n);
     }
 
-    cfcost_buf_add(b, "\"", 1);
+    cfcost_buf_add(b, formula ? "\"'" : "\"", formula ? 2 : 1);
 
     start = 0;
     for (i = 0; i < n; i++) {

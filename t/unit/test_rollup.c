@@ -263,6 +263,17 @@ test_writers(void)
     written(cfcost_json_strz(&b, NULL), "null", "NULL is null");
 
     written(cfcost_csv_field(&b, "plain", 5), "plain", "CSV plain");
+    written(cfcost_csv_field(&b, "=1+2", 4), "\"'=1+2\"",
+            "CSV: a formula is kept as text");
+    written(cfcost_csv_field(&b, "+x", 2), "\"'+x\"", "CSV: + too");
+    written(cfcost_csv_field(&b, "-x", 2), "\"'-x\"", "CSV: - too");
+    written(cfcost_csv_field(&b, "@SUM(A1)", 8), "\"'@SUM(A1)\"",
+            "CSV: @ too");
+    written(cfcost_csv_field(&b, "\tx", 2), "\"'\tx\"", "CSV: a tab too");
+    written(cfcost_csv_field(&b, "=\"a\"", 4), "\"'=\"\"a\"\"\"",
+            "CSV: a formula with quotes, quotes doubled");
+    written(cfcost_csv_field(&b, "a=b", 3), "a=b",
+            "CSV: = inside a cell is harmless");
     written(cfcost_csv_field(&b, "a,b", 3), "\"a,b\"", "CSV comma quoted");
     written(cfcost_csv_field(&b, "say \"hi\"", 8), "\"say \"\"hi\"\"\"",
             "CSV quotes doubled");
