@@ -333,6 +333,34 @@ cfcost_json_value_end(const char *p, const char *end)
 }
 
 
+/*
+ * A member of an object: p is at its key's opening quote.  Returns where
+ * its value begins (past the colon and white space), and in *key_end the
+ * byte after the key's closing quote; NULL when it is no member.
+ */
+static const char *
+cfcost_json_member(const char *p, const char *last, const char **key_end)
+{
+    const char  *v;
+
+    if (p >= last || *p != '"') {
+        return NULL;
+    }
+
+    *key_end = cfcost_json_string_end(p, last);
+    if (*key_end == NULL) {
+        return NULL;
+    }
+
+    v = cfcost_json_ws(*key_end, last);
+    if (v >= last || *v != ':') {
+        return NULL;
+    }
+
+    return cfcost_json_ws(v + 1, last);
+}
+
+
 int
 cfcost_json_locate(const char *json, size_t len, const char **path,
     size_t n, size_t *start, size_t *end)
@@ -357,22 +385,11 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
          * as jansson (and JSON.parse) take it.
          */
         while (p < last && *p != '}') {
-            if (*p != '"') {
-                return -1;
-            }
-
             key = p + 1;
-            p = cfcost_json_string_end(p, last);
-            if (p == NULL) {
+            v = cfcost_json_member(p, last, &p);
+            if (v == NULL) {
                 return -1;
             }
-
-            v = cfcost_json_ws(p, last);
-            if (v >= last || *v != ':') {
-                return -1;
-            }
-
-            v = cfcost_json_ws(v + 1, last);
 
             if ((size_t) (p - 1 - key) == klen
                 && memcmp(key, path[i], klen) == 0)
@@ -595,7 +612,7 @@ cfcost_json_cut(const char *json, size_t len, const char *key, size_t *start,
     size_t *end)
 {
     size_t       klen;
-    const char  *p, *last, *k, *v, *ve, *prev_comma;
+    const char  *p, *last, *k, *ke, *v, *ve, *prev_comma;
 
     last = json + len;
     p = cfcost_json_ws(json, last);
@@ -608,32 +625,20 @@ cfcost_json_cut(const char *json, size_t len, const char *key, size_t *start,
     prev_comma = NULL;
 
     for (p++; /* void */; p++) {             /* p: past "{" or "," */
-        p = cfcost_json_ws(p, last);
-        if (p >= last || *p != '"') {
+        k = cfcost_json_ws(p, last);
+        v = cfcost_json_member(k, last, &ke);
+        if (v == NULL) {
             return -1;
         }
 
-        k = p;
-        p = cfcost_json_string_end(p, last);
-        if (p == NULL) {
-            return -1;
-        }
-
-        v = cfcost_json_ws(p, last);
-        if (v >= last || *v != ':') {
-            return -1;
-        }
-
-        ve = cfcost_json_value_end(cfcost_json_ws(v + 1, last), last);
+        ve = cfcost_json_value_end(v, last);
         if (ve == NULL) {
             return -1;
         }
 
         p = cfcost_json_ws(ve, last);
 
-        if ((size_t) (v - k) >= klen + 2 && memcmp(k + 1, key, klen) == 0
-            && k[klen + 1] == '"' && cfcost_json_ws(k + klen + 2, last) == v)
-        {
+        if ((size_t) (ke - k) == klen + 2 && memcmp(k + 1, key, klen) == 0) {
             if (p < last && *p == ',') {     /* "key": v,  -> cut the comma */
                 *start = k - json;
                 *end = p + 1 - json;
