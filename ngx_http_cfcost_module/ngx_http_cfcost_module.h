@@ -163,6 +163,12 @@ typedef struct {
 extern ngx_module_t  ngx_http_cfcost_module;
 
 
+/* _token.c */
+char *ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_cfcost_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
 /* _pricing.c */
 char *ngx_http_cfcost_pricing(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
