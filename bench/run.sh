@@ -294,10 +294,11 @@ wait_for 10 "the canned upstream" curl -sf -o /dev/null -X POST -d '{}' \
 start_nginx baseline "$run/baseline.conf"
 
 # the gateway: every placeholder of the shipped template, or a clear stop;
-# the files it reads from $VAR: the admin token
+# the files it reads from $VAR: the admin and metrics tokens
 cp "$root/build/ngx_http_cfcost_module.so" "$run/ngx_http_cfcost_module.so"
 admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (umask 077; printf '%s\n' "$admin_token" > "$run/gw/admin-token")
+(umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$run/gw/metrics-token")
 declare -A GWV=(
     [MODULE]="$run/ngx_http_cfcost_module.so"
     [WORKERS]="$workers"
