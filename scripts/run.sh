@@ -17,10 +17,22 @@
 # writes nginx.pid itself).
 set -euo pipefail
 
+# the gateway's state is its own: no other local user reads the store,
+# the sockets or the tokens (README, "Who can do what")
+umask 077
+
 root=$(cd "$(dirname "$0")/.." && pwd)
 var=${CFCOST_VAR:-$root/var}
 mkdir -p "$var/tmp"
 var=$(cd "$var" && pwd)
+chmod 700 "$var"
+
+# nginx's workers run as the invoking user, so they reach $var (0700);
+# started by root, nginx would otherwise drop them to its default user
+nginx_user=()
+if [ "$(id -u)" = 0 ]; then
+    nginx_user=(-g "user $(id -un) $(id -gn);")
+fi
 port=${CFCOST_PORT:-8080}
 upstream=${CFCOST_UPSTREAM:-https://api.cloudflare.com}
 account=${CF_ACCOUNT_ID:-}
@@ -199,16 +211,19 @@ wait_for() {     # wait_for WHAT COMMAND...: up to 10 s
     exit 1
 }
 
-# Redis: data under $var, reachable only through a unix socket (world-
-# writable so that nginx workers, which run as nobody when started as root,
-# can connect; a production Redis would also set a password or ACL)
+# Redis: data under $var, reachable only through a unix socket of this
+# user's (0700, in a 0700 directory; the workers run as this user too),
+# with a memory ceiling that never evicts a record: when it is reached,
+# Redis refuses writes with OOM and the gateway holds its records until
+# there is room (README, "Sizing Redis")
 if [ -S "$var/redis.sock" ] && timeout 5 redis-cli -s "$var/redis.sock" ping >/dev/null 2>&1; then
     say "$var/redis.sock answers: another gateway runs on $var; stop it first"
     exit 1
 fi
 supervise redis-server /dev/null \
-    redis-server --port 0 --unixsocket "$var/redis.sock" --unixsocketperm 777 \
+    redis-server --port 0 --unixsocket "$var/redis.sock" --unixsocketperm 700 \
     --dir "$var" --appendonly yes --save "" --daemonize no \
+    --maxmemory "${CFCOST_REDIS_MAXMEMORY:-512mb}" --maxmemory-policy noeviction \
     --logfile "$var/redis.log" &
 sv[redis-server]=$!
 if ! redis_ready; then
@@ -266,7 +281,7 @@ rm -f "$var/agg.sock"
 : > "$var/aggregator.log"
 supervise aggregator "$var/aggregator.log" \
     "$root/build/cfcost-aggregator" --listen "unix:$var/agg.sock" \
-    --redis "unix:$var/redis.sock" &
+    --socket-mode 0600 --redis "unix:$var/redis.sock" &
 sv[aggregator]=$!
 wait_for "cfcost-aggregator" test -S "$var/agg.sock"
 
@@ -277,8 +292,9 @@ wait_for "cfcost-aggregator" test -S "$var/agg.sock"
     UPSTREAM_HOSTPORT="$hostport" UPSTREAM_HOST="$host" \
     UPSTREAM_SCHEME="$scheme" PORT="$port" ROOT="$root/dashboard"
 
-nginx -t -q -p "$var/" -c "$var/nginx.conf" -e "$var/error.log"
-setsid nginx -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" </dev/null &
+nginx -t -q -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" "${nginx_user[@]}"
+setsid nginx -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" \
+    "${nginx_user[@]}" </dev/null &
 nginx_pid=$!
 wait_for "nginx" nginx_up "$nginx_pid"
 

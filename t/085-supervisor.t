@@ -22,6 +22,8 @@ use warnings;
 use Test::More;
 use HTTP::Tiny;
 use JSON::PP;
+use IO::Socket::UNIX;
+use Socket qw(SOCK_STREAM);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 use File::Temp ();
@@ -43,7 +45,7 @@ for my $f ("$ROOT/build/ngx_http_cfcost_module.so", "$ROOT/build/cfcost",
 
 my $tmp = File::Temp::tempdir('cfcost-sv-XXXXXX', TMPDIR => 1,
     CLEANUP => !$ENV{CFCOST_TEST_KEEP});
-chmod 0755, $tmp;                   # nginx workers run as nobody
+chmod 0700, $tmp;                   # private: the workers run as us
 diag("cfcost test dir: $tmp") if $ENV{CFCOST_TEST_KEEP};
 my $port = CfcostTest::free_port();
 my $out = "$tmp/run.out";
@@ -252,6 +254,57 @@ for my $name (qw(redis-server aggregator emulator)) {
 }
 like(cmdline(pidfile('aggregator') // 0), $AGG_RE, 'aggregator.pid is our aggregator');
 like(cmdline(pidfile('redis-server') // 0), $REDIS_RE, 'redis-server.pid is our Redis');
+
+# ---------------------------------------------------------------------------
+# another local user reaches nothing: not the store, not the aggregator
+# (which trusts the identity headers of whoever connects), not a token
+
+is((stat $tmp)[2] & 07777, 0700, 'CFCOST_VAR is 0700');
+for my $f (qw(admin-token metrics-token demo-key)) {
+    is((stat "$tmp/$f")[2] & 0077, 0, "$f: no access for group or others");
+}
+is((stat "$tmp/redis.sock")[2] & 0077, 0, 'redis.sock: owner only');
+is((stat "$tmp/agg.sock")[2] & 0077, 0, 'agg.sock: owner only');
+
+SKIP: {
+    my $nobody = getpwnam('nobody');
+    skip 'needs root to act as another user', 4 unless $> == 0 && defined $nobody;
+    for my $c (['redis.sock', "PING\r\n", 'Redis'],
+               ['agg.sock', "GET /api/usage HTTP/1.0\r\nX-Cfcost-Admin: 1\r\n\r\n",
+                'the aggregator'])
+    {
+        my ($sock, $req, $what) = @$c;
+        # a child that becomes nobody and tries
+        my $pid = open(my $fh, '-|');
+        die "fork: $!" unless defined $pid;
+        if ($pid == 0) {
+            POSIX::setgid((getpwnam('nobody'))[3]);
+            POSIX::setuid($nobody);
+            my $s = IO::Socket::UNIX->new(Peer => "$tmp/$sock", Type => SOCK_STREAM);
+            if (!$s) { print "refused: $!"; POSIX::_exit(0) }
+            print $s $req;
+            my $got = '';
+            sysread($s, $got, 200);
+            print "connected: $got";
+            POSIX::_exit(0);
+        }
+        my $got = join '', <$fh>;
+        close $fh;
+        like($got, qr/^refused: Permission denied/, "user nobody cannot reach $what")
+            or diag($got);
+    }
+    my $pid = open(my $fh, '-|');
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        POSIX::setgid((getpwnam('nobody'))[3]);
+        POSIX::setuid($nobody);
+        print open(my $t, '<', "$tmp/admin-token") ? 'read' : "refused: $!";
+        POSIX::_exit(0);
+    }
+    like(join('', <$fh>), qr/^refused/, 'user nobody cannot read the admin token');
+    close $fh;
+    ok(1, 'and the gateway answered as the invoking user (chat above)');
+}
 
 # ---------------------------------------------------------------------------
 # the aggregator, killed three times
