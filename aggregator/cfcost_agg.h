@@ -67,6 +67,7 @@ typedef struct {
     unsigned         socket_mode;
     int              metrics_open;      /* /metrics without identity */
     int              metrics_users;     /* per-user series in /metrics */
+    long             trust_uid;         /* --trust-user; -1: none */
     int              log_level;
 } cfcost_agg_conf_t;
 

@@ -4,6 +4,10 @@
  * runs on is cfcost_agg_req.c's.
  */
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE                /* struct ucred */
+#endif
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 
 #include "cfcost_agg.h"
@@ -120,6 +125,43 @@ cfcost_req_identity(cfcost_req_t *rq, int need)
 }
 
 
+/*
+ * On the unix socket, identity headers count only from the gateway's
+ * user: the aggregator's own (make run and the systemd units run nginx's
+ * workers as it), root, or --trust-user (an nginx whose workers run as
+ * www-data).  Whoever else reaches the socket (a mode left wider than
+ * 0600) is nobody, so X-Cfcost-Admin from a local user reads nothing.
+ * Loopback TCP, for tests and development, trusts every local user:
+ * README, "Who can do what".
+ */
+static int
+cfcost_http_peer_trusted(cfcost_http_t *h, struct evhttp_request *req)
+{
+    int                        fd;
+    socklen_t                  len;
+    struct ucred               uc;
+    struct bufferevent        *bev;
+    struct evhttp_connection  *evcon;
+
+    if (h->unix_fd < 0) {
+        return 1;
+    }
+
+    evcon = evhttp_request_get_connection(req);
+    bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    fd = bev ? bufferevent_getfd(bev) : -1;
+    len = sizeof(uc);
+
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0) {
+        return 0;
+    }
+
+    return uc.uid == geteuid() || uc.uid == 0
+           || (h->agg->conf.trust_uid >= 0
+               && uc.uid == (uid_t) h->agg->conf.trust_uid);
+}
+
+
 static void
 cfcost_http_handle(struct evhttp_request *req, void *arg)
 {
@@ -161,6 +203,12 @@ cfcost_http_handle(struct evhttp_request *req, void *arg)
     need = route->identity;
     if (need == 3 && h->agg->conf.metrics_open) {
         need = 0;
+    }
+
+    if (need && !cfcost_http_peer_trusted(h, req)) {
+        cfcost_req_error(rq, 403, "identity is taken from the gateway's "
+                         "own user only");
+        return;
     }
 
     if (need && cfcost_req_identity(rq, need) != 0) {

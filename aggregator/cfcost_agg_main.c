@@ -9,6 +9,7 @@
  */
 
 #include <errno.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -81,6 +82,9 @@ CFCOST_WRITERS_SET "\";\n"                                                   \
 "  --metrics-open       serve /metrics without the admin identity\n"         \
 "  --metrics-users      also per-user series in /metrics (user names as\n"  \
 "                       labels; off by default)\n"                          \
+"  --trust-user USER    on the unix socket, identity headers count from\n"   \
+"                       this user too (nginx's workers), besides the\n"      \
+"                       aggregator's own user and root\n"                    \
 "  --log-level LEVEL    error, warn, info or debug (default info)\n"         \
 "  --help               this text\n"                                         \
 "  --version            the version\n"                                       \
@@ -120,8 +124,8 @@ typedef struct {
 enum {
     F_LISTEN, F_SOCKET_MODE, F_REDIS, F_REDIS_TIMEOUT, F_GROUP, F_CONSUMER,
     F_BATCH, F_BLOCK, F_CLAIM_IDLE, F_RET_DAYS, F_RET_MAX, F_TRIM_INTERVAL,
-    F_DEDUP_TTL, F_METRICS_OPEN, F_METRICS_USERS, F_LOG_LEVEL, F_HELP,
-    F_VERSION
+    F_DEDUP_TTL, F_METRICS_OPEN, F_METRICS_USERS, F_TRUST_USER,
+    F_LOG_LEVEL, F_HELP, F_VERSION
 };
 
 
@@ -141,6 +145,7 @@ static const cfcost_flag_t  cfcost_flags[] = {
     { "dedup-ttl",       1, F_DEDUP_TTL },
     { "metrics-open",    0, F_METRICS_OPEN },
     { "metrics-users",   0, F_METRICS_USERS },
+    { "trust-user",      1, F_TRUST_USER },
     { "log-level",       1, F_LOG_LEVEL },
     { "help",            0, F_HELP },
     { "version",         0, F_VERSION },
@@ -167,6 +172,34 @@ cfcost_usage_error(const char *fmt, ...)
 
 
 /* Parses an unsigned number within [min, max] in base (10 or 8). */
+/* a user name, or a number: the uid whose identity headers count */
+static int
+cfcost_flag_user(const char *name, const char *v, long *out)
+{
+    char           *end;
+    unsigned long   n;
+    struct passwd  *pw;
+
+    pw = getpwnam(v);
+    if (pw != NULL) {
+        *out = (long) pw->pw_uid;
+        return 0;
+    }
+
+    errno = 0;
+    n = strtoul(v, &end, 10);
+
+    if (v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0
+        || n > 0x7fffffffUL)
+    {
+        return cfcost_usage_error("--%s: no user \"%s\"", name, v);
+    }
+
+    *out = (long) n;
+    return 0;
+}
+
+
 static int
 cfcost_flag_num(const char *name, const char *v, unsigned min, unsigned max,
     int base, unsigned *out)
@@ -215,6 +248,7 @@ cfcost_flag_set(cfcost_agg_conf_t *c, const cfcost_flag_t *f, const char *v)
     case F_CONSUMER:     c->consumer = v; break;
     case F_METRICS_OPEN: c->metrics_open = 1; return 0;
     case F_METRICS_USERS: c->metrics_users = 1; return 0;
+    case F_TRUST_USER: return cfcost_flag_user(f->name, v, &c->trust_uid);
     case F_LOG_LEVEL:    return cfcost_flag_level(v);
 
     case F_SOCKET_MODE:
@@ -331,6 +365,7 @@ cfcost_conf_defaults(cfcost_agg_conf_t *c)
     c->retention_max = 0;
     c->trim_interval_s = 60;
     c->dedup_ttl_s = 0;
+    c->trust_uid = -1;
     c->redis_timeout_ms = 5000;
     c->socket_mode = 0666;
 }

@@ -267,8 +267,11 @@ wait_for 10 "redis-server" rcli ping
 # ($VAR/agg.sock); the gateway's /api/usage and /healthz lead there
 agg_note=
 if [ -n "$agg_bin" ]; then
+    # started by root, nginx's workers are nobody: their identity counts
+    trust=()
+    [ "$(id -u)" = 0 ] && trust=(--trust-user nobody)
     "$agg_bin" --listen "unix:$run/gw/agg.sock" --redis "unix:$run/redis.sock" \
-        --consumer "bench-$$" --retention-days 0 --log-level warn \
+        --consumer "bench-$$" --retention-days 0 --log-level warn "${trust[@]}" \
         > "$run/aggregator.log" 2>&1 &
     PIDS[aggregator]=$!
     wait_for 15 "the aggregator" curl -sf -o /dev/null \

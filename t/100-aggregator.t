@@ -1244,6 +1244,46 @@ sub unix_healthz {
     $o = `$AGG --listen unix:$TMP/x.sock --redis unix:$TMP/x.sock 2>&1`;
     is($? >> 8, 2, 'the same socket for --listen and --redis is refused');
     like($o, qr/same unix socket/, '... saying why');
+
+    # identity from the gateway's user only (SO_PEERCRED): a socket left
+    # world-writable still gives another local user nothing
+    SKIP: {
+        my $nobody = getpwnam('nobody');
+        skip 'needs root to act as another user', 3
+            unless $> == 0 && defined $nobody;
+        my $dir = File::Temp::tempdir('cfcost-open-XXXXXX', TMPDIR => 1,
+                                      CLEANUP => 1);
+        chmod 0755, $dir;
+        my $open = "$dir/agg.sock";
+        spawn('agg-o', "$TMP/agg-o.log", $AGG, '--listen', "unix:$open",
+            '--socket-mode', '0666', '--redis', "127.0.0.1:$RPORT",
+            '--consumer', 'o1');
+        ok(wait_for(10, sub { unix_healthz($open) =~ /^HTTP\/1\.\d 200/ }),
+            'agg-o answers on a 0666 socket');
+        my $ask = sub {
+            my $s = IO::Socket::UNIX->new(Peer => $open, Type => SOCK_STREAM())
+                or return "connect: $!";
+            print $s "GET /api/usage HTTP/1.0\r\nX-Cfcost-Admin: 1\r\n\r\n";
+            local $/;
+            return scalar <$s>;
+        };
+        like($ask->(), qr/^HTTP\/1\.\d 200/,
+            'the gateway\'s own user: the admin identity counts');
+        my $pid = open(my $fh, '-|');
+        die "fork: $!" unless defined $pid;
+        if ($pid == 0) {
+            POSIX::setgid((getpwnam('nobody'))[3]);
+            POSIX::setuid($nobody);
+            print $ask->() // '';
+            POSIX::_exit(0);
+        }
+        my $got = join '', <$fh>;
+        close $fh;
+        like($got, qr/^HTTP\/1\.\d 403/,
+            'user nobody, X-Cfcost-Admin: 1 on the same socket: 403')
+            or diag($got);
+        stop('agg-o', 'TERM');
+    }
 }
 
 stop('redis', 'TERM', 20);
