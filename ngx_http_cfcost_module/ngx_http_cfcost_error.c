@@ -9,6 +9,10 @@
 #include "cfcost_json.h"
 
 
+static ngx_buf_t *ngx_http_cfcost_error_shape(ngx_http_request_t *r,
+    ngx_uint_t route, ngx_uint_t status, u_char *msg, size_t len);
+
+
 /* bytes the gateway did not make, as the inside of a JSON string */
 size_t
 ngx_http_cfcost_json_escape_len(u_char *src, size_t len)
@@ -91,11 +95,22 @@ ngx_buf_t *
 ngx_http_cfcost_error_buf(ngx_http_request_t *r, ngx_uint_t status,
     u_char *msg, size_t len)
 {
-    size_t                       elen;
-    ngx_buf_t                   *b;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
+
+    return ngx_http_cfcost_error_shape(r, lcf->route, status, msg, len);
+}
+
+
+/* the same, in the shape of route (NGX_HTTP_CFCOST_*) */
+static ngx_buf_t *
+ngx_http_cfcost_error_shape(ngx_http_request_t *r, ngx_uint_t route,
+    ngx_uint_t status, u_char *msg, size_t len)
+{
+    size_t      elen;
+    ngx_buf_t  *b;
+
     elen = ngx_http_cfcost_json_escape_len(msg, len);
 
     b = ngx_create_temp_buf(r->pool, 2 * elen + 160);
@@ -103,7 +118,7 @@ ngx_http_cfcost_error_buf(ngx_http_request_t *r, ngx_uint_t status,
         return NULL;
     }
 
-    switch (lcf->route) {
+    switch (route) {
 
     case NGX_HTTP_CFCOST_NATIVE:
         b->last = ngx_sprintf(b->last, "{\"result\":null,\"success\":false,"
@@ -193,4 +208,115 @@ ngx_http_cfcost_send_error(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
 
     return NGX_DONE;
+}
+
+
+/* a message for an error response nginx made itself */
+const char *
+ngx_http_cfcost_status_detail(ngx_uint_t status)
+{
+    switch (status) {
+    case NGX_HTTP_BAD_REQUEST:
+        return "bad request";
+    case NGX_HTTP_REQUEST_HEADER_TOO_LARGE:
+        return "a request header is too large";
+    case NGX_HTTP_REQUEST_URI_TOO_LARGE:
+        return "the request URI is too long";
+    case NGX_HTTP_FORBIDDEN:
+        return "forbidden";
+    case NGX_HTTP_LENGTH_REQUIRED:
+        return "the request needs a Content-Length";
+    case NGX_HTTP_NOT_IMPLEMENTED:
+        return "not implemented";
+    case NGX_HTTP_NOT_FOUND:
+        return "not found";
+    case NGX_HTTP_NOT_ALLOWED:
+        return "method not allowed";
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        return "the request body did not arrive in time";
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return "the request body is too large";
+    case NGX_HTTP_BAD_GATEWAY:
+        return "Workers AI could not be reached or sent an invalid response";
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        return "service unavailable";
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        return "Workers AI did not answer in time";
+    default:
+        return status >= 500 ? "internal error" : "request refused";
+    }
+}
+
+
+/*
+ * cfcost_error_page: the content of the location error_page sends nginx's
+ * own errors to (unknown paths, methods, headers or URIs too large...),
+ * in the shape of the route family the request was for: OpenAI's error
+ * object under /v1/, Cloudflare's envelope under /client/v4/, {"detail"}
+ * elsewhere.  cfcost's own locations never come here (their filters
+ * answer JSON, and keep the request's record).
+ */
+ngx_int_t
+ngx_http_cfcost_error_page_handler(ngx_http_request_t *r)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_uint_t    status, route;
+    ngx_chain_t   out;
+    const char   *msg;
+
+    status = r->err_status;
+
+    if (status >= NGX_HTTP_REQUEST_HEADER_TOO_LARGE
+        && status < NGX_HTTP_CLIENT_CLOSED_REQUEST)
+    {
+        msg = ngx_http_cfcost_status_detail(status);
+        status = NGX_HTTP_BAD_REQUEST;      /* 494-498 go out as 400 */
+
+    } else {
+        if (status < NGX_HTTP_BAD_REQUEST) {
+            status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        msg = ngx_http_cfcost_status_detail(status);
+    }
+
+    route = NGX_HTTP_CFCOST_CHAT;
+
+    if (r->uri.len >= 4 && ngx_strncmp(r->uri.data, "/v1/", 4) == 0) {
+        route = NGX_HTTP_CFCOST_OPENAI;
+
+    } else if (r->uri.len >= 11
+               && ngx_strncmp(r->uri.data, "/client/v4/", 11) == 0)
+    {
+        route = NGX_HTTP_CFCOST_NATIVE;
+    }
+
+    b = ngx_http_cfcost_error_shape(r, route, status, (u_char *) msg,
+                                    ngx_strlen(msg));
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    (void) ngx_http_discard_request_body(r);
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }

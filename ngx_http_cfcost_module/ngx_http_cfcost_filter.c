@@ -82,33 +82,6 @@ ngx_http_cfcost_set_json(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* a message for an error response nginx made itself */
-static const char *
-ngx_http_cfcost_status_detail(ngx_uint_t status)
-{
-    switch (status) {
-    case NGX_HTTP_BAD_REQUEST:
-        return "bad request";
-    case NGX_HTTP_NOT_FOUND:
-        return "not found";
-    case NGX_HTTP_NOT_ALLOWED:
-        return "method not allowed";
-    case NGX_HTTP_REQUEST_TIME_OUT:
-        return "the request body did not arrive in time";
-    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        return "the request body is too large";
-    case NGX_HTTP_BAD_GATEWAY:
-        return "Workers AI could not be reached or sent an invalid response";
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        return "service unavailable";
-    case NGX_HTTP_GATEWAY_TIME_OUT:
-        return "Workers AI did not answer in time";
-    default:
-        return status >= 500 ? "internal error" : "request refused";
-    }
-}
-
-
 static ngx_int_t
 ngx_http_cfcost_header_filter(ngx_http_request_t *r)
 {

@@ -27,6 +27,8 @@ static char *ngx_http_cfcost_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cfcost_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_cfcost_error_page(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_cfcost_spool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_cfcost_init_process(ngx_cycle_t *cycle);
@@ -120,6 +122,13 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
     { ngx_string("cfcost_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_cfcost_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_error_page"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_cfcost_error_page,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -508,6 +517,7 @@ ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_cfcost_loc_conf_t  *lcf = conf;
 
     ngx_str_t                    *value;
+    ngx_http_core_loc_conf_t     *clcf;
     ngx_http_cfcost_main_conf_t  *mcf;
 
     if (lcf->route != NGX_CONF_UNSET_UINT) {
@@ -537,6 +547,21 @@ ngx_http_cfcost_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "invalid value \"%V\" in \"cfcost\" "
                            "(expected chat, openai, native, usage or off)", &value[1]);
         return NGX_CONF_ERROR;
+    }
+
+    /*
+     * No error_page of an outer level applies here: its redirect would
+     * drop the request's context and so its record.  This location's
+     * filters answer nginx's own errors in the route's JSON themselves.
+     */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->error_pages == NULL) {
+        clcf->error_pages = ngx_array_create(cf->pool, 1,
+                                             sizeof(ngx_http_err_page_t));
+        if (clcf->error_pages == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cfcost_module);
@@ -685,6 +710,18 @@ ngx_http_cfcost_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_cfcost_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_cfcost_error_page(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_cfcost_error_page_handler;
 
     return NGX_CONF_OK;
 }

@@ -182,6 +182,8 @@ void ngx_http_cfcost_error_name(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, ngx_uint_t status);
 u_char *ngx_http_cfcost_json_escape(u_char *dst, u_char *src, size_t len);
 size_t ngx_http_cfcost_json_escape_len(u_char *src, size_t len);
+const char *ngx_http_cfcost_status_detail(ngx_uint_t status);
+ngx_int_t ngx_http_cfcost_error_page_handler(ngx_http_request_t *r);
 
 /* _auth.c */
 ngx_int_t ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
