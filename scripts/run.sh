@@ -276,12 +276,15 @@ if [ -z "$key" ] || [ "$(redis-cli -s "$var/redis.sock" exists \
     (umask 077; printf '%s\n' "$key" > "$var/demo-key")
 fi
 
-# the usage API daemon (it replaces a dead predecessor's socket itself)
+# the usage API daemon (it replaces a dead predecessor's socket itself);
+# one consumer name across restarts, so that a restarted aggregator takes
+# up at once what the killed one had read, instead of after --claim-idle
 rm -f "$var/agg.sock"
 : > "$var/aggregator.log"
 supervise aggregator "$var/aggregator.log" \
     "$root/build/cfcost-aggregator" --listen "unix:$var/agg.sock" \
-    --socket-mode 0600 --redis "unix:$var/redis.sock" &
+    --socket-mode 0600 --redis "unix:$var/redis.sock" \
+    --consumer "make-run-$(hostname)" &
 sv[aggregator]=$!
 wait_for "cfcost-aggregator" test -S "$var/agg.sock"
 
