@@ -151,6 +151,41 @@ ngx_http_cfcost_error_shape(ngx_http_request_t *r, ngx_uint_t route,
 
 
 /*
+ * Sends b, a whole JSON body, with status (the request body discarded);
+ * returns what a content handler returns, or what to finalize with.
+ */
+static ngx_int_t
+ngx_http_cfcost_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    (void) ngx_http_discard_request_body(r);
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
  * Sends {"detail": "<message>"} with the given status, finalizes the
  * request, and returns NGX_DONE for a phase handler to return.  The message
  * is formatted with ngx_vslprintf and JSON-escaped.
@@ -161,9 +196,7 @@ ngx_http_cfcost_send_error(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 {
     u_char       msg[1024], *last;
     va_list      args;
-    ngx_int_t    rc;
     ngx_buf_t   *b;
-    ngx_chain_t  out;
 
     va_start(args, fmt);
     last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
@@ -175,9 +208,6 @@ ngx_http_cfcost_send_error(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         return NGX_DONE;
     }
 
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
     if (ctx != NULL) {
         ctx->own_response = 1;
         ctx->status = status;
@@ -187,25 +217,7 @@ ngx_http_cfcost_send_error(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         }
     }
 
-    ngx_http_discard_request_body(r);
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        ngx_http_finalize_request(r, rc);
-        return NGX_DONE;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+    ngx_http_finalize_request(r, ngx_http_cfcost_send_json(r, status, b));
 
     return NGX_DONE;
 }
@@ -259,10 +271,8 @@ ngx_http_cfcost_status_detail(ngx_uint_t status)
 ngx_int_t
 ngx_http_cfcost_error_page_handler(ngx_http_request_t *r)
 {
-    ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_uint_t    status, route;
-    ngx_chain_t   out;
     const char   *msg;
 
     status = r->err_status;
@@ -298,25 +308,5 @@ ngx_http_cfcost_error_page_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    (void) ngx_http_discard_request_body(r);
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_cfcost_send_json(r, status, b);
 }
