@@ -337,8 +337,14 @@ ngx_http_cfcost_cache_put(ngx_http_cfcost_cache_t *cache, u_char *hash,
     kn->state = id->state;
     kn->id_len = (u_char) id->id.len;
     kn->user_len = (u_char) id->user.len;
-    ngx_memcpy(kn->data, id->id.data, id->id.len);
-    ngx_memcpy(kn->data + id->id.len, id->user.data, id->user.len);
+    /* an unknown key has neither: NULL, 0 */
+    if (id->id.len) {
+        ngx_memcpy(kn->data, id->id.data, id->id.len);
+    }
+
+    if (id->user.len) {
+        ngx_memcpy(kn->data + id->id.len, id->user.data, id->user.len);
+    }
 
     ngx_rbtree_insert(&cache->sh->rbtree, &kn->node);
     ngx_queue_insert_head(&cache->sh->queue, &kn->queue);
@@ -505,14 +511,15 @@ ngx_http_cfcost_lookup_detach(ngx_http_cfcost_lookup_t *lk)
 }
 
 
-/* the key is decided (rc from auth_decide): the request carries on */
+/*
+ * The key is decided (rc from auth_decide): the request carries on.  c is
+ * r->connection as read before deciding: an error sent while deciding
+ * finalizes the request, which may free r (and its pool) at once.
+ */
 static void
-ngx_http_cfcost_lookup_resume(ngx_http_request_t *r, ngx_int_t rc)
+ngx_http_cfcost_lookup_resume(ngx_http_request_t *r, ngx_connection_t *c,
+    ngx_int_t rc)
 {
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
     if (rc == NGX_OK) {
         r->write_event_handler = ngx_http_core_run_phases;
         ngx_http_core_run_phases(r);
@@ -567,30 +574,38 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
         return;
     }
 
+    c = r->connection;
+
     if (rc != NGX_OK) {
-        ngx_http_cfcost_lookup_resume(r,
-                                      ngx_http_cfcost_lookup_stale(r, cache));
+        rc = ngx_http_cfcost_lookup_stale(r, cache);
+        ngx_http_cfcost_lookup_resume(r, c, rc);
         return;
     }
 
     /* the reply is freed when this returns: keep the identity */
     p = ngx_pnalloc(r->pool, id.id.len + id.user.len);
     if (p == NULL) {
-        c = r->connection;
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         ngx_http_run_posted_requests(c);
         return;
     }
 
-    ngx_memcpy(p, id.id.data, id.id.len);
-    ngx_memcpy(p + id.id.len, id.user.data, id.user.len);
+    /* an unknown key has neither: NULL, 0 */
+    if (id.id.len) {
+        ngx_memcpy(p, id.id.data, id.id.len);
+    }
+
+    if (id.user.len) {
+        ngx_memcpy(p + id.id.len, id.user.data, id.user.len);
+    }
+
     id.id.data = p;
     id.user.data = p + id.id.len;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
 
-    ngx_http_cfcost_lookup_resume(r,
-                                  ngx_http_cfcost_auth_decide(r, ctx, &id, 0));
+    rc = ngx_http_cfcost_auth_decide(r, ctx, &id, 0);
+    ngx_http_cfcost_lookup_resume(r, c, rc);
 }
 
 
@@ -602,6 +617,8 @@ ngx_http_cfcost_lookup_done(redisAsyncContext *ac, void *rep, void *data)
 static void
 ngx_http_cfcost_lookup_patience_handler(ngx_event_t *ev)
 {
+    ngx_int_t                  rc;
+    ngx_connection_t          *c;
     ngx_http_request_t        *r;
     ngx_http_cfcost_lookup_t  *lk = ev->data;
 
@@ -610,11 +627,13 @@ ngx_http_cfcost_lookup_patience_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+    c = r->connection;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "cfcost: key lookup slow, deciding from the cache");
 
-    ngx_http_cfcost_lookup_resume(r, ngx_http_cfcost_lookup_stale(r,
-                                                                lk->cache));
+    rc = ngx_http_cfcost_lookup_stale(r, lk->cache);
+    ngx_http_cfcost_lookup_resume(r, c, rc);
 }
 
 

@@ -481,7 +481,11 @@ u_char *
 ngx_http_cfcost_bulk(u_char *p, const void *data, size_t len)
 {
     p = ngx_sprintf(p, "$%uz\r\n", len);
-    p = ngx_cpymem(p, data, len);
+
+    if (len) {                          /* an empty value may be NULL */
+        p = ngx_cpymem(p, data, len);
+    }
+
     *p++ = '\r';
     *p++ = '\n';
 

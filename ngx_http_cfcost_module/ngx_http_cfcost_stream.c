@@ -246,7 +246,10 @@ ngx_http_cfcost_stream_hold(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         ngx_memmove(ctx->held, ctx->held + ctx->held_len - old, old);
     }
 
-    ngx_memcpy(ctx->held + old, b->last - (keep - old), keep - old);
+    if (keep > old) {                   /* nothing held yet: held is NULL */
+        ngx_memcpy(ctx->held + old, b->last - (keep - old), keep - old);
+    }
+
     ctx->held_len = keep;
 
     return NGX_OK;

@@ -35,8 +35,10 @@ use CfcostTest ();
 
 $SIG{PIPE} = 'IGNORE';
 
-for my $f ("$ROOT/build/ngx_http_cfcost_module.so", "$ROOT/build/cfcost",
-           "$ROOT/build/cfcost-aggregator")
+# the binaries run.sh starts: build/, or CFCOST_BUILD's (see CfcostTest)
+my $BUILD = CfcostTest->build_dir;
+for my $f ("$BUILD/ngx_http_cfcost_module.so", "$BUILD/cfcost",
+           "$BUILD/cfcost-aggregator")
 {
     BAIL_OUT("$f is missing (run make)") unless -x $f || -f $f;
 }
@@ -105,6 +107,9 @@ sub start_run {
         delete @ENV{qw(CF_API_TOKEN CF_ACCOUNT_ID CFCOST_UPSTREAM CFCOST_REDIS)};
         $ENV{CFCOST_VAR} = $tmp;
         $ENV{CFCOST_PORT} = $port;
+        $ENV{CFCOST_BUILD} = $BUILD;
+        # under CFCOST_SANITIZE: nginx with the ASan runtime preloaded
+        $ENV{CFCOST_NGINX} = $CfcostTest::NGINX if $CfcostTest::SANITIZE;
         exec 'bash', "$ROOT/scripts/run.sh" or POSIX::_exit(127);
     }
     $run_pid = $pid;
@@ -368,4 +373,5 @@ is(scalar @lines, 3, 'one "aggregator exited ...; restarting" line per kill')
     is(scalar @left, 0, 'no child of run.sh is left') or diag(join "\n", @left);
 }
 
+CfcostTest::sanitizer_ok();
 done_testing;
