@@ -8,6 +8,7 @@ pkgs=(
     libhiredis-dev libjansson-dev libevent-dev libcurl4-openssl-dev
     libssl-dev libpcre2-dev zlib1g-dev   # what nginx's configure probes
     redis-server python3 gcc make perl wrk ca-certificates curl
+    libasan8 libubsan1        # make test-sanitize (gcc 12's runtimes)
     chromium                  # the dashboard test drives it headless
 )
 

@@ -15,6 +15,11 @@
 # only this script, which then stops the children in that order.  Their pids
 # are in $CFCOST_VAR/NAME.pid (redis-server, emulator, aggregator; nginx
 # writes nginx.pid itself).
+#
+# For the tests: CFCOST_BUILD takes the binaries from another directory than
+# build/ (relative to the project root unless absolute), CFCOST_NGINX is the
+# nginx command (default: nginx); `make test-sanitize` sets build/asan and
+# scripts/sanitized-nginx.
 set -euo pipefail
 
 # the gateway's state is its own: no other local user reads the store,
@@ -22,6 +27,9 @@ set -euo pipefail
 umask 077
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+build=${CFCOST_BUILD:-build}
+case $build in /*) ;; *) build=$root/$build ;; esac
+nginx=${CFCOST_NGINX:-nginx}
 var=${CFCOST_VAR:-$root/var}
 mkdir -p "$var/tmp"
 var=$(cd "$var" && pwd)
@@ -272,7 +280,7 @@ fi
 key=$(cat "$var/demo-key" 2>/dev/null || true)
 if [ -z "$key" ] || [ "$(redis-cli -s "$var/redis.sock" exists \
         "cfcost:key:$(printf %s "$key" | sha256sum | cut -d' ' -f1)")" != 1 ]; then
-    key=$("$root/build/cfcost" keys create --user demo --name "make run demo" | tail -n 1)
+    key=$("$build/cfcost" keys create --user demo --name "make run demo" | tail -n 1)
     (umask 077; printf '%s\n' "$key" > "$var/demo-key")
 fi
 
@@ -282,21 +290,21 @@ fi
 rm -f "$var/agg.sock"
 : > "$var/aggregator.log"
 supervise aggregator "$var/aggregator.log" \
-    "$root/build/cfcost-aggregator" --listen "unix:$var/agg.sock" \
+    "$build/cfcost-aggregator" --listen "unix:$var/agg.sock" \
     --socket-mode 0600 --redis "unix:$var/redis.sock" \
     --consumer "make-run-$(hostname)" &
 sv[aggregator]=$!
 wait_for "cfcost-aggregator" test -S "$var/agg.sock"
 
 "$root/scripts/render-conf" "$root/conf/nginx.conf.in" "$var/nginx.conf" \
-    MODULE="$root/build/ngx_http_cfcost_module.so" WORKERS=auto VAR="$var" \
+    MODULE="$build/ngx_http_cfcost_module.so" WORKERS=auto VAR="$var" \
     LOG_LEVEL=notice PRICING="$root/conf/pricing.json" \
     REDIS="unix:$var/redis.sock" CF_ACCOUNT_ID="$account" CF_API_TOKEN="$token" \
     UPSTREAM_HOSTPORT="$hostport" UPSTREAM_HOST="$host" \
     UPSTREAM_SCHEME="$scheme" PORT="$port" ROOT="$root/dashboard"
 
-nginx -t -q -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" "${nginx_user[@]}"
-setsid nginx -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" \
+"$nginx" -t -q -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" "${nginx_user[@]}"
+setsid "$nginx" -p "$var/" -c "$var/nginx.conf" -e "$var/error.log" \
     "${nginx_user[@]}" </dev/null &
 nginx_pid=$!
 wait_for "nginx" nginx_up "$nginx_pid"

@@ -32,8 +32,11 @@ use Math::BigFloat;
 use Cwd ();
 use File::Basename ();
 
-my $ROOT = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/..');
-my $AGG = $ENV{CFCOST_TEST_AGGREGATOR} || "$ROOT/build/cfcost-aggregator";
+my $ROOT;
+BEGIN { $ROOT = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/..') }
+use lib "$ROOT/t/lib";
+use CfcostTest ();      # CFCOST_BUILD, and CFCOST_SANITIZE's options
+my $AGG = $ENV{CFCOST_TEST_AGGREGATOR} || $CfcostTest::AGGREGATOR;
 my $REDIS_BIN = $ENV{CFCOST_TEST_REDIS} || 'redis-server';
 my $PREFIX = 'cfcost:rec:{';
 my @WRITERS = ('w00000000000000a1', 'w00000000000000b2', 'w00000000000000c3');
@@ -1294,4 +1297,5 @@ for my $log (glob "$TMP/agg-*.log") {
         or diag(join "\n", @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
 }
 
+CfcostTest::sanitizer_ok();
 done_testing();

@@ -16,6 +16,13 @@ package CfcostTest;
 #
 # CFCOST_TEST_KEEP=1 keeps the temp dir (its path is printed).
 # CFCOST_TEST_VERBOSE=1 prints what is started.
+# CFCOST_BUILD=DIR takes the module, the CLI and the aggregator from DIR
+# (relative to the project root unless absolute) instead of build/.
+# CFCOST_SANITIZE=DIR (`make test-sanitize`, with CFCOST_BUILD=build/asan):
+# the binaries are built with -fsanitize=address,undefined; nginx runs with
+# the ASan runtime preloaded (scripts/sanitized-nginx); ASAN_OPTIONS and
+# UBSAN_OPTIONS are set so that every report is written to DIR (asan.PID,
+# ubsan.PID) and the process aborts; done() fails if a report appeared.
 
 use strict;
 use warnings;
@@ -36,12 +43,51 @@ use Digest::SHA qw(sha256_hex);
 
 our $ROOT = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
 
-our $NGINX   = $ENV{CFCOST_TEST_NGINX}   || '/usr/sbin/nginx';
+# where the built binaries are: build/, or build/asan for test-sanitize
+our $BUILD = do {
+    my $b = $ENV{CFCOST_BUILD} // '';
+    $b = 'build' unless length $b;
+    $b =~ m{^/} ? $b : "$ROOT/$b";
+};
+our $SANITIZE = $ENV{CFCOST_SANITIZE} || undef;   # the report directory
+
+our $NGINX   = $ENV{CFCOST_TEST_NGINX}
+    || ($SANITIZE ? "$ROOT/scripts/sanitized-nginx" : '/usr/sbin/nginx');
 our $REDIS   = $ENV{CFCOST_TEST_REDIS}   || 'redis-server';
 our $PYTHON  = $ENV{CFCOST_TEST_PYTHON}  || '/usr/bin/python3';
-our $MODULE  = "$ROOT/build/ngx_http_cfcost_module.so";
-our $CLI     = "$ROOT/build/cfcost";
+our $MODULE  = "$BUILD/ngx_http_cfcost_module.so";
+our $CLI     = "$BUILD/cfcost";
+our $AGGREGATOR = "$BUILD/cfcost-aggregator";
 our $EMU     = "$ROOT/emulator/cf_emulator.py";
+
+my %SAN_SEEN;       # report files that were there before, or already failed
+
+if ($SANITIZE) {
+    $SANITIZE = File::Spec->rel2abs($SANITIZE, $ROOT);
+    File::Path::make_path($SANITIZE);
+    chmod 01777, $SANITIZE;     # nginx workers run as nobody
+    # inherited by every child: the CLI, the aggregator, nginx (whose
+    # wrapper adds detect_leaks=0 and preloads the runtime).  Options the
+    # caller already set come last, so they win.  With gcc 12 UBSan's own
+    # message goes to the process' stderr whatever its log_path (libubsan's
+    # call to __sanitizer_set_report_path binds to libasan's, so UBSan's
+    # log_path may even name ASan's files: it must point here too); the
+    # abort that follows is reported to a file here by ASan (handle_abort),
+    # with the stack through the __ubsan_handle_* function.
+    $ENV{ASAN_OPTIONS} = join ':', "log_path=$SANITIZE/asan",
+        'abort_on_error=1', 'handle_abort=1', 'detect_leaks=1',
+        grep { length } $ENV{ASAN_OPTIONS} // '';
+    $ENV{UBSAN_OPTIONS} = join ':', "log_path=$SANITIZE/ubsan",
+        'halt_on_error=1', 'abort_on_error=1', 'print_stacktrace=1',
+        grep { length } $ENV{UBSAN_OPTIONS} // '';
+    unless ($ENV{CFCOST_ASAN_RUNTIME}) {
+        my $rt = `gcc -print-file-name=libasan.so 2>/dev/null` // '';
+        chomp $rt;
+        $rt = Cwd::abs_path($rt) if length $rt;
+        $ENV{CFCOST_ASAN_RUNTIME} = $rt if defined $rt && -f $rt;
+    }
+    $SAN_SEEN{$_} = 1 for _sanitizer_files();
+}
 
 our $ACCOUNT = 'test-account';
 our $TOKEN   = 'test-upstream-token';
@@ -138,6 +184,7 @@ sub start {
 }
 
 
+sub build_dir  { $BUILD }
 sub tmp        { $_[0]{tmp} }
 sub port       { $_[0]{port} }
 sub redis_port { $_[0]{redis_port} }
@@ -449,7 +496,7 @@ sub stop_nginx {
 sub start_aggregator {
     my ($self, @extra) = @_;
     my $t = $self->{tmp};
-    my $bin = "$ROOT/build/cfcost-aggregator";
+    my $bin = $AGGREGATOR;
     die "prerequisite missing: $bin (run make)\n" unless -x $bin;
     unlink "$t/agg.sock";
     # run as root, nginx's workers are nobody: the identity headers they
@@ -569,8 +616,50 @@ sub done {
     Test::More::ok(!@err, 'error log: no unexpected [error]')
         or Test::More::diag(join "\n", @err[0 .. ($#err > 19 ? 19 : $#err)]);
 
+    if ($SANITIZE) {
+        # UBSan's messages are on stderr: nginx's (then its error log),
+        # the aggregator's; so is an ASan report that missed its file
+        my @ub;
+        for my $f (qw(error.log nginx.out aggregator.log)) {
+            push @ub, map { "$f: $_" }
+                grep { /runtime error:|ERROR: (Address|Leak)Sanitizer/ }
+                split /\n/, _slurp("$self->{tmp}/$f");
+        }
+        sanitizer_ok(@ub);
+    }
+
     $self->_remove_tmp;
     delete $LIVE{"$self"};
+}
+
+
+# The report files in the CFCOST_SANITIZE directory.
+sub _sanitizer_files {
+    return () unless $SANITIZE;
+    opendir my $d, $SANITIZE or return ();
+    return sort map { "$SANITIZE/$_" } grep { /^(asan|ubsan)\./ } readdir $d;
+}
+
+
+# Under CFCOST_SANITIZE: one test, that no ASan/UBSan report appeared since
+# this test file started (or since the last call), nor any of @ubsan (UBSan
+# "runtime error:" or ASan lines from a log); prints them.  done() calls it
+# with those of its processes' logs; a test that runs its processes without
+# an env calls it itself.  Without CFCOST_SANITIZE: nothing.
+sub sanitizer_ok {
+    my (@ubsan) = @_;
+    return 1 unless $SANITIZE;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @new = grep { !$SAN_SEEN{$_}++ } _sanitizer_files();
+    my $ok = Test::More::ok(!@new && !@ubsan,
+        'no AddressSanitizer/UBSan report');
+    Test::More::diag(join "\n", 'in the logs:', @ubsan) if @ubsan;
+    for my $f (@new) {
+        my $t = _slurp($f);
+        $t = substr($t, 0, 20000) . "\n[...]\n" if length $t > 20000;
+        Test::More::diag("$f:\n$t");
+    }
+    return $ok;
 }
 
 
