@@ -37,6 +37,8 @@
 
 #include <event2/event.h>
 
+#include "cfcost_redis_auth.h"
+
 
 #define CFCOST_AGG_VERSION          "1.0"
 
@@ -54,6 +56,7 @@ typedef struct cfcost_http_s      cfcost_http_t;
 typedef struct {
     const char      *listen;            /* unix:/path or 127.0.0.1:PORT */
     const char      *redis;             /* unix:/path or HOST:PORT */
+    const char      *redis_auth;        /* credentials file, or NULL */
     const char      *group;
     const char      *consumer;
     unsigned         batch;             /* XREADGROUP COUNT */
@@ -78,6 +81,7 @@ typedef struct {
 
     cfcost_redis_t     *consumer_rd;    /* the consumer's own connection */
     cfcost_redis_t     *http_rd;        /* HTTP reads, CLIENT UNBLOCK */
+    cfcost_redis_auth_t redis_auth;     /* --redis-auth, when given */
 
     cfcost_consumer_t  *consumer;
     cfcost_http_t      *http;

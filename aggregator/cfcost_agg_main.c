@@ -59,6 +59,9 @@ CFCOST_WRITERS_SET "\";\n"                                                   \
 "                       localhost).  Default $CFCOST_REDIS, else\n"          \
 "                       unix:$CFCOST_VAR/redis.sock; CFCOST_VAR defaults\n"  \
 "                       to ./var\n"                                          \
+"  --redis-auth FILE    Redis credentials: one line, \"USER PASSWORD\" (an\n"\
+"                       ACL user) or \"PASSWORD\"; closed to other users\n"  \
+"                       (default: no AUTH)\n"                              \
 "  --redis-timeout MS   connect and reply timeout (default 5000); a BLOCK\n"\
 "                       read's reply may take --block more\n"              \
 "  --group NAME         consumer group (default cfcost-aggregator)\n"        \
@@ -122,7 +125,7 @@ typedef struct {
 
 
 enum {
-    F_LISTEN, F_SOCKET_MODE, F_REDIS, F_REDIS_TIMEOUT, F_GROUP, F_CONSUMER,
+    F_LISTEN, F_SOCKET_MODE, F_REDIS, F_REDIS_AUTH, F_REDIS_TIMEOUT, F_GROUP, F_CONSUMER,
     F_BATCH, F_BLOCK, F_CLAIM_IDLE, F_RET_DAYS, F_RET_MAX, F_TRIM_INTERVAL,
     F_DEDUP_TTL, F_METRICS_OPEN, F_METRICS_USERS, F_TRUST_USER,
     F_LOG_LEVEL, F_HELP, F_VERSION
@@ -133,6 +136,7 @@ static const cfcost_flag_t  cfcost_flags[] = {
     { "listen",          1, F_LISTEN },
     { "socket-mode",     1, F_SOCKET_MODE },
     { "redis",           1, F_REDIS },
+    { "redis-auth",      1, F_REDIS_AUTH },
     { "redis-timeout",   1, F_REDIS_TIMEOUT },
     { "group",           1, F_GROUP },
     { "consumer",        1, F_CONSUMER },
@@ -244,6 +248,7 @@ cfcost_flag_set(cfcost_agg_conf_t *c, const cfcost_flag_t *f, const char *v)
     switch (f->id) {
     case F_LISTEN:       c->listen = v; return 0;
     case F_REDIS:        c->redis = v; return 0;
+    case F_REDIS_AUTH:   c->redis_auth = v; return 0;
     case F_GROUP:        c->group = v; break;
     case F_CONSUMER:     c->consumer = v; break;
     case F_METRICS_OPEN: c->metrics_open = 1; return 0;
@@ -494,6 +499,13 @@ cfcost_agg_start(cfcost_agg_t *agg)
         return cfcost_usage_error("--redis: %s", err);
     }
 
+    if (agg->conf.redis_auth != NULL
+        && cfcost_redis_auth_load(agg->conf.redis_auth, &agg->redis_auth,
+                                  err, sizeof(err)) != 0)
+    {
+        return cfcost_usage_error("--redis-auth: %s", err);
+    }
+
     agg->consumer_rd = cfcost_redis_create(agg->base, &addr, "consumer",
                                            agg->conf.redis_timeout_ms,
                                            cfcost_consumer_redis_up,
@@ -507,6 +519,11 @@ cfcost_agg_start(cfcost_agg_t *agg)
     {
         cfcost_log_error("out of memory");
         return CFCOST_EXIT_FAILED;
+    }
+
+    if (agg->conf.redis_auth != NULL) {
+        cfcost_redis_set_auth(agg->consumer_rd, &agg->redis_auth);
+        cfcost_redis_set_auth(agg->http_rd, &agg->redis_auth);
     }
 
     if (cfcost_http_create(agg, err, sizeof(err)) != 0) {

@@ -22,6 +22,7 @@
 #include "cfcost_agg.h"
 #include "cfcost_agg_util.h"
 #include "cfcost_agg_redis.h"
+#include "cfcost_redis_auth.h"
 
 
 #define CFCOST_REDIS_WATCH_MS        100
@@ -30,7 +31,8 @@
 
 #define CFCOST_REDIS_DOWN            0
 #define CFCOST_REDIS_CONNECTING      1
-#define CFCOST_REDIS_UP              2
+#define CFCOST_REDIS_AUTHING         2    /* connected, AUTH sent */
+#define CFCOST_REDIS_UP              3
 
 
 typedef struct cfcost_redis_op_s  cfcost_redis_op_t;
@@ -47,7 +49,8 @@ struct cfcost_redis_op_s {
 
 struct cfcost_redis_s {
     struct event_base      *base;
-    cfcost_addr_t     addr;
+    cfcost_addr_t           addr;
+    const cfcost_redis_auth_t *auth;   /* NULL: no AUTH */
     char                    name[32];
     unsigned                timeout_ms;
 
@@ -113,11 +116,64 @@ cfcost_redis_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 
+/* Connected, and authenticated when configured: commands may go. */
 static void
-cfcost_redis_on_connect(const redisAsyncContext *ac, int status)
+cfcost_redis_up_now(cfcost_redis_t *rd)
 {
+    cfcost_log_info("redis %s: connected", rd->name);
+
+    rd->state = CFCOST_REDIS_UP;
+    rd->failures = 0;
+
+    if (rd->on_up) {
+        rd->on_up(rd, rd->data);
+    }
+}
+
+
+/*
+ * AUTH's reply.  A refusal (WRONGPASS, an unknown or disabled user) is
+ * logged as connect failures are (the first, then every 20th), and the
+ * connection closed; the backoff retries, so fixing the ACL is enough.
+ */
+static void
+cfcost_redis_on_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redisReply      *r;
     cfcost_redis_t  *rd;
 
+    rd = privdata;
+    r = reply;
+
+    if (r == NULL || ac->data == NULL || rd->ac != ac) {
+        return;                 /* going away; on_disconnect handles it */
+    }
+
+    if (r->type != REDIS_REPLY_ERROR) {
+        cfcost_redis_up_now(rd);
+        return;
+    }
+
+    if (rd->failures == 0 || rd->failures % 20 == 0) {
+        cfcost_log_error("redis %s: AUTH%s%s refused: %.*s", rd->name,
+                         rd->auth->user[0] ? " as " : "", rd->auth->user,
+                         (int) r->len, r->str);
+    }
+
+    redisAsyncDisconnect(ac);   /* then on_disconnect: retry */
+}
+
+
+static void
+cfcost_redis_on_connect(const redisAsyncContext *cac, int status)
+{
+    int                 argc;
+    size_t              argvlen[3];
+    const char         *argv[3];
+    cfcost_redis_t     *rd;
+    redisAsyncContext  *ac;
+
+    ac = (redisAsyncContext *) cac;
     rd = ac->data;
     if (rd == NULL) {
         return;                 /* dropped by us meanwhile */
@@ -134,13 +190,20 @@ cfcost_redis_on_connect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    cfcost_log_info("redis %s: connected", rd->name);
+    if (rd->auth == NULL) {
+        cfcost_redis_up_now(rd);
+        return;
+    }
 
-    rd->state = CFCOST_REDIS_UP;
-    rd->failures = 0;
+    /* the first command; the connect deadline also covers its reply */
+    rd->state = CFCOST_REDIS_AUTHING;
+    argc = cfcost_redis_auth_argv(rd->auth, argv, argvlen);
 
-    if (rd->on_up) {
-        rd->on_up(rd, rd->data);
+    if (redisAsyncCommandArgv(ac, cfcost_redis_on_auth, rd, argc, argv,
+                              argvlen)
+        != REDIS_OK)
+    {
+        redisAsyncDisconnect(ac);
     }
 }
 
@@ -148,6 +211,7 @@ cfcost_redis_on_connect(const redisAsyncContext *ac, int status)
 static void
 cfcost_redis_on_disconnect(const redisAsyncContext *ac, int status)
 {
+    int              was_up;
     cfcost_redis_t  *rd;
 
     rd = ac->data;
@@ -159,10 +223,11 @@ cfcost_redis_on_disconnect(const redisAsyncContext *ac, int status)
                     status == REDIS_OK ? "" : ": ",
                     status == REDIS_OK ? "" : ac->errstr);
 
+    was_up = (rd->state == CFCOST_REDIS_UP);
     rd->ac = NULL;              /* hiredis frees it */
     rd->state = CFCOST_REDIS_DOWN;
 
-    if (rd->on_down) {
+    if (was_up && rd->on_down) {
         rd->on_down(rd, rd->data);
     }
 
@@ -213,7 +278,10 @@ cfcost_redis_watch(evutil_socket_t fd, short what, void *arg)
     rd = arg;
     now = cfcost_mono_ms();
 
-    if (rd->state == CFCOST_REDIS_CONNECTING && now > rd->connect_deadline) {
+    if ((rd->state == CFCOST_REDIS_CONNECTING
+         || rd->state == CFCOST_REDIS_AUTHING)
+        && now > rd->connect_deadline)
+    {
         cfcost_redis_drop(rd, "connect timed out");
         return;
     }
@@ -335,6 +403,13 @@ failed:
     free(rd);
 
     return NULL;
+}
+
+
+void
+cfcost_redis_set_auth(cfcost_redis_t *rd, const cfcost_redis_auth_t *auth)
+{
+    rd->auth = auth;
 }
 
 

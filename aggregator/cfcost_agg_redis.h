@@ -19,6 +19,7 @@
 
 #include "cfcost_agg.h"
 #include "cfcost_addr.h"
+#include "cfcost_redis_auth.h"
 
 
 typedef void (*cfcost_redis_reply_pt)(cfcost_redis_t *rd, redisReply *r,
@@ -34,6 +35,13 @@ typedef void (*cfcost_redis_event_pt)(cfcost_redis_t *rd, void *data);
 cfcost_redis_t *cfcost_redis_create(struct event_base *base,
     const cfcost_addr_t *addr, const char *name, unsigned timeout_ms,
     cfcost_redis_event_pt on_up, cfcost_redis_event_pt on_down, void *data);
+
+/*
+ * Sends AUTH with these credentials first on every connection (auth must
+ * outlive rd); the connection is up only once Redis accepted them.
+ */
+void cfcost_redis_set_auth(cfcost_redis_t *rd,
+    const cfcost_redis_auth_t *auth);
 
 /* Starts connecting (and reconnecting whenever the connection is lost). */
 void cfcost_redis_start(cfcost_redis_t *rd);

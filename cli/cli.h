@@ -24,6 +24,7 @@
 
 #include "cfcost_addr.h"
 #include "cfcost_keys.h"
+#include "cfcost_redis_auth.h"
 
 
 #define CLI_EXIT_OK              0
@@ -63,19 +64,23 @@
     "  Shows this help, or one command's.\n"
 
 #define CLI_USAGE                                                            \
-    "usage: cfcost [--redis ADDR] COMMAND [ARGS]\n"                          \
+    "usage: cfcost [--redis ADDR] [--redis-auth FILE] COMMAND [ARGS]\n"      \
     "\n"                                                                     \
     CLI_USAGE_KEYS CLI_USAGE_MODELS CLI_USAGE_HELP                           \
     "\n"                                                                     \
     "Redis: --redis ADDR, else $CFCOST_REDIS, else\n"                        \
     "  unix:$CFCOST_VAR/redis.sock ($CFCOST_VAR defaults to ./var).\n"       \
     "  ADDR is unix:/absolute/path, IPv4:PORT, [IPv6]:PORT or HOST:PORT.\n"  \
+    "Redis credentials: --redis-auth FILE, else $CFCOST_REDIS_AUTH, else\n"  \
+    "  $CFCOST_VAR/redis-cli.auth when it exists, else none.  FILE holds\n"  \
+    "  \"USER PASSWORD\" (an ACL user) or \"PASSWORD\", closed to others.\n"  \
     "Each command takes -h for its own help.\n"                              \
     "Exit status: 0 success, 1 failure, 2 usage error.\n"
 
 
 typedef struct {
     const char    *redis;       /* --redis ADDR, or NULL */
+    const char    *redis_auth;  /* --redis-auth FILE, or NULL */
     redisContext  *rc;          /* connected by cli_redis_connect() */
 } cli_ctx_t;
 

@@ -1,7 +1,7 @@
 /*
  * cfcost: the command-line tool.
  *
- *   cfcost [--redis ADDR] keys create --user NAME [--name LABEL]
+ *   cfcost [--redis ADDR] [--redis-auth FILE] keys create --user NAME [--name LABEL]
  *   cfcost [--redis ADDR] keys list [--user NAME] [--json]
  *   cfcost [--redis ADDR] keys revoke KEY_ID
  *   cfcost models [--pricing FILE] [--json]
@@ -67,6 +67,10 @@ cli_main_args(cli_ctx_t *ctx, int argc, char **argv)
         }
 
         m = cli_args_opt(argc, argv, &i, "--redis", &ctx->redis);
+        if (m == 0) {
+            m = cli_args_opt(argc, argv, &i, "--redis-auth",
+                             &ctx->redis_auth);
+        }
 
         if (m <= 0) {
             cli_args_error(NULL, m < 0 ? "%s needs a value"

@@ -67,6 +67,83 @@ done:
 
 
 /*
+ * Finds the credentials file: --redis-auth, else $CFCOST_REDIS_AUTH, else
+ * $CFCOST_VAR/redis-cli.auth when it exists (what make run writes).
+ * Returns 1 with the path in buf, 0 for none, -1 after reporting.
+ */
+static int
+cli_redis_auth_path(const cli_ctx_t *ctx, char *buf, size_t len)
+{
+    int          n;
+    const char  *env, *var;
+
+    if (ctx->redis_auth != NULL || ((env = getenv("CFCOST_REDIS_AUTH"))
+                                    != NULL && env[0] != '\0'))
+    {
+        n = snprintf(buf, len, "%s",
+                     ctx->redis_auth ? ctx->redis_auth : env);
+
+    } else {
+        var = getenv("CFCOST_VAR");
+        if (var == NULL || var[0] == '\0') {
+            var = CLI_DEFAULT_VAR;
+        }
+
+        n = snprintf(buf, len, "%s/redis-cli.auth", var);
+        if (n >= 0 && (size_t) n < len && access(buf, F_OK) != 0) {
+            return 0;
+        }
+    }
+
+    if (n < 0 || (size_t) n >= len) {
+        cli_out_error("the Redis credentials path is too long");
+        return -1;
+    }
+
+    return 1;
+}
+
+
+/* Sends AUTH when credentials are configured.  Returns 0, or -1. */
+static int
+cli_redis_auth(cli_ctx_t *ctx, const char *addr)
+{
+    int                   argc, rc;
+    char                  path[4096], err[4352];
+    size_t                argvlen[3];
+    const char           *argv[3];
+    redisReply           *r;
+    cfcost_redis_auth_t   auth;
+
+    rc = cli_redis_auth_path(ctx, path, sizeof(path));
+    if (rc <= 0) {
+        return rc;
+    }
+
+    if (cfcost_redis_auth_load(path, &auth, err, sizeof(err)) != 0) {
+        cli_out_error("%s", err);
+        return -1;
+    }
+
+    argc = cfcost_redis_auth_argv(&auth, argv, argvlen);
+    r = redisCommandArgv(ctx->rc, argc, argv, argvlen);
+    cfcost_redis_auth_wipe(&auth);
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        cli_out_error("Redis at %s refused the credentials in %s: %s", addr,
+                      path, r ? r->str : ctx->rc->errstr);
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+
+    freeReplyObject(r);
+    return 0;
+}
+
+
+/*
  * Connects ctx->rc to the address.  Returns 0, or the exit status after
  * reporting: an address that breaks the rules is a usage error (2),
  * anything else 1.
@@ -106,6 +183,11 @@ cli_redis_connect(cli_ctx_t *ctx)
     }
 
     ctx->rc = rc;
+
+    if (cli_redis_auth(ctx, buf) != 0) {
+        return CLI_EXIT_FAILED;
+    }
+
     return CLI_EXIT_OK;
 }
 

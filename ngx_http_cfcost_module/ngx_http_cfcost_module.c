@@ -63,6 +63,13 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
       offsetof(ngx_http_cfcost_main_conf_t, redis_timeout),
       NULL },
 
+    { ngx_string("cfcost_redis_auth_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_redis_auth_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("cfcost_key_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_cfcost_key_cache,

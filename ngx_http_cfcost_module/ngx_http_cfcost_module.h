@@ -23,6 +23,7 @@
 #include "cfcost_usage.h"
 #include "cfcost_estimate.h"
 #include "cfcost_sse.h"
+#include "cfcost_redis_auth.h"
 
 
 #define NGX_HTTP_CFCOST_OFF         0
@@ -51,6 +52,7 @@ typedef struct {
     ngx_str_t                   redis_host;     /* NUL-terminated IP */
     ngx_int_t                   redis_port;
     ngx_msec_t                  redis_timeout;
+    cfcost_redis_auth_t        *redis_auth;     /* NULL: no AUTH */
 
     ngx_shm_zone_t             *cache_zone;
     ngx_msec_t                  cache_ttl;
@@ -165,6 +167,8 @@ extern ngx_module_t  ngx_http_cfcost_module;
 
 /* _token.c */
 char *ngx_http_cfcost_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_cfcost_redis_auth_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_cfcost_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -148,17 +148,10 @@ ngx_http_cfcost_redis_lost(ngx_http_cfcost_redis_t *rd, const char *why,
 }
 
 
+/* Connected, and authenticated when Redis asks for it: commands may go. */
 static void
-ngx_http_cfcost_redis_on_connect(const redisAsyncContext *ac, int status)
+ngx_http_cfcost_redis_up(ngx_http_cfcost_redis_t *rd)
 {
-    ngx_http_cfcost_redis_t  *rd = ac->data;
-
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this returns */
-        ngx_http_cfcost_redis_lost(rd, "cannot connect to", ac->errstr);
-        return;
-    }
-
     if (rd->down_logged) {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                       "cfcost: Redis at %V is reachable again (%s)",
@@ -167,11 +160,82 @@ ngx_http_cfcost_redis_on_connect(const redisAsyncContext *ac, int status)
 
     rd->connected = 1;
     rd->down_logged = 0;
+    rd->auth_logged = 0;
     rd->backoff = 0;
     rd->progress = ngx_current_msec;
 
     if (rd->on_up) {
         rd->on_up(rd);
+    }
+}
+
+
+/*
+ * AUTH's reply.  A refusal (WRONGPASS, an unknown or disabled user) is
+ * logged once until a connection succeeds, and the connection is closed: the reconnect
+ * backoff retries, so that fixing the ACL in Redis is enough.
+ */
+static void
+ngx_http_cfcost_redis_on_auth(redisAsyncContext *ac, void *r, void *data)
+{
+    redisReply               *reply = r;
+    ngx_http_cfcost_redis_t  *rd = data;
+
+    if (reply == NULL || rd->ac != ac) {
+        return;                     /* the connection is going away */
+    }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        ngx_http_cfcost_redis_up(rd);
+        return;
+    }
+
+    if (!rd->auth_logged) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "cfcost: Redis at %V refused AUTH%s%s%s (%s): %*s",
+                      &rd->mcf->redis_addr,
+                      rd->mcf->redis_auth->user[0] ? " as \"" : "",
+                      rd->mcf->redis_auth->user,
+                      rd->mcf->redis_auth->user[0] ? "\"" : "",
+                      rd->name, (size_t) reply->len, reply->str);
+        rd->auth_logged = 1;
+    }
+
+    rd->down_logged = 1;
+
+    redisAsyncDisconnect(ac);       /* then on_disconnect: lost() */
+}
+
+
+static void
+ngx_http_cfcost_redis_on_connect(const redisAsyncContext *cac, int status)
+{
+    int                       argc;
+    size_t                    argvlen[3];
+    const char               *argv[3];
+    redisAsyncContext        *ac = (redisAsyncContext *) cac;
+    ngx_http_cfcost_redis_t  *rd = ac->data;
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this returns */
+        ngx_http_cfcost_redis_lost(rd, "cannot connect to", ac->errstr);
+        return;
+    }
+
+    if (rd->mcf->redis_auth == NULL) {
+        ngx_http_cfcost_redis_up(rd);
+        return;
+    }
+
+    /* the first command on the connection; the watchdog times it */
+    argc = cfcost_redis_auth_argv(rd->mcf->redis_auth, argv, argvlen);
+    rd->progress = ngx_current_msec;
+
+    if (redisAsyncCommandArgv(ac, ngx_http_cfcost_redis_on_auth, rd, argc,
+                              argv, argvlen)
+        != REDIS_OK)
+    {
+        redisAsyncDisconnect(ac);
     }
 }
 

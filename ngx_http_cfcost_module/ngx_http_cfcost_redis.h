@@ -36,6 +36,7 @@ struct ngx_http_cfcost_redis_s {
     unsigned                         connected:1;
     unsigned                         exiting:1;
     unsigned                         down_logged:1;
+    unsigned                         auth_logged:1;
 };
 
 

@@ -172,6 +172,39 @@ ngx_http_cfcost_writer_spool_rest(ngx_http_cfcost_rec_t **all, ngx_uint_t n)
 }
 
 
+/* AUTH on the blocking connection, when configured: 1 when it may be used */
+static ngx_uint_t
+ngx_http_cfcost_writer_auth(redisContext *c, ngx_http_cfcost_writer_t *wr)
+{
+    int          argc;
+    size_t       argvlen[3];
+    ngx_uint_t   ok;
+    const char  *argv[3];
+    redisReply  *r;
+
+    if (wr->mcf->redis_auth == NULL) {
+        return 1;
+    }
+
+    argc = cfcost_redis_auth_argv(wr->mcf->redis_auth, argv, argvlen);
+
+    r = redisCommandArgv(c, argc, argv, argvlen);
+    ok = (r != NULL && r->type != REDIS_REPLY_ERROR);
+
+    if (r != NULL && !ok) {
+        ngx_log_error(NGX_LOG_ERR, wr->log, 0,
+                      "cfcost: Redis at %V refused AUTH (exiting worker): "
+                      "%*s", &wr->mcf->redis_addr, (size_t) r->len, r->str);
+    }
+
+    if (r != NULL) {
+        freeReplyObject(r);
+    }
+
+    return ok;
+}
+
+
 void
 ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
 {
@@ -219,7 +252,9 @@ ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
             : redisConnectWithTimeout((char *) wr->mcf->redis_host.data,
                                       (int) wr->mcf->redis_port, tv);
 
-        if (c != NULL && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK) {
+        if (c != NULL && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK
+            && ngx_http_cfcost_writer_auth(c, wr))
+        {
             stored = ngx_http_cfcost_writer_sync(c, all, n);
             ngx_http_cfcost_count(stored, stored);
         }
