@@ -168,7 +168,14 @@ wait_for() {
     die "$what not ready within $secs s (logs in $run)"
 }
 
-rcli() { timeout 30 redis-cli -s "$run/redis.sock" "$@"; }
+# redis-cli as the admin (Redis's default user), the password in its environment only:
+# radmin SECONDS ARGS...
+radmin() {
+    local secs=$1; shift
+    REDISCLI_AUTH=$(cut -d' ' -f2 "$run/gw/redis-admin.auth") timeout "$secs" \
+        redis-cli --no-auth-warning -s "$run/redis.sock" "$@"
+}
+rcli() { radmin 30 "$@"; }
 
 # start_nginx NAME CONF: daemon off, in the background
 start_nginx() {
@@ -257,8 +264,11 @@ done
 
 say "run directory $run"
 
+# Redis users per role, as make run has them (scripts/redis-acl)
+"$root/scripts/redis-acl" "$run/gw"
 redis-server --port 0 --unixsocket "$run/redis.sock" --unixsocketperm 777 \
     --dir "$run" --save "" --appendonly no --daemonize no \
+    --aclfile "$run/gw/redis-users.acl" \
     --logfile "$run/redis.log" &
 PIDS[redis]=$!
 wait_for 10 "redis-server" rcli ping
@@ -271,6 +281,7 @@ if [ -n "$agg_bin" ]; then
     trust=()
     [ "$(id -u)" = 0 ] && trust=(--trust-user nobody)
     "$agg_bin" --listen "unix:$run/gw/agg.sock" --redis "unix:$run/redis.sock" \
+        --redis-auth "$run/gw/redis-aggregator.auth" \
         --consumer "bench-$$" --retention-days 0 --log-level warn "${trust[@]}" \
         > "$run/aggregator.log" 2>&1 &
     PIDS[aggregator]=$!
@@ -344,6 +355,7 @@ for name in baseline gateway; do
 done
 
 key=$("$root/build/cfcost" --redis "unix:$run/redis.sock" \
+    --redis-auth "$run/gw/redis-cli.auth" \
     keys create --user bench --name "bench/run.sh" | tail -n 1)
 [[ $key == cfk_* ]] || die "could not create an API key: $key"
 
@@ -598,7 +610,7 @@ if [ "$usage_code" = 200 ]; then
         say "/api/usage: loading $add synthetic records (total $size)"
         t0=$(date +%s%N)
         perl "$bench/gen-records.pl" "$add" "$loaded" |
-            timeout $((add / 2000 + 120)) redis-cli -s "$run/redis.sock" --pipe \
+            radmin $((add / 2000 + 120)) --pipe \
             > "$run/pipe-$size.out" 2>&1 ||
             die "redis-cli --pipe failed (see $run/pipe-$size.out)"
         grep -q 'errors: 0,' "$run/pipe-$size.out" ||

@@ -83,13 +83,20 @@ group_alive() {
     return 1
 }
 
+# rcli ARGS...: redis-cli as the admin (Redis's default user) (the password in the environment,
+# which only this user can read, not on the command line), for 5 s at most
+rcli() {
+    REDISCLI_AUTH=$(cut -d' ' -f2 "$var/redis-admin.auth") timeout 5 \
+        redis-cli --no-auth-warning -s "$var/redis.sock" "$@"
+}
+
 # redis_ready [PID]: waits until Redis answers PING with exactly PONG (an
 # error such as LOADING does not count): up to 10 s, or 120 s once it says
 # it is loading its data.  With PID, gives up as soon as that process is gone.
 redis_ready() {
     local watch=${1:-} start=$SECONDS limit=10 out
     while :; do
-        out=$(timeout 5 redis-cli -s "$var/redis.sock" ping 2>&1) || true
+        out=$(rcli ping 2>&1) || true
         [ "$out" = PONG ] && return 0
         if [[ $out == *LOADING* ]] && [ "$limit" -lt 120 ]; then
             say "Redis is loading its data..."
@@ -224,7 +231,12 @@ wait_for() {     # wait_for WHAT COMMAND...: up to 10 s
 # with a memory ceiling that never evicts a record: when it is reached,
 # Redis refuses writes with OOM and the gateway holds its records until
 # there is room (README, "Sizing Redis")
-if [ -S "$var/redis.sock" ] && timeout 5 redis-cli -s "$var/redis.sock" ping >/dev/null 2>&1; then
+# Redis users per role, passwords generated once (scripts/redis-acl; README,
+# "Security model"): the module, the aggregator and the CLI each read their
+# own $var/redis-ROLE.auth, and a client without one can do nothing
+export CFCOST_VAR=$var
+"$root/scripts/redis-acl" "$var"
+if [ -S "$var/redis.sock" ] && rcli ping >/dev/null 2>&1; then
     say "$var/redis.sock answers: another gateway runs on $var; stop it first"
     exit 1
 fi
@@ -232,6 +244,7 @@ supervise redis-server /dev/null \
     redis-server --port 0 --unixsocket "$var/redis.sock" --unixsocketperm 700 \
     --dir "$var" --appendonly yes --save "" --daemonize no \
     --maxmemory "${CFCOST_REDIS_MAXMEMORY:-512mb}" --maxmemory-policy noeviction \
+    --aclfile "$var/redis-users.acl" \
     --logfile "$var/redis.log" &
 sv[redis-server]=$!
 if ! redis_ready; then
@@ -278,7 +291,7 @@ fi
 
 # a demo key, kept across runs while Redis still knows it
 key=$(cat "$var/demo-key" 2>/dev/null || true)
-if [ -z "$key" ] || [ "$(redis-cli -s "$var/redis.sock" exists \
+if [ -z "$key" ] || [ "$(rcli exists \
         "cfcost:key:$(printf %s "$key" | sha256sum | cut -d' ' -f1)")" != 1 ]; then
     key=$("$build/cfcost" keys create --user demo --name "make run demo" | tail -n 1)
     (umask 077; printf '%s\n' "$key" > "$var/demo-key")
@@ -292,9 +305,20 @@ rm -f "$var/agg.sock"
 supervise aggregator "$var/aggregator.log" \
     "$build/cfcost-aggregator" --listen "unix:$var/agg.sock" \
     --socket-mode 0600 --redis "unix:$var/redis.sock" \
-    --consumer "make-run-$(hostname)" &
+    --redis-auth "$var/redis-aggregator.auth" --consumer "make-run-$(hostname)" &
 sv[aggregator]=$!
 wait_for "cfcost-aggregator" test -S "$var/agg.sock"
+
+# nginx's workers (this user) open these after start-up, when a refusal
+# would only be an error-log line and a 503: check now, and say exactly
+# which directory stops them and what to change
+unreachable=0
+"$root/scripts/reach" "records and key lookups" "$var/redis.sock" write ||
+    unreachable=1
+"$root/scripts/reach" "the usage API" "$var/agg.sock" write || unreachable=1
+"$root/scripts/reach" "the dashboard" "$root/dashboard/index.html" read ||
+    unreachable=1
+[ "$unreachable" = 0 ] || exit 1
 
 "$root/scripts/render-conf" "$root/conf/nginx.conf.in" "$var/nginx.conf" \
     MODULE="$build/ngx_http_cfcost_module.so" WORKERS=auto VAR="$var" \

@@ -24,6 +24,10 @@ $env->wait_records(1, 5);
 # 1s) drops the connection, and when Redis wakes it still runs them.
 my $sleeper = IO::Socket::INET->new(PeerAddr => $env->redis_addr)
     or die "connect: $!";
+my ($u, $p) = $env->redis_credentials('admin');
+print $sleeper sprintf("*3\r\n\$4\r\nAUTH\r\n\$%d\r\n%s\r\n\$%d\r\n%s\r\n",
+                       length $u, $u, length $p, $p);
+like(scalar <$sleeper>, qr/^\+OK/, 'AUTH as the admin');
 print $sleeper "*3\r\n\$5\r\nDEBUG\r\n\$5\r\nSLEEP\r\n\$3\r\n2.5\r\n";
 sleep 0.1;
 

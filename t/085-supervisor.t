@@ -237,8 +237,17 @@ sub wait_new_pid {
     return undef;
 }
 
+# redis-cli as the admin (Redis's default user), as the README says (the password from the
+# environment, never on a command line)
+sub rcli {
+    my ($args) = @_;
+    my ($pass) = slurp("$tmp/redis-admin.auth") =~ /^\S+ (\S+)/;
+    local $ENV{REDISCLI_AUTH} = $pass // '';
+    return `redis-cli --no-auth-warning -s '$tmp/redis.sock' $args 2>&1`;
+}
+
 sub redis_ping {
-    my $r = `redis-cli -s '$tmp/redis.sock' ping 2>&1`;
+    my $r = rcli('ping');
     chomp $r;
     return $r;
 }
@@ -269,9 +278,13 @@ like(cmdline(pidfile('redis-server') // 0), $REDIS_RE, 'redis-server.pid is our 
 # (which trusts the identity headers of whoever connects), not a token
 
 is((stat $tmp)[2] & 07777, 0700, 'CFCOST_VAR is 0700');
-for my $f (qw(admin-token metrics-token demo-key)) {
+for my $f (qw(admin-token metrics-token demo-key redis-gateway.auth
+               redis-aggregator.auth redis-cli.auth redis-admin.auth
+               redis-users.acl)) {
     is((stat "$tmp/$f")[2] & 0077, 0, "$f: no access for group or others");
 }
+like(`redis-cli -s '$tmp/redis.sock' ping 2>&1`, qr/NOAUTH/,
+     'Redis answers nothing without a password, even to its own user');
 is((stat "$tmp/redis.sock")[2] & 0077, 0, 'redis.sock: owner only');
 is((stat "$tmp/agg.sock")[2] & 0077, 0, 'agg.sock: owner only');
 
@@ -421,7 +434,7 @@ is(scalar @lines, 3, 'one "aggregator exited ...; restarting" line per kill')
     is($key2, $key, 'with the same demo key (Redis kept it)');
     like(slurp($out), qr/^cfcost: Redis is loading its data\.\.\.$/m,
         'it waited through LOADING');
-    is(`redis-cli -s '$tmp/redis.sock' get cfcost:test:ballast 2>&1`, "$n\n",
+    is(rcli('get cfcost:test:ballast'), "$n\n",
         'all the AOF was loaded before it went on');
     chat_ok($key2, 'chat answers 200 after the restart') if $key2;
 

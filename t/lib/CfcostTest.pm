@@ -173,6 +173,15 @@ sub start {
     $self->{metrics_token} = join '', map { sprintf '%02x', int rand 256 } 1 .. 20;
     $self->_write("$tmp/metrics-token", "$self->{metrics_token}\n");
 
+    # Redis users per role, as make run has them: the module, the
+    # aggregator and the CLI authenticate as their own user, this harness
+    # as the admin, Redis's default user (scripts/redis-acl;
+    # conf/redis-users.acl.in)
+    system("$ROOT/scripts/redis-acl", $tmp) == 0
+        or die "scripts/redis-acl $tmp failed\n";
+    ($self->{redis_admin_pass}) =
+        _slurp("$tmp/redis-admin.auth") =~ /^\S+ (\S+)/ or die;
+
     $self->start_redis;
     $self->start_emulator;
     $self->start_aggregator if $opt{aggregator};
@@ -306,7 +315,8 @@ sub start_redis {
         $REDIS, '--port', $self->{redis_port}, '--bind', '127.0.0.1',
         '--save', '', '--appendonly', 'no', '--dir', $t,
         '--daemonize', 'no', '--logfile', "$t/redis.log",
-        '--enable-debug-command', 'yes', @{ $self->{redis_args} || [] });
+        '--enable-debug-command', 'yes', '--aclfile', "$t/redis-users.acl",
+        @{ $self->{redis_args} || [] });
     $self->{pids}{redis} = $pid;
     my $until = time + ($self->{redis_start_timeout} // 10);
     while (time < $until) {
@@ -503,6 +513,7 @@ sub start_aggregator {
     # set must count (the aggregator trusts its own user and root only)
     $self->{pids}{aggregator} = $self->_spawn("$t/aggregator.log", {},
         $bin, '--listen', "unix:$t/agg.sock", '--redis', $self->redis_addr,
+        '--redis-auth', "$t/redis-aggregator.auth",
         '--block', 200, ($> == 0 ? ('--trust-user', 'nobody') : ()), @extra);
     my $until = time + 10;
     until (-S "$t/agg.sock") {
@@ -793,7 +804,23 @@ sub _redis_sock {
     $s->autoflush(1);
     $self->{rsock} = $s;
     $self->{rbuf} = '';
-    return $s;
+    my $r = $self->redis('AUTH', 'default', $self->{redis_admin_pass});
+    unless (defined $r && !ref $r && $r eq 'OK') {
+        $self->_redis_drop;
+        $! = 0;
+        return;
+    }
+    return $self->{rsock};
+}
+
+
+# The credentials file of a role (gateway, aggregator, cli, admin), and
+# its "user password" pair, for tests that talk to Redis as that role.
+sub redis_auth_file { "$_[0]{tmp}/redis-$_[1].auth" }
+
+sub redis_credentials {
+    my ($self, $role) = @_;
+    return split ' ', _slurp($self->redis_auth_file($role));
 }
 
 
