@@ -22,7 +22,7 @@ AGG_HDR    = $(wildcard aggregator/*.h)
 # runs this Makefile again with B=build/asan and the sanitizer options)
 B          = build
 UNIT_TESTS = $(patsubst t/unit/%.c,$(B)/unit/%.t,$(wildcard t/unit/test_*.c)) \
-             $(B)/unit/fuzz_sse.t
+             $(B)/unit/fuzz_sse.t $(B)/unit/fuzz_usage.t
 ARTIFACTS  = $(B)/ngx_http_cfcost_module.so $(B)/cfcost $(B)/cfcost-aggregator \
              $(UNIT_TESTS)
 # extra compiler and linker options for the module (scripts/build-module.sh)
@@ -86,6 +86,16 @@ $(B)/unit/fuzz_sse.t: t/unit/fuzz_sse.c common/cfcost_sse.c common/cfcost_sse.h
 	@mkdir -p $(B)/unit
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DCFCOST_FUZZ_MAIN -o $@ $< common/cfcost_sse.c
 
+# the same for the readers of upstream answers; the corpus is read from
+# t/unit/usage-corpus at run time
+FUZZ_USAGE_SRC = common/cfcost_usage.c common/cfcost_json.c \
+                 common/cfcost_estimate.c
+$(B)/unit/fuzz_usage.t: t/unit/fuzz_usage.c t/unit/tap.h $(FUZZ_USAGE_SRC) \
+                        $(COMMON_HDR)
+	@mkdir -p $(B)/unit
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DCFCOST_FUZZ_MAIN -o $@ $< \
+	    $(FUZZ_USAGE_SRC) -ljansson -lm
+
 unit: all
 	prove --exec '' $(UNIT_TESTS) :: $(CURDIR)/conf/pricing.json
 
@@ -109,7 +119,8 @@ SAN_LD   = -fsanitize=address,undefined
 SAN_B    = build/asan
 SAN_LOGS = $(CURDIR)/$(SAN_B)/reports
 SAN_UNIT = $(patsubst t/unit/%.c,$(SAN_B)/unit/%.t,\
-             $(wildcard t/unit/test_*.c)) $(SAN_B)/unit/fuzz_sse.t
+             $(wildcard t/unit/test_*.c)) $(SAN_B)/unit/fuzz_sse.t \
+             $(SAN_B)/unit/fuzz_usage.t
 SAN_T    = $(filter-out t/300-bench-smoke.t,$(wildcard t/*.t))
 
 test-sanitize: deps

@@ -2,6 +2,7 @@
  * Reading usage and errors out of Workers AI responses.
  */
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,32 @@ cfcost_code_value(json_t *code)
 }
 
 
+/*
+ * len, or less so that s[0..len) does not end inside a UTF-8 character:
+ * for text cut at a byte count, whose start is valid UTF-8.
+ */
+static size_t
+cfcost_utf8_whole(const char *s, size_t len)
+{
+    size_t         i, need;
+    unsigned char  c;
+
+    for (i = len; i > 0 && len - i < 4; i--) {
+        c = (unsigned char) s[i - 1];
+
+        if ((c & 0xc0) == 0x80) {
+            continue;                  /* a continuation byte */
+        }
+
+        need = (c >= 0xf0) ? 4 : (c >= 0xe0) ? 3 : (c >= 0xc0) ? 2 : 1;
+
+        return (len - (i - 1) < need) ? i - 1 : len;
+    }
+
+    return len;
+}
+
+
 static void
 cfcost_errors_read(json_t *errors, cfcost_reply_t *out)
 {
@@ -210,7 +237,13 @@ cfcost_errors_read(json_t *errors, cfcost_reply_t *out)
                      len ? "; " : "", cfcost_code_value(code), text);
 
         if (n < 0 || (size_t) n >= CFCOST_DETAIL_MAX - len) {
-            break;                     /* truncated; enough said */
+            /*
+             * Truncated; enough said, but no half character: the detail
+             * goes to the client, and stays UTF-8.
+             */
+            len = strlen(out->detail);
+            out->detail[cfcost_utf8_whole(out->detail, len)] = '\0';
+            break;
         }
 
         len += n;
@@ -391,6 +424,14 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
                 return -1;
             }
 
+            /*
+             * A key written with an escape ("\u0075sage") may be the
+             * key sought, and then the last one: only a parser knows.
+             */
+            if (memchr(key, '\\', p - 1 - key) != NULL) {
+                return -2;
+            }
+
             if ((size_t) (p - 1 - key) == klen
                 && memcmp(key, path[i], klen) == 0)
             {
@@ -435,19 +476,44 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
 }
 
 
+int
+cfcost_usage_locate(const char *json, size_t len, size_t *start,
+    size_t *end)
+{
+    int     rc;
+    size_t  s, e;
+
+    static const char  *result[] = { "result", "usage" };
+    static const char  *top[] = { "usage" };
+
+    rc = cfcost_json_locate(json, len, result, 1, &s, &e);
+
+    if (rc == 0 && json[s] == '{') {
+        rc = cfcost_json_locate(json, len, result, 2, start, end);
+
+    } else if (rc != -2) {
+        rc = cfcost_json_locate(json, len, top, 1, start, end);
+    }
+
+    return (rc == 0) ? 0 : -1;
+}
+
+
 /* a count written as plain digits; -1 for anything else */
 static int
 cfcost_scan_count(const char *json, size_t len, const char *key,
     uint64_t *v)
 {
+    int          rc;
     size_t       s, e, i;
     uint64_t     n;
     const char  *path[1];
 
     path[0] = key;
 
-    if (cfcost_json_locate(json, len, path, 1, &s, &e) != 0) {
-        return 1;                                   /* absent */
+    rc = cfcost_json_locate(json, len, path, 1, &s, &e);
+    if (rc != 0) {
+        return (rc == -1) ? 1 : -1;                 /* absent, or unsure */
     }
 
     if (e - s == 0 || e - s > 15) {
@@ -472,19 +538,34 @@ cfcost_scan_count(const char *json, size_t len, const char *key,
 }
 
 
-/* a count inside a nested object ("prompt_tokens_details"); absent is 0 */
+/*
+ * A count inside a nested object ("prompt_tokens_details", else the
+ * Responses API's "input_tokens_details"); absent is 0.
+ */
 static int
 cfcost_scan_detail(const char *json, size_t len, const char *obj,
-    const char *key, uint64_t *v)
+    const char *alt, const char *key, uint64_t *v)
 {
+    int          rc;
     size_t       s, e;
     const char  *path[1];
 
     path[0] = obj;
     *v = 0;
 
-    if (cfcost_json_locate(json, len, path, 1, &s, &e) != 0) {
-        return 0;
+    rc = cfcost_json_locate(json, len, path, 1, &s, &e);
+
+    if (rc == -1) {
+        path[0] = alt;
+        rc = cfcost_json_locate(json, len, path, 1, &s, &e);
+
+        if (rc == -1) {
+            return 0;
+        }
+    }
+
+    if (rc != 0) {
+        return -1;
     }
 
     if (json[s] != '{') {
@@ -499,7 +580,7 @@ int
 cfcost_reply_scan(const char *json, size_t len, int need_text,
     cfcost_reply_t *out)
 {
-    int          rc_in, rc_out;
+    int          rc, rc_in, rc_out;
     char         num[32];
     size_t       s, e, bs, be, us, ue;
     const char  *p, *end, *path[2];
@@ -518,8 +599,13 @@ cfcost_reply_scan(const char *json, size_t len, int need_text,
     }
 
     path[0] = "success";
+    rc = cfcost_json_locate(json, len, path, 1, &s, &e);
 
-    if (cfcost_json_locate(json, len, path, 1, &s, &e) == 0) {
+    if (rc == -2) {
+        return -1;
+    }
+
+    if (rc == 0) {
         if (e - s != 4 || memcmp(json + s, "true", 4) != 0) {
             return -1;                  /* an error: the slow path says */
         }
@@ -534,9 +620,19 @@ cfcost_reply_scan(const char *json, size_t len, int need_text,
         }
 
     } else {
+        /* as cfcost_reply_parse(): a "result" object, else the whole */
         out->success = -1;
-        bs = p - json;
-        be = end - json;
+        path[0] = "result";
+        rc = cfcost_json_locate(json, len, path, 1, &bs, &be);
+
+        if (rc == -2) {
+            return -1;
+        }
+
+        if (rc != 0 || json[bs] != '{') {
+            bs = p - json;
+            be = end - json;
+        }
     }
 
     path[0] = "usage";
@@ -563,25 +659,43 @@ cfcost_reply_scan(const char *json, size_t len, int need_text,
 
     if (rc_in != 0 || rc_out != 0
         || cfcost_scan_detail(json + us, ue - us, "prompt_tokens_details",
-                              "cached_tokens", &cached) != 0
+                              "input_tokens_details", "cached_tokens",
+                              &cached) != 0
         || cfcost_scan_detail(json + us, ue - us,
                               "completion_tokens_details",
-                              "reasoning_tokens", &reasoning) != 0)
+                              "output_tokens_details", "reasoning_tokens",
+                              &reasoning) != 0)
     {
         return -1;
     }
 
     path[0] = "neurons";
+    rc = cfcost_json_locate(json + us, ue - us, path, 1, &s, &e);
 
-    if (cfcost_json_locate(json + us, ue - us, path, 1, &s, &e) == 0) {
+    if (rc == -2) {
+        return -1;
+    }
+
+    if (rc == 0) {
         if (e - s == 0 || e - s >= sizeof(num)) {
+            return -1;
+        }
+
+        /* a number >= 0 is read; the parser says what else means */
+        if (json[us + s] < '0' || json[us + s] > '9') {
             return -1;
         }
 
         memcpy(num, json + us + s, e - s);
         num[e - s] = '\0';
         out->neurons = strtod(num, NULL);
-        out->has_neurons = 1;
+
+        /*
+         * 1e400 is valid JSON but no number of neurons (jansson cannot
+         * read it at all): not reported.
+         */
+        out->has_neurons = isfinite(out->neurons);
+        out->neurons = out->has_neurons ? out->neurons : 0;
     }
 
     if (need_text) {

@@ -80,11 +80,24 @@ json_t *cfcost_json_load(const char *buf, size_t len, size_t flags);
  * following the object keys path[0..n) from the top ("result", "usage").
  * Returns 0 and the value's span [*start, *end), or -1 if a key is absent
  * or something on the way is not an object.  Keys are matched as they are
- * written (no unescaping).  No allocation: used to add one field to an
- * answer without re-serializing it.
+ * written (no unescaping): -2 when an object on the way has a key written
+ * with an escape ("\u0075sage"), which may be the key sought, and the
+ * last one, as a parser reads it.  With a key given twice, the last.  No
+ * allocation: used to add one field to an answer without re-serializing
+ * it.
  */
 int cfcost_json_locate(const char *json, size_t len, const char **path,
     size_t n, size_t *start, size_t *end);
+
+/*
+ * The usage object cfcost_reply_parse() reads, in a valid JSON text: the
+ * "usage" of a "result" object (Cloudflare's envelope), else the top
+ * object's (OpenAI's).  Returns 0 and its span [*start, *end), or -1
+ * when there is none, or when a key written with an escape on the way
+ * may name it (cfcost_json_locate()).  Where "cost_usd" goes.
+ */
+int cfcost_usage_locate(const char *json, size_t len, size_t *start,
+    size_t *end);
 
 /*
  * The bytes to cut from a valid JSON object to remove its top-level member
@@ -100,8 +113,9 @@ int cfcost_json_cut(const char *json, size_t len, const char *key,
  * object without an envelope), a usage object of plain integer counts,
  * and, when need_text, "response" as a string.  Returns 0 with *out filled
  * (text_raw set, text NULL), or -1 when the answer is anything else; the
- * caller then parses it whole.  The text must be valid JSON: this checks
- * only that strings and brackets balance.
+ * caller then parses it whole.  What it reads is what cfcost_reply_parse()
+ * reads (t/unit/fuzz_usage.c checks it).  The text must be valid JSON:
+ * this checks only that strings and brackets balance.
  */
 int cfcost_reply_scan(const char *json, size_t len, int need_text,
     cfcost_reply_t *out);

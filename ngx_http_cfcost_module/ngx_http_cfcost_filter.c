@@ -445,9 +445,6 @@ ngx_http_cfcost_passthrough_body(ngx_http_request_t *r,
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
-    static const char  *native[] = { "result", "usage" };
-    static const char  *openai[] = { "usage" };
-
     b = ngx_calloc_buf(r->pool);
     cl = ngx_alloc_chain_link(r->pool);
     if (b == NULL || cl == NULL) {
@@ -458,10 +455,8 @@ ngx_http_cfcost_passthrough_body(ngx_http_request_t *r,
     cl->next = NULL;
 
     if (with_cost
-        && (cfcost_json_locate((char *) ctx->resp, ctx->resp_len, native, 2,
-                               &s, &e) == 0
-            || cfcost_json_locate((char *) ctx->resp, ctx->resp_len, openai,
-                                  1, &s, &e) == 0)
+        && cfcost_usage_locate((char *) ctx->resp, ctx->resp_len, &s, &e)
+           == 0
         && ctx->resp[s] == '{')
     {
         usd_len = cfcost_usd6((char *) usd, ctx->cost);

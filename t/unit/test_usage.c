@@ -480,6 +480,181 @@ test_out_of_range(void)
 }
 
 
+/* the scan's reading, or -1 when it leaves the answer to the parser */
+static int
+scan_is_parse(const char *json, const char *name)
+{
+    int              rc;
+    json_t          *root;
+    cfcost_reply_t   sc, p;
+
+    root = cfcost_json_load(json, strlen(json), JSON_ALLOW_NUL);
+    cfcost_reply_parse(root, &p);
+    json_decref(root);
+
+    rc = cfcost_reply_scan(json, strlen(json), 0, &sc);
+    if (rc != 0) {
+        ok(1, "%s: the scan leaves it to the parser", name);
+        return rc;
+    }
+
+    ok(sc.success == p.success && sc.has_usage == p.has_usage
+       && sc.input == p.input && sc.output == p.output
+       && sc.cached == p.cached && sc.reasoning == p.reasoning
+       && sc.has_neurons == p.has_neurons
+       && (!sc.has_neurons || sc.neurons == p.neurons),
+       "%s: the scan reads what the parser reads (input %llu/%llu, "
+       "cached %llu/%llu, reasoning %llu/%llu, neurons %d:%g/%d:%g)", name,
+       (unsigned long long) sc.input, (unsigned long long) p.input,
+       (unsigned long long) sc.cached, (unsigned long long) p.cached,
+       (unsigned long long) sc.reasoning, (unsigned long long) p.reasoning,
+       sc.has_neurons, sc.neurons, p.has_neurons, p.neurons);
+
+    return rc;
+}
+
+
+/*
+ * One reading (README): the fast reader reads an answer as the parser
+ * does, or leaves it to the parser.  Cases t/unit/fuzz_usage.c found.
+ */
+static void
+test_scan_one_reading(void)
+{
+    size_t           s, e;
+    cfcost_reply_t   r;
+    const char      *j;
+
+    static const char  *u[] = { "usage" };
+
+    /* the Responses API's details: cached input is billed at its price */
+    j = "{\"id\":\"resp_1\",\"usage\":{\"input_tokens\":40,\"output_tokens\":"
+        "12,\"total_tokens\":52,\"input_tokens_details\":{\"cached_tokens\":"
+        "32},\"output_tokens_details\":{\"reasoning_tokens\":8}}}";
+    ok(scan_is_parse(j, "input_tokens_details") == 0,
+       "input_tokens_details: the scan reads it");
+
+    /* neurons: a number >= 0, else not reported */
+    scan_is_parse("{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,"
+                  "\"neurons\":null}}", "neurons null");
+    scan_is_parse("{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,"
+                  "\"neurons\":-1}}", "neurons -1");
+    scan_is_parse("{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,"
+                  "\"neurons\":\"7\"}}", "neurons a string");
+    scan_is_parse("{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,"
+                  "\"neurons\":{\"n\":1}}}", "neurons an object");
+
+    /* 1e400 is valid JSON jansson cannot read: no infinite neurons */
+    j = "{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,"
+        "\"neurons\":1e400}}";
+    ok(cfcost_reply_scan(j, strlen(j), 0, &r) == 0 && r.input == 3
+       && !r.has_neurons, "neurons 1e400: tokens read, no neurons");
+
+    /* no "success": a "result" object is the answer, as for the parser */
+    scan_is_parse("{\"result\":{\"response\":\"a\",\"usage\":{"
+                  "\"prompt_tokens\":1,\"completion_tokens\":2}},"
+                  "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}",
+                  "result and usage, no success");
+
+    /* a key written with an escape is the same key to jansson */
+    scan_is_parse("{\"result\":{\"response\":\"hi\",\"usage\":{"
+                  "\"prompt_tokens\":1,\"completion_tokens\":2,"
+                  "\"prompt\\u005ftokens\":9}},\"success\":true}",
+                  "prompt_tokens escaped, given twice");
+    scan_is_parse("{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1},"
+                  "\"\\u0075sage\":{\"prompt_tokens\":8,"
+                  "\"completion_tokens\":3}}", "usage escaped, given twice");
+
+    scan_is_parse("{\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,"
+                  "\"prompt_tokens_details\":{\"cached_tokens\":4,"
+                  "\"x\\u0020\":1}}}", "an escaped key beside cached_tokens");
+    scan_is_parse("{\"\\u0073uccess\":false,\"usage\":{\"prompt_tokens\":5,"
+                  "\"completion_tokens\":1}}", "success escaped");
+
+    j = "{\"usage\":{\"prompt_tokens\":1},\"\\u0075sage\":{}}";
+    ok(cfcost_json_locate(j, strlen(j), u, 1, &s, &e) == -2,
+       "locate: an escaped key in the way: cannot tell");
+    j = "{\"x\":{\"prompt_tokens\":1},\"\\u0075sage\":{}}";
+    ok(cfcost_json_locate(j, strlen(j), u, 1, &s, &e) == -2,
+       "locate: an escaped key, no plain one: cannot tell either");
+    j = "{\"usage\":{\"prompt_tokens\":1},\"x\":{\"\\u0075\":1}}";
+    ok(cfcost_json_locate(j, strlen(j), u, 1, &s, &e) == 0,
+       "locate: an escaped key inside a value does not matter");
+}
+
+
+/* the usage object "cost_usd" goes into is the one the parser bills */
+static void
+usage_at(const char *json, const char *want, const char *name)
+{
+    size_t  s, e;
+
+    if (cfcost_usage_locate(json, strlen(json), &s, &e) != 0) {
+        ok(want == NULL, "usage_locate %s: none", name);
+        return;
+    }
+
+    ok(want != NULL && e - s == strlen(want)
+       && memcmp(json + s, want, e - s) == 0,
+       "usage_locate %s: '%.*s'", name, (int) (e - s), json + s);
+}
+
+
+static void
+test_usage_locate(void)
+{
+    usage_at("{\"result\":{\"usage\":{\"prompt_tokens\":1}},\"success\":true}",
+             "{\"prompt_tokens\":1}", "the envelope");
+    usage_at("{\"id\":\"x\",\"usage\":{\"prompt_tokens\":2}}",
+             "{\"prompt_tokens\":2}", "a bare object");
+    usage_at("{\"result\":null,\"usage\":{\"prompt_tokens\":3}}",
+             "{\"prompt_tokens\":3}", "result null");
+    usage_at("{\"result\":{\"response\":\"x\"},\"usage\":{}}", NULL,
+             "a result without usage");
+
+    /* jansson bills result's "\u0075sage": never the top one instead */
+    usage_at("{\"result\":{\"response\":\"x\",\"\\u0075sage\":{"
+             "\"prompt_tokens\":8,\"completion_tokens\":3}},\"usage\":{"
+             "\"prompt_tokens\":1,\"completion_tokens\":1}}", NULL,
+             "an escaped key in result");
+}
+
+
+/*
+ * The error detail is cut at CFCOST_DETAIL_MAX: at a character's
+ * boundary, so that it stays UTF-8 (the client gets it).
+ */
+static void
+test_detail_cut(void)
+{
+    char             buf[1024], want[600];
+    size_t           i, n;
+    json_t          *root;
+    cfcost_reply_t   r;
+
+    n = (size_t) snprintf(buf, sizeof(buf), "{\"success\":false,\"errors\":"
+                          "[{\"code\":5007,\"message\":\"");
+    for (i = 0; i < 180; i++) {
+        memcpy(buf + n, "\xe6\x97\xa5", 3);      /* U+65E5 */
+        n += 3;
+    }
+    snprintf(buf + n, sizeof(buf) - n, "\"}]}");
+
+    /* "5007: " and 168 whole characters: 510 bytes */
+    n = (size_t) snprintf(want, sizeof(want), "5007: ");
+    for (i = 0; i < 168; i++) {
+        memcpy(want + n, "\xe6\x97\xa5", 3);
+        n += 3;
+    }
+    want[n] = '\0';
+
+    root = parse(buf);
+    cfcost_reply_parse(root, &r);
+    is_str(r.detail, want, "a long detail is cut between characters");
+    json_decref(root);
+}
+
+
 int
 main(void)
 {
@@ -494,6 +669,9 @@ main(void)
     test_scan();
     test_out_of_range();
     test_missing_counts();
+    test_scan_one_reading();
+    test_usage_locate();
+    test_detail_cut();
 
     return done_testing();
 }
