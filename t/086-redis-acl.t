@@ -109,10 +109,11 @@ my @cases = (
 for my $c (@cases) {
     my ($role, $cmd, $ok) = @$c;
     my $r = as($cred{$role}, @$cmd);
+    my $what = join ' ', grep { defined } @$cmd[0 .. 1];
     if ($ok) {
-        unlike($r, qr/^(-|AUTH)/, "$role may @$cmd[0 .. 1]") or diag($r);
+        unlike($r, qr/^(-|AUTH)/, "$role may $what") or diag($r);
     } else {
-        like($r, qr/^-NOPERM/, "$role may not @$cmd[0 .. 1]") or diag($r);
+        like($r, qr/^-NOPERM/, "$role may not $what") or diag($r);
     }
 }
 $env->redis('DEL', 'cfcost:rec:{wtest}');
@@ -176,7 +177,7 @@ ok(!grep({ index($joined, $_->[1]) >= 0 } values %cred),
    'no password on any command line (ps shows them to every user)');
 
 SKIP: {
-    skip 'not root: no other user to try as', 3 if $> != 0;
+    skip 'not root: no other user to try as', 6 if $> != 0;
     my $f = $env->redis_auth_file('gateway');
     my $out = `su nobody -s /bin/sh -c 'cat $f' 2>&1`;
     isnt($? >> 8, 0, 'user nobody cannot read the gateway\'s password');
@@ -185,6 +186,22 @@ SKIP: {
     my $r = `su nobody -s /bin/sh -c 'redis-cli -p $port GET x' 2>&1`;
     like($r, qr/NOAUTH/, 'user nobody reaches Redis\'s port but can do '
          . 'nothing');
+
+    # make run's check of what the workers open (scripts/reach), as a
+    # user who cannot: it names the directory that stops them, and why
+    mkdir "$T/private", 0700;
+    mkdir "$T/private/inner", 0755;
+    $env->_write("$T/private/inner/index.html", "x");
+    my $reach = "$ROOT/scripts/reach";
+    my $o = `su nobody -s /bin/sh -c '$reach dashboard $T/private/inner/index.html read' 2>&1`;
+    is($? >> 8, 1, 'scripts/reach: nobody cannot reach a file under a 0700 '
+       . 'directory');
+    my $file = qr{cannot read \Q$T\E/private/inner/index\.html \(dashboard\)};
+    my $why = qr{\Q$T\E/private is drwx------, owner root:\S+; nobody needs to search};
+    like($o, qr{$file:.*$why}s, '... and says which directory, its mode and '
+         . 'owner, and what is missing') or diag($o);
+    `$reach dashboard $T/private/inner/index.html read 2>&1`;
+    is($? >> 8, 0, '... while its owner can');
 }
 
 # ----------------------------------------- a file open to everyone: refused
