@@ -63,6 +63,22 @@ cfcost_sse_append(char **buf, size_t *len, size_t *cap, const char *s,
 }
 
 
+/*
+ * An event larger than CFCOST_SSE_MAX as sent -- from its first byte to
+ * its blank line, comments and other fields included -- is skipped: its
+ * bytes stop being kept as soon as it is over.  Called whenever offset
+ * grows; offset never passes the event's end, so the same event is
+ * skipped however the stream is split.
+ */
+static void
+cfcost_sse_bound(cfcost_sse_t *p, size_t more)
+{
+    if (p->in_event && p->offset + more - p->event_start > CFCOST_SSE_MAX) {
+        p->overflow = 1;
+    }
+}
+
+
 static void
 cfcost_sse_reset_event(cfcost_sse_t *p)
 {
@@ -201,6 +217,8 @@ cfcost_sse_feed(cfcost_sse_t *p, const char *buf, size_t len,
         n = j - i;
 
         if (j == len) {                         /* the line goes on */
+            cfcost_sse_bound(p, n);
+
             if (p->overflow
                 || cfcost_sse_append(&p->line, &p->line_len, &p->line_cap,
                                      buf + i, n, &nomem) != 0)
@@ -239,6 +257,8 @@ cfcost_sse_feed(cfcost_sse_t *p, const char *buf, size_t len,
         p->offset += j + 1 - i;
         i = j + 1;
 
+        cfcost_sse_bound(p, 0);
+
         if (p->long_line) {
             p->long_line = 0;
             n = 1;                              /* not empty, not data */
@@ -273,6 +293,23 @@ cfcost_sse_finish(cfcost_sse_t *p, cfcost_sse_event_t *ev)
     p->cr = 0;
 
     return cfcost_sse_line(p, "", 0, ev);
+}
+
+
+void
+cfcost_sse_trim(cfcost_sse_t *p, size_t keep)
+{
+    if (p->line_len == 0 && p->line_cap > keep) {
+        free(p->line);
+        p->line = NULL;
+        p->line_cap = 0;
+    }
+
+    if (p->data_len == 0 && p->data_cap > keep) {
+        free(p->data);
+        p->data = NULL;
+        p->data_cap = 0;
+    }
 }
 
 

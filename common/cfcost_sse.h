@@ -14,7 +14,12 @@
 #include <stdint.h>
 
 
-#define CFCOST_SSE_MAX  (1024 * 1024)    /* larger events are skipped */
+/*
+ * An event is read when it is at most CFCOST_SSE_MAX bytes as sent, from
+ * its first byte to its blank line; a larger one is skipped (and counted),
+ * and none of its bytes are kept past that size.
+ */
+#define CFCOST_SSE_MAX  (1024 * 1024)
 
 #define CFCOST_SSE_LF    0
 #define CFCOST_SSE_CRLF  1
@@ -65,7 +70,8 @@ typedef struct {
     uint64_t     offset;       /* stream bytes consumed */
     uint64_t     event_start;  /* the unfinished event's first byte */
     unsigned     unfinished;   /* an event has begun and can still be
-                                  read whole (not over CFCOST_SSE_MAX) */
+                                  read whole (not over CFCOST_SSE_MAX):
+                                  offset - event_start <= CFCOST_SSE_MAX */
     unsigned     open;         /* the bytes consumed end inside a line or
                                   an event, readable or not: what follows
                                   must begin with a blank line to stand
@@ -96,6 +102,15 @@ size_t cfcost_sse_feed(cfcost_sse_t *p, const char *buf, size_t len,
  * is still worth reading).  Returns 1 and fills *ev if there was one.
  */
 int cfcost_sse_finish(cfcost_sse_t *p, cfcost_sse_event_t *ev);
+
+/*
+ * Gives back the line and data buffers when they are larger than keep
+ * bytes and hold nothing (an event or a line that made them grow has
+ * been read).  Call it between two feeds: the data of an event already
+ * handed back goes with it.  Memory then follows the events being read,
+ * not the largest one so far.
+ */
+void cfcost_sse_trim(cfcost_sse_t *p, size_t keep);
 
 /* Fills *pos with where the parser stands. */
 void cfcost_sse_position(const cfcost_sse_t *p, cfcost_sse_pos_t *pos);

@@ -53,6 +53,9 @@ Content and usage:
                          (cached_tokens 0 and neurons 1.7727272510528564
                          unless [emu:cached] / [emu:neurons])
   [emu:big N]            TEXT is N "x" bytes; completion_tokens = ceil(N/4)
+  [emu:words N]          TEXT is N words "lorem" (a long stream of small
+                         events, generated as it is sent); completion_tokens
+                         = N
   [emu:utf8]             append the multi-byte words "café ✓ 日本語 🚀" to TEXT
   [emu:native-usage]     OpenAI route streams: also send the native
                          {"response":"","usage":...} event before [DONE]
@@ -89,6 +92,8 @@ Streams:
                          (default: one HTTP chunk per event)
   [emu:trickle MS]       sleep MS between chunks
   [emu:crlf]             "\\r\\n" line endings instead of "\\n"
+  [emu:comments N]       the first event begins with N bytes (rounded up
+                         to whole 80-byte lines) of comment lines ": ccc..."
   [emu:done-mid [N]]     a "data: [DONE]" event after the first N events
                          (default: just before the first usage-only event,
                          else before the final [DONE]); the rest of the
@@ -138,6 +143,7 @@ import argparse
 import gzip
 import hashlib
 import http.server
+import itertools
 import json
 import math
 import os
@@ -177,6 +183,7 @@ DIRECTIVE_ARGS = {
     "no-usage": (),
     "chat-completion": (),
     "big": (int,),
+    "words": (int,),
     "utf8": (),
     "native-usage": (),
     "error": (int, None, int),
@@ -192,6 +199,7 @@ DIRECTIVE_ARGS = {
     "trickle": (int,),
     "crlf": (),
     "spaced": (),
+    "comments": (int,),
     "mutate": (int,),
     "count": (str, str),
     "usage-twice": (int, int),
@@ -384,6 +392,9 @@ def build_reply(body, model, d, chat_shape):
     if "big" in d:
         text = "x" * d.arg("big")
         completion_tokens = math.ceil(d.arg("big") / 4)
+    elif "words" in d:
+        text = " ".join(["lorem"] * d.arg("words"))
+        completion_tokens = d.arg("words")
     else:
         text = " ".join([GREETING] + last.split()[:ECHO_WORDS])
         if "utf8" in d:
@@ -453,8 +464,10 @@ def _padding(rng):
 
 
 def _pieces(text):
-    words = text.split()
-    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+    """The words of text as stream pieces, each after the first with its
+    space; one at a time, so that a long text is never copied whole."""
+    for i, m in enumerate(re.finditer(r"\S+", text)):
+        yield m.group() if i == 0 else " " + m.group()
 
 
 def _chunk(reply, delta, finish_reason=None):
@@ -464,21 +477,23 @@ def _chunk(reply, delta, finish_reason=None):
                          "finish_reason": finish_reason}]}
 
 
+# The event builders below yield their payloads one at a time: a long
+# stream ([emu:words]) is generated as it is sent, never held whole.
+
 def native_stream_events(reply):
     """Event payloads of a native stream (legacy ``response`` shape)."""
     rng = random.Random(reply.seed)
-    events = [{"response": piece, "p": _padding(rng)}
-              for piece in _pieces(reply.text)]
-    events.append({"response": ""})
+    for piece in _pieces(reply.text):
+        yield {"response": piece, "p": _padding(rng)}
+    yield {"response": ""}
     if reply.usage is not None:
-        events.append({"response": "", "usage": reply.usage})
-    return events + ["[DONE]"]
+        yield {"response": "", "usage": reply.usage}
+    yield "[DONE]"
 
 
 def native_chunk_stream_events(reply):
     """Event payloads of a native stream from a chat-completions model."""
     rng = random.Random(reply.seed)
-    events = []
     for i, piece in enumerate(_pieces(reply.text)):
         delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
         event = _chunk(reply, delta)
@@ -487,35 +502,67 @@ def native_chunk_stream_events(reply):
                               "completion_tokens": 1,
                               "total_tokens": reply.prompt_tokens + 1}
         event["p"] = _padding(rng)
-        events.append(event)
-    events.append(_chunk(reply, {}, "stop"))
+        yield event
+    yield _chunk(reply, {}, "stop")
     if reply.usage is not None:
-        events.append({"response": "", "usage": reply.usage})
-    return events + ["[DONE]"]
+        yield {"response": "", "usage": reply.usage}
+    yield "[DONE]"
 
 
 def openai_stream_events(reply, include_usage, native_usage):
     """Event payloads of an OpenAI-compatible ``chat.completion.chunk`` stream."""
-    events = [_chunk(reply, {"role": "assistant", "content": ""})]
-    events += [_chunk(reply, {"content": piece}) for piece in _pieces(reply.text)]
-    events.append(_chunk(reply, {}, "stop"))
-    if include_usage:
-        for event in events:
+    def chunk(delta, finish_reason=None):
+        event = _chunk(reply, delta, finish_reason)
+        if include_usage:
             event["usage"] = None
-        if reply.usage is not None:
-            final = _chunk(reply, {})
-            final["choices"] = []
-            final["usage"] = reply.usage
-            events.append(final)
+        return event
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in _pieces(reply.text):
+        yield chunk({"content": piece})
+    yield chunk({}, "stop")
+    if include_usage and reply.usage is not None:
+        final = _chunk(reply, {})
+        final["choices"] = []
+        final["usage"] = reply.usage
+        yield final
     if native_usage and reply.usage is not None:
-        events.append({"response": "", "usage": reply.usage})
-    return events + ["[DONE]"]
+        yield {"response": "", "usage": reply.usage}
+    yield "[DONE]"
 
 
 def sse_bytes(payload, crlf, spaced=False):
     eol = b"\r\n" if crlf else b"\n"
     data = payload.encode() if isinstance(payload, str) else to_json(payload, spaced)
     return b"data: " + data + eol + eol
+
+
+def _with_comments(events, size, crlf):
+    """[emu:comments N]: the first event of events begins with comment
+    lines of 80 bytes (": ccc..."), N bytes of them rounded up."""
+    eol = b"\r\n" if crlf else b"\n"
+    line = b": " + b"c" * (80 - 2 - len(eol)) + eol
+    first = True
+    for event in events:
+        if first:
+            first = False
+            event = line * -(-size // len(line)) + event
+        yield event
+
+
+def _resplit(pieces, size):
+    """The bytes of pieces (an iterable of bytes) again, in chunks of
+    exactly size bytes (the last may be shorter)."""
+    buf = bytearray()
+    for piece in pieces:
+        buf += piece
+        if len(buf) >= size:
+            whole = len(buf) - len(buf) % size
+            for i in range(0, whole, size):
+                yield bytes(buf[i:i + size])
+            del buf[:whole]
+    if buf:
+        yield bytes(buf)
 
 
 def _usage_only(payload):
@@ -527,7 +574,10 @@ def _usage_only(payload):
 
 
 def stream_directives(events, d):
-    """[emu:usage-twice] and [emu:done-mid] on a list of event payloads."""
+    """[emu:usage-twice] and [emu:done-mid] on the event payloads (left
+    a generator when neither applies)."""
+    if "usage-twice" not in d and "done-mid" not in d:
+        return events
     events = list(events)
     if "usage-twice" in d:
         last = max((i for i, e in enumerate(events) if _usage_only(e)),
@@ -782,19 +832,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "close" in d:
             self.close_connection = True
             return
-        events = [sse_bytes(p, "crlf" in d, "spaced" in d) for p in payloads]
+        events = (sse_bytes(p, "crlf" in d, "spaced" in d) for p in payloads)
+        if "comments" in d:
+            events = _with_comments(events, d.arg("comments"), "crlf" in d)
         if "mutate" in d:
             self._send_mutated(mutate.Answer(
                 200, [("Content-Type", "text/event-stream"),
                       ("Cache-Control", "no-cache")],
-                events=events, eol=b"\r\n" if "crlf" in d else b"\n"), d)
+                events=list(events), eol=b"\r\n" if "crlf" in d else b"\n"), d)
             return
         dying = "die-after" in d
         if dying:
-            events = events[:d.arg("die-after")]
+            events = itertools.islice(events, d.arg("die-after"))
         if "split" in d and d.arg("split") > 0:
-            data, size = b"".join(events), d.arg("split")
-            chunks = [data[i:i + size] for i in range(0, len(data), size)]
+            chunks = _resplit(events, d.arg("split"))
         else:
             chunks = events
 
@@ -815,6 +866,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
         bad_at = d.arg("bad-chunk", 1, 1)
+        sent = 0
         for i, chunk in enumerate(chunks):
             if bad_chunk and i == bad_at:
                 self._write_bad_chunk(d)
@@ -824,7 +876,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._write_chunk(chunk)
             else:
                 self.wfile.write(chunk)
-        if bad_chunk and bad_at >= len(chunks):
+            sent = i + 1
+        if bad_chunk and bad_at >= sent:
             self._write_bad_chunk(d)
         if chunked and not dying:
             self.wfile.write(b"0\r\n\r\n")

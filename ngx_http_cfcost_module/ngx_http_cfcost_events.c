@@ -136,6 +136,10 @@ ngx_http_cfcost_stream_event(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
                 goto done;
             }
 
+            if (ctx->usage_ev != NULL) {
+                (void) ngx_pfree(r->pool, ctx->usage_ev);  /* if large */
+            }
+
             ctx->usage_ev = p;
             ctx->usage_ev_cap = ev->len;
         }

@@ -183,29 +183,6 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
 
 
 /*
- * True when nginx is flushing a response whose upstream failed half-way:
- * ngx_http_upstream_finalize_request() then sends a lone empty flush
- * buffer and closes the connection.  The held header was never sent, so
- * a clean 502 can still go out first.
- */
-static ngx_uint_t
-ngx_http_cfcost_upstream_broke(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    ngx_event_pipe_t  *p;
-
-    if (in->next != NULL || !in->buf->flush || in->buf->last_buf
-        || ngx_buf_size(in->buf) != 0 || r->upstream == NULL)
-    {
-        return 0;
-    }
-
-    p = r->upstream->pipe;
-
-    return p != NULL && (p->upstream_error || p->upstream_eof);
-}
-
-
-/*
  * Past response_max the answer is dropped, but Workers AI generated all
  * of it: its text is counted as it passes, for the estimate.
  */
@@ -273,6 +250,14 @@ ngx_http_cfcost_collect(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         if (ctx->resp_len + size > ctx->resp_cap) {
             cap = ngx_max(ctx->resp_cap * 2, ctx->resp_len + size);
             cap = ngx_max(cap, 4096);
+
+            if (ctx->resp_cap == 0 && r->upstream != NULL
+                && r->upstream->headers_in.content_length_n > (off_t) cap)
+            {
+                /* the length is known: one buffer, never grown */
+                cap = (size_t) r->upstream->headers_in.content_length_n;
+            }
+
             cap = ngx_min(cap, lcf->response_max);
 
             p = ngx_pnalloc(r->pool, cap);
@@ -282,6 +267,10 @@ ngx_http_cfcost_collect(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
             if (ctx->resp_len) {
                 ngx_memcpy(p, ctx->resp, ctx->resp_len);
+            }
+
+            if (ctx->resp != NULL) {
+                (void) ngx_pfree(r->pool, ctx->resp);   /* if large */
             }
 
             ctx->resp = p;
@@ -707,18 +696,19 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t            *out, *cl;
     ngx_http_cfcost_ctx_t  *ctx;
 
-    if (in == NULL || r != r->main) {
+    if (r != r->main) {
         return ngx_http_next_body_filter(r, in);
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
 
     if (ctx != NULL && ctx->sse != NULL) {
+        /* in == NULL too: the stream recycles what the client took */
         return ngx_http_cfcost_stream_filter(r, ctx, in,
                                              ngx_http_next_body_filter);
     }
 
-    if (ctx == NULL || !ctx->rewrite) {
+    if (in == NULL || ctx == NULL || !ctx->rewrite) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -754,6 +744,16 @@ ngx_http_cfcost_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     /* what the headers say is what the record bills */
     ngx_http_cfcost_bill(r, ctx, ctx->status);
+
+    if (ctx->resp != NULL
+        && (out->buf->pos < ctx->resp
+            || out->buf->pos >= ctx->resp + ctx->resp_cap))
+    {
+        /* the answer is a new body: the collected one goes now */
+        (void) ngx_pfree(r->pool, ctx->resp);
+        ctx->resp = NULL;
+        ctx->resp_cap = 0;
+    }
 
     out->buf->last_buf = 1;
     out->buf->last_in_chain = 1;

@@ -104,6 +104,16 @@ ngx_http_cfcost_access_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    if (!ctx->counted) {
+        /* before the body is read: a refused request's body is never held */
+        ctx->counted = 1;
+
+        rc = ngx_http_cfcost_conc_enter(r, ctx, lcf->key_concurrency);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     if (!ctx->body_read) {
         if (ctx->body_requested) {
             return NGX_AGAIN;
@@ -149,71 +159,6 @@ ngx_http_cfcost_body_handler(ngx_http_request_t *r)
 
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
-}
-
-
-/* the whole request body in one piece (in the usual case, without a copy) */
-static ngx_int_t
-ngx_http_cfcost_body_bytes(ngx_http_request_t *r, ngx_str_t *body)
-{
-    u_char       *p;
-    size_t        len, size;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    body->len = 0;
-    body->data = (u_char *) "";
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && !cl->buf->in_file) {
-        body->data = cl->buf->pos;
-        body->len = cl->buf->last - cl->buf->pos;
-        return NGX_OK;
-    }
-
-    len = 0;
-    for ( /* void */ ; cl; cl = cl->next) {
-        b = cl->buf;
-        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
-                          : (size_t) (b->last - b->pos);
-    }
-
-    p = ngx_pnalloc(r->pool, len + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    body->data = p;
-    body->len = len;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (!b->in_file) {
-            if (b->last != b->pos) {    /* an empty buffer's pos may be NULL */
-                p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            }
-
-            continue;
-        }
-
-        size = (size_t) (b->file_last - b->file_pos);
-        n = ngx_read_file(b->file, p, size, b->file_pos);
-
-        if (n != (ssize_t) size) {
-            return NGX_ERROR;
-        }
-
-        p += size;
-    }
-
-    return NGX_OK;
 }
 
 
@@ -384,7 +329,6 @@ ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx, json_t *root, ngx_str_t *body)
 {
     char                        *dump;
-    u_char                      *p;
     size_t                       len, s, e;
     json_t                      *opts;
     ngx_http_cfcost_loc_conf_t  *lcf;
@@ -394,20 +338,15 @@ ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
     switch (lcf->route) {
 
     case NGX_HTTP_CFCOST_CHAT:
-        /* cut "model" out of the client's bytes: no re-serializing */
+        /*
+         * cut "model" out of the client's bytes, in place: no
+         * re-serializing, and no second copy of a large body
+         */
         if (cfcost_json_cut((char *) body->data, body->len, "model", &s, &e)
             == 0)
         {
-            p = ngx_pnalloc(r->pool, body->len - (e - s));
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            ctx->upstream_body.data = p;
-            p = ngx_cpymem(p, body->data, s);
-            p = ngx_cpymem(p, body->data + e, body->len - e);
-            ctx->upstream_body.len = p - ctx->upstream_body.data;
-
+            ngx_http_cfcost_body_cut(r, body, s, e);
+            ctx->upstream_body = *body;
             return NGX_OK;
         }
 
@@ -459,6 +398,9 @@ ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
     ngx_memcpy(ctx->upstream_body.data, dump, len);
     ctx->upstream_body.len = len;
     free(dump);
+
+    /* a new copy goes upstream: the client's body is not needed */
+    ngx_http_cfcost_body_release(r, body, &ctx->upstream_body);
 
     return NGX_OK;
 }

@@ -77,6 +77,20 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
       0,
       NULL },
 
+    { ngx_string("cfcost_key_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_key_concurrency,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cfcost_key_concurrency_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cfcost_key_concurrency_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("cfcost_account_id"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_cfcost_account_id,
@@ -321,6 +335,13 @@ ngx_http_cfcost_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* 1m counts about 8,000 keys with requests in flight at once */
+    if (mcf->conc_zone == NULL && mcf->conc_used
+        && ngx_http_cfcost_conc_init_conf(cf, mcf, 1024 * 1024) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -337,6 +358,7 @@ ngx_http_cfcost_create_loc_conf(ngx_conf_t *cf)
 
     lcf->route = NGX_CONF_UNSET_UINT;
     lcf->response_max = NGX_CONF_UNSET_SIZE;
+    lcf->key_concurrency = NGX_CONF_UNSET_UINT;
 
     return lcf;
 }
@@ -351,6 +373,8 @@ ngx_http_cfcost_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->route, prev->route, NGX_HTTP_CFCOST_OFF);
     ngx_conf_merge_size_value(conf->response_max, prev->response_max,
                               4 * 1024 * 1024);
+    ngx_conf_merge_uint_value(conf->key_concurrency, prev->key_concurrency,
+                              0);
 
     return NGX_CONF_OK;
 }

@@ -3,9 +3,11 @@
  *
  *   _module.c     directives, configuration, process init/exit
  *   _auth.c       API keys: extraction, SHA-256, shared cache, Redis lookup
+ *   _conc.c       requests in flight per key (cfcost_key_concurrency)
  *   _redis.c      hiredis on nginx's event loop, one connection each
  *   _writer.c     the record queue and this worker's record stream
  *   _handler.c    access phase: auth, body, request checks; /api/ai/models
+ *   _body.c       the request body in one piece, held once
  *   _filter.c     header/body filters: usage, cost, response rewriting
  *   _record.c     log phase: one usage record per request
  *   _variables.c  $cfcost_* variables
@@ -58,6 +60,10 @@ typedef struct {
     ngx_msec_t                  cache_ttl;
     ngx_msec_t                  cache_stale;
 
+    ngx_shm_zone_t             *conc_zone;      /* requests in flight per
+                                                   key */
+    ngx_uint_t                  conc_used;      /* a cap is set somewhere */
+
     ngx_str_t                   account_id;
     u_char                      admin_hash[NGX_HTTP_CFCOST_HASH_LEN];
     ngx_uint_t                  has_admin;
@@ -77,6 +83,7 @@ typedef struct {
 typedef struct {
     ngx_uint_t                  route;
     size_t                      response_max;
+    ngx_uint_t                  key_concurrency; /* 0: no cap */
     ngx_uint_t                  models_openai;  /* cfcost_models openai */
 } ngx_http_cfcost_loc_conf_t;
 
@@ -108,6 +115,12 @@ typedef struct {
     u_char                     *held;           /* bytes not yet sent */
     size_t                      held_len;
     size_t                      held_cap;
+    ngx_chain_t                *free;           /* the stream's copies, */
+    ngx_chain_t                *busy;           /* recycled once sent */
+    size_t                      copy_size;      /* a recycled copy's size */
+    void                       *edits;          /* a buffer's edits, when
+                                                   more than a few */
+    ngx_uint_t                  edits_cap;
     size_t                      prompt_bytes;   /* for the estimator */
     uint64_t                    text_bytes;     /* generated text seen */
     cfcost_text_t              *text;           /* counting it past
@@ -132,6 +145,7 @@ typedef struct {
     uint64_t                    start_us;       /* access phase entered */
 
     unsigned                    authenticated:1;
+    unsigned                    counted:1;      /* key concurrency done */
     unsigned                    admin:1;        /* the admin token */
     unsigned                    metrics:1;      /* the metrics token */
     unsigned                    waiting:1;      /* key lookup pending */
@@ -199,6 +213,16 @@ ngx_int_t ngx_http_cfcost_auth_init_process(ngx_cycle_t *cycle,
     ngx_http_cfcost_main_conf_t *mcf);
 void ngx_http_cfcost_auth_exit_process(ngx_cycle_t *cycle);
 
+/* _conc.c */
+char *ngx_http_cfcost_key_concurrency(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_cfcost_key_concurrency_zone(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_cfcost_conc_init_conf(ngx_conf_t *cf,
+    ngx_http_cfcost_main_conf_t *mcf, ssize_t size);
+ngx_int_t ngx_http_cfcost_conc_enter(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_uint_t max);
+
 static ngx_inline uint64_t
 ngx_http_cfcost_now_us(void)
 {
@@ -208,6 +232,13 @@ ngx_http_cfcost_now_us(void)
 
     return (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
 }
+
+/* _body.c */
+ngx_int_t ngx_http_cfcost_body_bytes(ngx_http_request_t *r, ngx_str_t *body);
+void ngx_http_cfcost_body_cut(ngx_http_request_t *r, ngx_str_t *body,
+    size_t s, size_t e);
+void ngx_http_cfcost_body_release(ngx_http_request_t *r, ngx_str_t *body,
+    ngx_str_t *copy);
 
 /* _handler.c */
 ngx_http_cfcost_ctx_t *ngx_http_cfcost_get_ctx(ngx_http_request_t *r);
@@ -222,6 +253,8 @@ ngx_int_t ngx_http_cfcost_filter_init(ngx_conf_t *cf);
 void ngx_http_cfcost_wrap_input(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx);
 void ngx_http_cfcost_allow_headers(ngx_http_request_t *r);
+ngx_uint_t ngx_http_cfcost_upstream_broke(ngx_http_request_t *r,
+    ngx_chain_t *in);
 
 /* _cost.c */
 void ngx_http_cfcost_bill(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,

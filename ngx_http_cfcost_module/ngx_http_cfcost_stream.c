@@ -19,9 +19,21 @@
  *
  * Edits are rare (once a stream), so a buffer with one is copied; every
  * other buffer goes on untouched.
+ *
+ * Memory per stream is bounded: a copy is made into a buffer recycled
+ * once the client has it (free/busy chains, as sub_filter does), and the
+ * upstream buffer it copies stays busy until then (its shadow), so a
+ * slow client holds the upstream back instead of growing the worker.  An
+ * unfinished event is held up to CFCOST_SSE_MAX bytes (an event larger
+ * than that goes on unread); buffers that grew for a large event are
+ * freed once it is through.
  */
 
 #include "ngx_http_cfcost_module.h"
+
+
+/* buffers larger than this are freed when done with, not kept */
+#define NGX_HTTP_CFCOST_KEEP_MAX  65536
 
 
 static void
@@ -45,6 +57,9 @@ ngx_http_cfcost_stream_start(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     cfcost_sse_init(cln->data);
     cln->handler = ngx_http_cfcost_stream_cleanup;
     ctx->sse = cln->data;
+
+    /* an upstream buffer and the event held before it, in the usual case */
+    ctx->copy_size = ngx_max(2 * r->upstream->conf->buffer_size, 8192);
 
     /* pass each chunk on as it comes, whatever proxy_buffering says */
     r->upstream->buffering = 0;
@@ -73,6 +88,131 @@ ngx_http_cfcost_stream_append(ngx_http_request_t *r, ngx_chain_t **ll,
     *ll = cl;
 
     return &cl->next;
+}
+
+
+/*
+ * A buffer of at least size bytes for a copy: a recycled one, or a new
+ * one of ctx->copy_size (or size, when larger).  Its memory is a block of
+ * its own in the pool, so that ngx_pfree() can give it back.
+ */
+static ngx_buf_t *
+ngx_http_cfcost_stream_get_buf(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, size_t size)
+{
+    u_char       *p;
+    size_t        cap;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    cl = ctx->free;
+
+    if (cl != NULL) {
+        ctx->free = cl->next;
+        b = cl->buf;
+        ngx_free_chain(r->pool, cl);
+
+        if (b->start != NULL && (size_t) (b->end - b->start) >= size) {
+            b->pos = b->start;
+            b->last = b->start;
+            b->flush = 0;
+            return b;
+        }
+
+        if (b->start != NULL) {
+            (void) ngx_pfree(r->pool, b->start);    /* too small for it */
+        }
+
+    } else {
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NULL;
+        }
+
+        b->tag = (ngx_buf_tag_t) &ngx_http_cfcost_module;
+        b->temporary = 1;
+    }
+
+    cap = ngx_max(size, ctx->copy_size);
+
+    p = ngx_pnalloc(r->pool, cap);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    b->start = p;
+    b->pos = p;
+    b->last = p;
+    b->end = p + cap;
+    b->flush = 0;
+
+    return b;
+}
+
+
+/*
+ * After out went to the next filter: the copies the client has whole go
+ * back to ctx->free (a large one without its memory), and the upstream
+ * buffers they copied are marked sent, so that the upstream reads on.
+ */
+static void
+ngx_http_cfcost_stream_recycle(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_chain_t **out)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    for (ll = &ctx->busy; *ll; ll = &(*ll)->next) { /* void */ }
+
+    *ll = *out;
+    *out = NULL;
+
+    while (ctx->busy) {
+        cl = ctx->busy;
+        b = cl->buf;
+
+        if (ngx_buf_size(b) != 0) {
+            break;
+        }
+
+        ctx->busy = cl->next;
+
+        if (b->tag != (ngx_buf_tag_t) &ngx_http_cfcost_module) {
+            ngx_free_chain(r->pool, cl);
+            continue;
+        }
+
+        if (b->shadow) {
+            b->shadow->pos = b->shadow->last;
+            b->shadow = NULL;
+        }
+
+        if ((size_t) (b->end - b->start) > ctx->copy_size) {
+            (void) ngx_pfree(r->pool, b->start);
+            b->start = NULL;
+            b->pos = NULL;
+            b->last = NULL;
+            b->end = NULL;
+        }
+
+        cl->next = ctx->free;
+        ctx->free = cl;
+    }
+}
+
+
+/* passes out on, then recycles what the client has */
+static ngx_int_t
+ngx_http_cfcost_stream_send(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_chain_t *out, ngx_http_output_body_filter_pt next)
+{
+    ngx_int_t  rc;
+
+    rc = next(r, out);
+
+    ngx_http_cfcost_stream_recycle(r, ctx, &out);
+
+    return rc;
 }
 
 
@@ -117,21 +257,31 @@ typedef struct {
 
 
 static ngx_int_t
-ngx_http_cfcost_edit_add(ngx_http_request_t *r, ngx_http_cfcost_edits_t *ed,
-    size_t start, size_t end, ngx_buf_t *with)
+ngx_http_cfcost_edit_add(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
+    ngx_http_cfcost_edits_t *ed, size_t start, size_t end, ngx_buf_t *with)
 {
     ngx_http_cfcost_edit_t  *e;
 
     if (ed->n == ed->cap) {
-        /* many usage events in one buffer: rare, from the pool */
+        /*
+         * many usage events in one buffer: rare; one array for the
+         * stream (ctx->edits), grown as needed, whatever the buffers
+         */
         e = ngx_palloc(r->pool, 2 * ed->cap * sizeof(ngx_http_cfcost_edit_t));
         if (e == NULL) {
             return NGX_ERROR;
         }
 
         ngx_memcpy(e, ed->elts, ed->n * sizeof(ngx_http_cfcost_edit_t));
+
+        if (ed->elts == ctx->edits) {
+            (void) ngx_pfree(r->pool, ctx->edits);
+        }
+
         ed->elts = e;
         ed->cap *= 2;
+        ctx->edits = e;
+        ctx->edits_cap = ed->cap;
     }
 
     e = &ed->elts[ed->n++];
@@ -171,7 +321,8 @@ ngx_http_cfcost_stream_edit(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
             return NGX_OK;
         }
 
-        return ngx_http_cfcost_edit_add(r, ed, (size_t) (ev->start - base),
+        return ngx_http_cfcost_edit_add(r, ctx, ed,
+                                        (size_t) (ev->start - base),
                                         (size_t) (ev->end - base), NULL);
     }
 
@@ -188,7 +339,7 @@ ngx_http_cfcost_stream_edit(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     /* before [DONE]; or, if it began in bytes already sent, after it */
     at = (ev->start >= base) ? (size_t) (ev->start - base) : here;
 
-    return ngx_http_cfcost_edit_add(r, ed, at, at, with);
+    return ngx_http_cfcost_edit_add(r, ctx, ed, at, at, with);
 }
 
 
@@ -239,8 +390,18 @@ ngx_http_cfcost_stream_hold(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
             ngx_memcpy(p, ctx->held + ctx->held_len - old, old);
         }
 
+        if (ctx->held != NULL) {
+            (void) ngx_pfree(r->pool, ctx->held);   /* a large block goes */
+        }
+
         ctx->held = p;
         ctx->held_cap = cap;
+
+    } else if (keep == 0 && ctx->held_cap > NGX_HTTP_CFCOST_KEEP_MAX) {
+        /* the large event it grew for went out: give it back */
+        (void) ngx_pfree(r->pool, ctx->held);
+        ctx->held = NULL;
+        ctx->held_cap = 0;
 
     } else if (old && old != ctx->held_len) {
         ngx_memmove(ctx->held, ctx->held + ctx->held_len - old, old);
@@ -258,14 +419,15 @@ ngx_http_cfcost_stream_hold(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
 /*
  * One upstream buffer: feeds the parser, and appends to *ll either the
- * buffer itself or, when something changes in it, bytes were held, or
- * the stream ends in it, a copy: held bytes and the buffer with the edits
- * made, the new held tail cut off, and nothing past [DONE].  A copied
- * buffer is left empty.
+ * buffer itself (*passed set) or, when something changes in it, bytes
+ * were held, or the stream ends in it, a copy: held bytes and the buffer
+ * with the edits made, the new held tail cut off, and nothing past
+ * [DONE].  A copied buffer is left as it is until the copy is sent (the
+ * copy's shadow), or emptied when nothing of it goes out now.
  */
 static ngx_chain_t **
 ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
-    ngx_buf_t *b, ngx_chain_t **ll)
+    ngx_buf_t *b, ngx_chain_t **ll, ngx_uint_t *passed)
 {
     int                      got;
     u_char                  *p;
@@ -273,6 +435,7 @@ ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     uint64_t                 base;
     ngx_uint_t               i;
     ngx_buf_t               *nb;
+    ngx_chain_t             *cl;
     cfcost_sse_t            *sse = ctx->sse;
     cfcost_sse_pos_t         pos;
     cfcost_sse_event_t       ev;
@@ -285,9 +448,18 @@ ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     total = ctx->held_len + len;
     stop = total;
 
-    ed.elts = e;
     ed.n = 0;
-    ed.cap = 4;
+
+    if (ctx->edits != NULL) {
+        ed.elts = ctx->edits;
+        ed.cap = ctx->edits_cap;
+
+    } else {
+        ed.elts = e;
+        ed.cap = 4;
+    }
+
+    *passed = 0;
 
     for (off = 0; off < len; /* void */) {
         off += cfcost_sse_feed(sse, (char *) b->pos + off, len - off, &ev,
@@ -317,9 +489,13 @@ ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
     keep = ctx->sse_done ? 0 : ngx_http_cfcost_stream_keep(ctx, base);
 
+    /* the events read: what a large one made the parser grow goes */
+    cfcost_sse_trim(sse, NGX_HTTP_CFCOST_KEEP_MAX);
+
     if (ctx->held_len == 0 && ed.n == 0 && keep == 0 && stop == total
         && !b->last_buf)
     {
+        *passed = 1;
         return ngx_http_cfcost_stream_append(r, ll, b);
     }
 
@@ -333,7 +509,7 @@ ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     nb = NULL;
 
     if (size > 1) {                        /* something goes out now */
-        nb = ngx_create_temp_buf(r->pool, size);
+        nb = ngx_http_cfcost_stream_get_buf(r, ctx, size);
         if (nb == NULL) {
             return NULL;
         }
@@ -361,11 +537,26 @@ ngx_http_cfcost_stream_buf(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         return NULL;
     }
 
-    b->pos = b->last;                      /* copied: upstream may reuse it */
-
     if (nb == NULL || nb->last == nb->pos) {
-        return ll;                         /* all of it held or dropped */
+        b->pos = b->last;                  /* all of it held or dropped */
+
+        if (nb != NULL) {
+            /* unused (an empty buffer must not go on): back to free */
+            cl = ngx_alloc_chain_link(r->pool);
+            if (cl == NULL) {
+                return NULL;
+            }
+
+            cl->buf = nb;
+            cl->next = ctx->free;
+            ctx->free = cl;
+        }
+
+        return ll;
     }
+
+    /* the upstream reuses b once the client has the copy */
+    nb->shadow = b;
 
     return ngx_http_cfcost_stream_append(r, ll, nb);
 }
@@ -497,10 +688,16 @@ ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
     ngx_http_output_body_filter_pt next)
 {
     ngx_buf_t     *b, *last;
+    ngx_uint_t     passed;
     ngx_chain_t   *out, **ll, *cl;
 
     out = NULL;
     ll = &out;
+
+    if (in == NULL) {
+        /* the client took more: what it has whole is recycled */
+        return ngx_http_cfcost_stream_send(r, ctx, NULL, next);
+    }
 
     /*
      * A lone empty flush once the upstream connection is gone: the upstream
@@ -524,8 +721,12 @@ ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
         }
 
         if (ctx->truncated) {
-            *ll = in;
-            return next(r, out);
+            /* the caller's flush, in a link of ours (ours are recycled) */
+            if (ngx_http_cfcost_stream_append(r, ll, in->buf) == NULL) {
+                return NGX_ERROR;
+            }
+
+            return ngx_http_cfcost_stream_send(r, ctx, out, next);
         }
 
         /* past [DONE] the answer was whole: it ends cleanly */
@@ -539,7 +740,7 @@ ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
         last->last_buf = 1;
         last->last_in_chain = 1;
 
-        return next(r, out);
+        return ngx_http_cfcost_stream_send(r, ctx, out, next);
     }
 
     for (cl = in; cl; cl = cl->next) {
@@ -550,12 +751,12 @@ ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
                 b->pos = b->last;          /* past [DONE]: not sent */
 
             } else {
-                ll = ngx_http_cfcost_stream_buf(r, ctx, b, ll);
+                ll = ngx_http_cfcost_stream_buf(r, ctx, b, ll, &passed);
                 if (ll == NULL) {
                     return NGX_ERROR;
                 }
 
-                if (b->pos != b->last) {
+                if (passed) {
                     continue;              /* it went out itself */
                 }
             }
@@ -588,5 +789,6 @@ ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
         }
     }
 
-    return next(r, out);                   /* NULL when all was held */
+    /* out is NULL when all was held */
+    return ngx_http_cfcost_stream_send(r, ctx, out, next);
 }

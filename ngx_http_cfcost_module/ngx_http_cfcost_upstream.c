@@ -115,6 +115,29 @@ ngx_http_cfcost_wrap_input(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
 }
 
 
+/*
+ * True when nginx is flushing a response whose upstream failed half-way:
+ * ngx_http_upstream_finalize_request() then sends a lone empty flush
+ * buffer and closes the connection.  The body filter holds the header of
+ * an answer it rewrites: a clean 502 can still go out first.
+ */
+ngx_uint_t
+ngx_http_cfcost_upstream_broke(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_event_pipe_t  *p;
+
+    if (in->next != NULL || !in->buf->flush || in->buf->last_buf
+        || ngx_buf_size(in->buf) != 0 || r->upstream == NULL)
+    {
+        return 0;
+    }
+
+    p = r->upstream->pipe;
+
+    return p != NULL && (p->upstream_error || p->upstream_eof);
+}
+
+
 /* names are matched in lower case; a trailing '*' is a prefix */
 static ngx_str_t  ngx_http_cfcost_allowed[] = {
     ngx_string("cf-ray"),                 /* Cloudflare's request id */

@@ -107,6 +107,18 @@ my @edits = (
         from => qr/cfcost_redis_timeout [^;]*;/, to => 'cfcost_redis_timeout soon;',
         out  => qr/cfcost_redis_timeout|soon/,
     },
+    {
+        name => 'cfcost_key_concurrency not a number',
+        from => qr/cfcost_key_concurrency \d+;/,
+        to   => 'cfcost_key_concurrency many;',
+        out  => qr/"many" in "cfcost_key_concurrency"/,
+    },
+    {
+        name => 'cfcost_key_concurrency_zone too small',
+        from => qr/(cfcost_key_concurrency \d+;)/,
+        to   => sub { "$_[0]\n    cfcost_key_concurrency_zone 1k;" },
+        out  => qr/cfcost_key_concurrency_zone: invalid or too small size "1k"/,
+    },
 );
 for my $e (@edits) {
     my $text = $base;

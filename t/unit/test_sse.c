@@ -5,7 +5,8 @@
  * start, end); then it is read again split at every point (2 pieces), at
  * every pair of points (3 pieces, for the short streams) and one byte at a
  * time, and must give the very same list each time.  Then the events
- * larger than CFCOST_SSE_MAX.
+ * larger than CFCOST_SSE_MAX (as sent, comments and fields included), and
+ * cfcost_sse_trim().
  *
  * Offsets follow the parser's convention: an event starts at the first
  * byte of its first line (a comment or an "event:" line included) and ends
@@ -88,6 +89,10 @@ run_add(run_t *r, const cfcost_sse_event_t *ev)
 }
 
 
+/* when not 0: cfcost_sse_trim(p, trim_keep) after every feed */
+static size_t  trim_keep;
+
+
 /* feeds one piece until it is all consumed, collecting the events */
 static void
 feed_piece(cfcost_sse_t *p, run_t *r, const char *b, size_t n)
@@ -118,6 +123,10 @@ feed_piece(cfcost_sse_t *p, run_t *r, const char *b, size_t n)
 
         if (got) {
             run_add(r, &ev);
+        }
+
+        if (trim_keep) {
+            cfcost_sse_trim(p, trim_keep);
         }
 
         b += used;
@@ -1028,7 +1037,11 @@ test_huge_unterminated(void)
 }
 
 
-/* data of exactly MAX bytes ("\n"s included) fits; one more does not */
+/*
+ * An event of exactly MAX bytes as sent (its blank line included) is
+ * read; one byte more and it is skipped, whatever its lines are: data,
+ * comments or other fields.
+ */
 static void
 test_limit(void)
 {
@@ -1040,43 +1053,171 @@ test_limit(void)
     puts_(&b, "data: ");
     put_fill(&b, 'p', a);
     puts_(&b, "\ndata: ");
-    put_fill(&b, 'q', CFCOST_SSE_MAX - a - 2);   /* a+1 + that+1 == MAX */
+    put_fill(&b, 'q', CFCOST_SSE_MAX - a - 15);   /* MAX bytes in all */
     puts_(&b, "\n\n");
 
     cuts[0] = 500;
     cuts[1] = b.len - 3;
-    check_splits("data of MAX bytes", &b, cuts, 2, &whole);
-    ok(whole.n == 1 && whole.v[0].len == CFCOST_SSE_MAX - 1,
-       "data of MAX bytes: dispatched, %d bytes", CFCOST_SSE_MAX - 1);
-    is_u64(whole.skipped, 0, "data of MAX bytes: nothing skipped");
+    check_splits("event of MAX bytes", &b, cuts, 2, &whole);
+    ok(whole.n == 1 && whole.v[0].len == CFCOST_SSE_MAX - 14,
+       "event of MAX bytes: dispatched, %d bytes of data",
+       CFCOST_SSE_MAX - 14);
+    is_u64(whole.skipped, 0, "event of MAX bytes: nothing skipped");
     run_free(&whole);
 
     b.len = 0;
     puts_(&b, "data: ");
     put_fill(&b, 'p', a);
     puts_(&b, "\ndata: ");
-    put_fill(&b, 'q', CFCOST_SSE_MAX - a - 1);   /* one more */
+    put_fill(&b, 'q', CFCOST_SSE_MAX - a - 14);   /* one more */
     puts_(&b, "\n\n");
 
     cuts[1] = b.len - 3;
-    check_splits("data of MAX+1 bytes", &b, cuts, 2, &whole);
-    is_u64(whole.n, 0, "data of MAX+1 bytes: skipped");
-    is_u64(whole.skipped, 1, "data of MAX+1 bytes: counted");
+    check_splits("event of MAX+1 bytes", &b, cuts, 2, &whole);
+    is_u64(whole.n, 0, "event of MAX+1 bytes: skipped");
+    is_u64(whole.skipped, 1, "event of MAX+1 bytes: counted");
     run_free(&whole);
 
-    /* one line of exactly MAX bytes, "data: " included */
+    /* one line of exactly MAX - 2 bytes, "data: " included: MAX in all */
     b.len = 0;
     puts_(&b, "data: ");
-    put_fill(&b, 'r', CFCOST_SSE_MAX - 6);
+    put_fill(&b, 'r', CFCOST_SSE_MAX - 8);
     puts_(&b, "\n\n");
 
     cuts[0] = 3;
     cuts[1] = b.len - 2;
-    check_splits("line of MAX bytes", &b, cuts, 2, &whole);
-    ok(whole.n == 1 && whole.v[0].len == CFCOST_SSE_MAX - 6,
-       "line of MAX bytes: dispatched");
+    check_splits("line of MAX - 2 bytes", &b, cuts, 2, &whole);
+    ok(whole.n == 1 && whole.v[0].len == CFCOST_SSE_MAX - 8,
+       "line of MAX - 2 bytes: dispatched");
     run_free(&whole);
 
+    free(b.s);
+}
+
+
+/*
+ * Comments and other fields count too: an event that grows past MAX with
+ * short comment lines (its data small) is skipped, and the parser says
+ * it cannot be held from the byte it passes MAX.
+ */
+static void
+test_limit_comments(void)
+{
+    int                 got;
+    size_t              i, used, off, cuts[3];
+    run_t               whole;
+    buf_t               b = { NULL, 0, 0 };
+    cfcost_sse_t        p;
+    cfcost_sse_pos_t    pos;
+    cfcost_sse_event_t  ev;
+
+    puts_(&b, "data: a\n\ndata: small\n");
+    for (i = 0; b.len < 9 + CFCOST_SSE_MAX + 100; i++) {
+        puts_(&b, ": ");
+        put_fill(&b, 'c', 98);
+        puts_(&b, (i % 2) ? "\n" : "\r\n");
+    }
+    puts_(&b, "\n");
+    off = b.len;
+    puts_(&b, "data: b\n\n");
+
+    cuts[0] = 9 + CFCOST_SSE_MAX;
+    cuts[1] = 9 + CFCOST_SSE_MAX + 1;
+    cuts[2] = off;
+    check_splits("comments past MAX", &b, cuts, 3, &whole);
+    ok(whole.n == 2 && rec_is(&whole, 0, "a", 0, 9)
+       && rec_is(&whole, 1, "b", off, b.len),
+       "comments past MAX: the events around it survive");
+    is_u64(whole.skipped, 1, "comments past MAX: skipped and counted");
+    run_free(&whole);
+
+    /* fed in 4 KB pieces: holdable up to MAX bytes, then no more */
+    cfcost_sse_init(&p);
+    (void) cfcost_sse_feed(&p, b.s, 9, &ev, &got);
+
+    for (off = 9; off < b.len - 10; off += used) {
+        used = cfcost_sse_feed(&p, b.s + off,
+                               (b.len - 10 - off < 4096) ? b.len - 10 - off
+                                                         : 4096,
+                               &ev, &got);
+        cfcost_sse_position(&p, &pos);
+
+        if (pos.unfinished != (pos.offset - pos.event_start
+                               <= CFCOST_SSE_MAX))
+        {
+            break;
+        }
+    }
+    ok(off >= b.len - 10, "comments past MAX: unfinished (holdable) exactly "
+       "while at most MAX bytes long");
+    ok(!pos.unfinished && pos.open, "comments past MAX: over it, open but "
+       "not holdable");
+    ok(p.line_cap <= CFCOST_SSE_MAX && p.data_cap <= 256,
+       "comments past MAX: the parser kept only a line and the small data");
+    cfcost_sse_free(&p);
+
+    free(b.s);
+}
+
+
+/*
+ * cfcost_sse_trim() between feeds changes nothing that is read, and gives
+ * back what a large event made grow.
+ */
+static void
+test_trim(void)
+{
+    int                 got;
+    size_t              i, used, cuts[2];
+    run_t               whole, r;
+    buf_t               b = { NULL, 0, 0 };
+    cfcost_sse_t        p;
+    cfcost_sse_event_t  ev;
+
+    puts_(&b, "data: a\n\ndata: ");
+    put_fill(&b, 'x', 200000);
+    puts_(&b, "\ndata: ");
+    put_fill(&b, 'y', 100000);
+    puts_(&b, "\r\n\r\ndata: b\n\n");
+
+    cuts[0] = 50000;
+    cuts[1] = b.len - 12;
+    check_splits("large event", &b, cuts, 2, &whole);
+
+    trim_keep = 1;                       /* trim after every feed */
+    for (i = 0; i < 3; i++) {
+        static const size_t  steps[] = { 1, 4096, 65543 };
+
+        run_step(&r, b.s, b.len, steps[i]);
+        ok(run_same(&whole, &r, 1), "trim after every feed, %zu bytes at a "
+           "time: same events", steps[i]);
+        run_free(&r);
+    }
+    trim_keep = 0;
+
+    cfcost_sse_init(&p);
+    for (i = 0; i < b.len; i += used) {
+        used = cfcost_sse_feed(&p, b.s + i, (b.len - i < 4096) ? b.len - i
+                                                               : 4096,
+                               &ev, &got);
+        if (got && ev.len > 1000) {
+            break;
+        }
+    }
+    ok(p.data_cap >= 300000, "large event: the data buffer grew");
+    cfcost_sse_trim(&p, 65536);
+    ok(p.data == NULL && p.data_cap == 0 && p.line == NULL
+       && p.line_cap == 0, "trim: both buffers given back once read");
+
+    (void) cfcost_sse_feed(&p, "data: hal", 9, &ev, &got);
+    cfcost_sse_trim(&p, 0);
+    ok(p.line_cap > 0, "trim: a line in progress is kept");
+    used = cfcost_sse_feed(&p, "f\n\n", 3, &ev, &got);
+    ok(got && ev.len == 4 && memcmp(ev.data, "half", 4) == 0,
+       "trim: the line in progress is read whole");
+    cfcost_sse_free(&p);
+
+    run_free(&whole);
     free(b.s);
 }
 
@@ -1150,7 +1291,9 @@ main(void)
     test_many_lines();
     test_huge_unterminated();
     test_limit();
+    test_limit_comments();
     test_limit_agrees();
+    test_trim();
 
     return done_testing();
 }
