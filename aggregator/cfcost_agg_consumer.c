@@ -253,7 +253,13 @@ cfcost_consumer_on_group(cfcost_redis_t *rd, redisReply *r, void *data)
     /* the first stream without a group is the one we sent */
     i = cfcost_consumer_ungrouped(c);
 
-    if (i < c->nstreams) {
+    if (i < c->nstreams && r->type == REDIS_REPLY_ARRAY && r->elements == 2
+        && r->element[0]->type == REDIS_REPLY_INTEGER
+        && r->element[0]->integer == 2)
+    {
+        cfcost_consumer_drop_stream(c, i);
+
+    } else if (i < c->nstreams) {
         c->streams[i].grouped = 1;
 
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
@@ -554,7 +560,12 @@ cfcost_consumer_on_trim(cfcost_redis_t *rd, redisReply *r, void *data)
         return;
     }
 
-    cfcost_consumer_trimmed(c, r);
+    if (cfcost_consumer_trimmed(c, r)) {
+        /* retired: the pass goes on with the stream now at trim_i */
+        cfcost_consumer_drop_stream(c, c->trim_i);
+        cfcost_consumer_next(c);
+        return;
+    }
 
     rc = cfcost_consumer_trim_consumers(c, cfcost_consumer_on_consumers);
     cfcost_consumer_sent(c, rc);

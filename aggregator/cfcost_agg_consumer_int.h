@@ -129,8 +129,9 @@ void cfcost_consumer_claim_next(cfcost_consumer_t *c);
  */
 int cfcost_consumer_trim(cfcost_consumer_t *c, cfcost_redis_reply_pt handler);
 
-/* Logs what the trim script (reply r) did to the pass's current stream. */
-void cfcost_consumer_trimmed(cfcost_consumer_t *c, const redisReply *r);
+/* Logs what the trim script (reply r) did to the pass's current stream;
+ * 1 when it retired it. */
+int cfcost_consumer_trimmed(cfcost_consumer_t *c, const redisReply *r);
 
 /* Sends XINFO CONSUMERS for the pass's current stream, reply to handler. */
 int cfcost_consumer_trim_consumers(cfcost_consumer_t *c,
@@ -209,6 +210,10 @@ size_t cfcost_consumer_find(cfcost_consumer_t *c, const char *key,
 
 /* Adds the streams of the writers in r (a SMEMBERS reply) not known yet. */
 void cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r);
+
+/* Forgets stream i, retired (no apply script may be queued): the claim
+ * and trim passes keep their place. */
+void cfcost_consumer_drop_stream(cfcost_consumer_t *c, size_t i);
 
 /* The first stream without its group, or nstreams. */
 size_t cfcost_consumer_ungrouped(cfcost_consumer_t *c);

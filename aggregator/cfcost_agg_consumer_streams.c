@@ -112,6 +112,48 @@ cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
 }
 
 
+void
+cfcost_consumer_drop_stream(cfcost_consumer_t *c, size_t i)
+{
+    unsigned  every;
+
+    cfcost_log_info("consumer: %s retired (its writer is gone), no longer "
+                    "read", c->streams[i].key);
+
+    memmove(&c->streams[i], &c->streams[i + 1],
+            (c->nstreams - i - 1) * sizeof(cfcost_stream_t));
+    c->nstreams--;
+    c->full = 0;
+
+    if (c->claiming) {
+        if (c->claim_i > i) {
+            c->claim_i--;
+
+        } else if (c->claim_i == i) {
+            strcpy(c->claim_from, "0-0");   /* the next stream from 0-0 */
+        }
+
+        if (c->claim_i >= c->nstreams) {
+            c->claiming = 0;
+            every = c->agg->conf.claim_idle_ms / 2;
+            c->next_claim = cfcost_mono_ms() + (every < 1000 ? 1000 : every);
+        }
+    }
+
+    if (c->trimming) {
+        if (c->trim_i > i) {
+            c->trim_i--;
+        }
+
+        if (c->trim_i >= c->nstreams) {
+            c->trimming = 0;
+            c->next_trim = cfcost_mono_ms()
+                           + (uint64_t) c->agg->conf.trim_interval_s * 1000;
+        }
+    }
+}
+
+
 /* The first stream without its group, or nstreams. */
 size_t
 cfcost_consumer_ungrouped(cfcost_consumer_t *c)

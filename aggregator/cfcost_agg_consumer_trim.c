@@ -54,8 +54,9 @@ cfcost_consumer_trim(cfcost_consumer_t *c, cfcost_redis_reply_pt handler)
 }
 
 
-/* Logs what the trim script (reply r) did to the pass's stream. */
-void
+/* Logs what the trim script (reply r) did to the pass's stream; returns
+ * 1 when it retired the stream. */
+int
 cfcost_consumer_trimmed(cfcost_consumer_t *c, const redisReply *r)
 {
     char         iso[CFCOST_ISO_LEN + 1];
@@ -63,7 +64,7 @@ cfcost_consumer_trimmed(cfcost_consumer_t *c, const redisReply *r)
 
     key = c->streams[c->trim_i].key;
 
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3
+    if (r->type == REDIS_REPLY_ARRAY && (r->elements == 3 || r->elements == 4)
         && r->element[0]->type == REDIS_REPLY_INTEGER
         && r->element[1]->type == REDIS_REPLY_INTEGER)
     {
@@ -80,7 +81,15 @@ cfcost_consumer_trimmed(cfcost_consumer_t *c, const redisReply *r)
                             "beyond --retention-max are not acknowledged "
                             "yet", key);
         }
+
+        if (r->elements == 4 && r->element[3]->type == REDIS_REPLY_INTEGER
+            && r->element[3]->integer == 1)
+        {
+            return 1;
+        }
     }
+
+    return 0;
 }
 
 

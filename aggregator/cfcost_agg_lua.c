@@ -303,6 +303,12 @@ const char  cfcost_lua_group[] =
     "  if s == '' then return '0' end\n"
     "  return s\n"
     "end\n"
+    /* a writer no longer in the set was retired: no group, no stream */
+    "local w = string.match(stream, '{(w%x+)}')\n"
+    "if w == nil or redis.call('SISMEMBER', '" CFCOST_WRITERS_SET "', w)"
+         " == 0 then\n"
+    "  return { 2, '' }\n"
+    "end\n"
     "local start = '0'\n"
     "local h = redis.call('ZRANGE', '" CFCOST_APPLIED_HOLES_PREFIX "'"
                          " .. stream, 0, 0)\n"
@@ -349,12 +355,13 @@ const char  cfcost_lua_trim[] =
      * else the first it has not been given (after last-delivered-id) */
     "local groups = redis.call('XINFO', 'GROUPS', stream)\n"
     "if #groups == 0 then return { 0, 0, 0 } end\n"
-    "local safe, excl = nil, false\n"
+    "local safe, excl, busy = nil, false, false\n"
     "for _, g in ipairs(groups) do\n"
     "  local t = {}\n"
     "  for k = 1, #g, 2 do t[g[k]] = g[k + 1] end\n"
     "  local cand, ex = t['last-delivered-id'], true\n"
     "  if tonumber(t['pending']) > 0 then\n"
+    "    busy = true\n"
     "    cand, ex = redis.call('XPENDING', stream, t['name'])[2], false\n"
     "  end\n"
     "  if safe == nil or older(cand, safe) then safe, excl = cand, ex end\n"
@@ -364,7 +371,15 @@ const char  cfcost_lua_trim[] =
     "local skipped = 0\n"
     "if maxage > 0 then\n"
     "  local cut = string.format('%d-0', now - maxage)\n"
-    "  if older(safe, cut) then cut = safe end\n"
+    /* MINID keeps its id: past the last delivered (all acknowledged)
+     * entry, so that a stream read to its end can be emptied */
+    "  if older(safe, cut) then\n"
+    "    cut = safe\n"
+    "    local a, b = split(safe)\n"
+    "    if excl and b < 9007199254740992 then\n"
+    "      cut = string.format('%d-%d', a, b + 1)\n"
+    "    end\n"
+    "  end\n"
     "  redis.call('XTRIM', stream, 'MINID', cut)\n"
     "end\n"
 
@@ -404,10 +419,32 @@ const char  cfcost_lua_trim[] =
                            " 1000)\n"
     "if #dead > 0 then redis.call('ZREM', holes, unpack(dead)) end\n"
 
-    "local removed = len0 - redis.call('XLEN', stream)\n"
+    "local len = redis.call('XLEN', stream)\n"
+    "local removed = len0 - len\n"
+
+    /*
+     * An empty stream no group still needs, never written or not for
+     * longer than the retention (and a day): its writer is gone, or idle
+     * so long that it may as well be.  It leaves the writers' set with
+     * its markers, atomically, so that its reads and this set stop
+     * growing with every worker that ever ran.  A writer still alive
+     * finds out on its next XADD (NOMKSTREAM: no stream, no entry) and
+     * registers again with the entry, in one transaction.
+     */
+    "local retired = 0\n"
+    "if len == 0 and not busy and (fms == 0 or (maxage > 0"
+          " and fms < now - math.max(maxage, 86400000))) then\n"
+    "  redis.call('DEL', stream, holes)\n"
+    "  redis.call('HDEL', '" CFCOST_APPLIED_POS "', stream)\n"
+    "  redis.call('SREM', '" CFCOST_WRITERS_SET "', writer)\n"
+    "  retired = 1\n"
+    "end\n"
+
     "local prev = redis.call('HGET', '" CFCOST_RETENTION_HASH "',"
                  " '" CFCOST_RETENTION_F_BEFORE "')\n"
-    "if removed == 0 and prev == false then return { 0, 0, skipped } end\n"
+    "if removed == 0 and prev == false then\n"
+    "  return { 0, 0, skipped, retired }\n"
+    "end\n"
     "if removed > 0 and (prev == false or tonumber(prev) < fms) then\n"
     "  redis.call('HSET', '" CFCOST_RETENTION_HASH "',"
                  " '" CFCOST_RETENTION_F_BEFORE "',"
@@ -441,4 +478,4 @@ const char  cfcost_lua_trim[] =
     "  trim_index('" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER "' .. u)\n"
     "end\n"
     "trim_index('" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_ALL "')\n"
-    "return { removed, fms, skipped }\n";
+    "return { removed, fms, skipped, retired }\n";

@@ -92,7 +92,9 @@ extern const char  cfcost_lua_apply[];
  *
  *   EVALSHA <sha> 0 <stream> <group>
  *
- * Returns {1 created | 0 existed, start id}.
+ * Returns {1 created | 0 existed, start id}, or {2, ""} when the stream's
+ * writer is no longer in the writers' set (its stream was retired): then
+ * nothing is created.
  */
 extern const char  cfcost_lua_group[];
 
@@ -104,12 +106,16 @@ extern const char  cfcost_lua_group[];
  * are gone, and removes from the log indexes the members of this writer
  * whose entries are gone (looking at the oldest <index cap> members per
  * index and pass; stale members left over read as trimmed).  Rollups are
- * not touched.  The stream itself is never deleted.
+ * not touched.  A stream left empty that no group needs and that was
+ * never written, or not for longer than max(max age, a day), is retired:
+ * deleted with its markers, its writer out of the writers' set (a writer
+ * still alive registers again with its next entry).
  *
  *   EVALSHA <sha> 0 <stream> <now ms> <max age ms|0> <max len|0>
  *                   <clock skew ms> <scan cap> <index cap> <writer>
  *
- * Returns {entries removed, first remaining ms, skipped length trim 0|1}.
+ * Returns {entries removed, first remaining ms, skipped length trim 0|1,
+ * retired 0|1} (three elements when it found no stream or no group).
  */
 extern const char  cfcost_lua_trim[];
 

@@ -3,10 +3,18 @@
  *
  * Each worker process is a writer with a random id and its own stream.
  * It gives every record an entry id "<ms>-<seq>" above the one before,
- * adds itself to cfcost:writers once a connection, and sends its records
- * in batches, each one transaction:
+ * and sends its records in batches, each one transaction:
  *
- *   MULTI, XADD <stream> <id> <pairs>..., EXEC     (one XADD: just that)
+ *   MULTI, XADD <stream> NOMKSTREAM <id> <pairs>..., EXEC
+ *                                                  (one XADD: just that)
+ *
+ * The first batch on a connection also creates the stream and lists it,
+ * in the same transaction (MULTI, SADD cfcost:writers <id>, XADD <stream>
+ * <id> ..., EXEC): the aggregator retires an empty stream idle longer
+ * than its retention (deleted, and out of the set, in one script), so a
+ * stream must never come back without its listing.  NOMKSTREAM makes an
+ * XADD after a retirement add nothing (nil): the writer sends it again,
+ * registering first.
  *
  * with at most one batch of a stream in flight.  A transaction runs
  * whole or not at all (a refusal while it is queued -- OOM, LOADING,
@@ -19,6 +27,7 @@
  *
  *   reply to a record             the record
  *   an entry id                   stored: freed
+ *   nil (no stream: retired)      sent again, same id, registering first
  *   "equal or smaller"            stored before: freed
  *   none (connection lost)        sent again, same id
  *   LOADING, BUSY, OOM, ...       not run: sent again after a backoff pause
@@ -133,7 +142,7 @@ static void
 ngx_http_cfcost_writer_finish(ngx_http_cfcost_batch_t *b)
 {
     ngx_int_t                  i, last_ok;
-    ngx_uint_t                 notrun, unknown;
+    ngx_uint_t                 notrun, unknown, nostream;
     ngx_http_cfcost_rec_t     *rec;
     ngx_http_cfcost_lane_t    *lane;
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
@@ -151,6 +160,7 @@ ngx_http_cfcost_writer_finish(ngx_http_cfcost_batch_t *b)
 
     notrun = 0;
     unknown = 0;
+    nostream = 0;
 
     /* from the last, so that the ones to send again keep their order */
     for (i = (ngx_int_t) b->n - 1; i >= 0; i--) {
@@ -172,6 +182,12 @@ ngx_http_cfcost_writer_finish(ngx_http_cfcost_batch_t *b)
             ngx_http_cfcost_writer_dead(rec, b->err, b->err_len);
             break;
 
+        case NGX_HTTP_CFCOST_NOSTREAM:
+            nostream++;
+            ngx_http_cfcost_count(retried, 1);
+            ngx_queue_insert_head(&lane->queue, &rec->queue);
+            break;
+
         case NGX_HTTP_CFCOST_NOTRUN:
             notrun++;
 
@@ -188,6 +204,19 @@ ngx_http_cfcost_writer_finish(ngx_http_cfcost_batch_t *b)
             unknown++;
             ngx_http_cfcost_count(retried, 1);
             ngx_queue_insert_head(&lane->queue, &rec->queue);
+        }
+    }
+
+    if (nostream) {
+        /* the next batch registers the stream again, with its records */
+        wr->registered = 0;
+
+        if (!wr->retired_logged) {
+            ngx_log_error(NGX_LOG_NOTICE, wr->log, 0,
+                          "cfcost: the aggregator retired this worker's "
+                          "idle record stream; it is registered again "
+                          "with the next records");
+            wr->retired_logged = 1;
         }
     }
 
@@ -270,6 +299,14 @@ ngx_http_cfcost_writer_exec_reply(redisAsyncContext *ac, void *r,
     ngx_http_cfcost_batch_t  *b = data;
 
     k = b->sadd_queued;      /* the SADD's result comes first */
+
+    /* it ran: the live stream is there and listed (NOMKSTREAM from now) */
+    if (k && b->lane == &ngx_http_cfcost_wr.live && reply != NULL
+        && reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+        && reply->element[0]->type == REDIS_REPLY_INTEGER)
+    {
+        ngx_http_cfcost_wr.registered = 1;
+    }
 
     for (i = 0; i < b->n; i++) {
         if (b->recs[i]->state != NGX_HTTP_CFCOST_QUEUED) {
@@ -356,7 +393,7 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 {
     u_char                    *cmd, *ids[NGX_HTTP_CFCOST_BATCH_STREAMS];
     size_t                     len, argvlen[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
-    ngx_uint_t                 i, n, nids, txn;
+    ngx_uint_t                 i, n, nids, txn, live;
     ngx_queue_t               *q;
     const char                *argv[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
     ngx_http_cfcost_batch_t   *b;
@@ -391,13 +428,15 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 
     /*
      * One XADD of the live stream needs no transaction (it is atomic by
-     * itself, and the stream was registered on this connection); a batch
-     * of spooled records names its streams in the same transaction.
+     * itself, and the stream is registered: NOMKSTREAM keeps it so); the
+     * first batch on a connection, and a batch of spooled records, name
+     * their streams in the same transaction.
      */
-    txn = (n > 1 || lane == &wr->replay);
+    live = (lane == &wr->live && wr->registered);
+    txn = (n > 1 || !live);
 
     if (!txn) {
-        cmd = ngx_http_cfcost_writer_command(b->recs[0], &len);
+        cmd = ngx_http_cfcost_writer_command(b->recs[0], 1, &len);
 
         if (ngx_http_cfcost_redis_formatted(&wr->rd,
                                             ngx_http_cfcost_writer_xadd_reply,
@@ -429,7 +468,7 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 
     b->callbacks++;
 
-    if (lane == &wr->live) {
+    if (live) {
         goto records;
     }
 
@@ -455,7 +494,7 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 records:
 
     for (i = 0; i < n; i++) {
-        cmd = ngx_http_cfcost_writer_command(b->recs[i], &len);
+        cmd = ngx_http_cfcost_writer_command(b->recs[i], live, &len);
 
         if (ngx_http_cfcost_redis_formatted(&wr->rd,
                                             ngx_http_cfcost_writer_xadd_reply,
@@ -604,60 +643,6 @@ ngx_http_cfcost_writer_report(void)
 }
 
 
-static void
-ngx_http_cfcost_writer_registered(redisAsyncContext *ac, void *r,
-    void *data)
-{
-    redisReply                *reply = r;
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    wr->registering = 0;
-
-    if (reply == NULL) {
-        return;                            /* on_up registers again */
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_http_cfcost_writer_hold((u_char *) reply->str, reply->len);
-        return;
-    }
-
-    wr->registered = 1;
-    ngx_http_cfcost_writer_flush();
-}
-
-
-/*
- * SADD cfcost:writers <id>, once a connection, before the live stream's
- * first batch: readers find the stream there.
- */
-static void
-ngx_http_cfcost_writer_register(void)
-{
-    size_t                     argvlen[3];
-    const char                *argv[3];
-    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
-
-    if (wr->registering) {
-        return;
-    }
-
-    argv[0] = "SADD";
-    argv[1] = CFCOST_WRITERS_SET;
-    argv[2] = (char *) wr->live_ids.id;
-    argvlen[0] = sizeof("SADD") - 1;
-    argvlen[1] = sizeof(CFCOST_WRITERS_SET) - 1;
-    argvlen[2] = sizeof(wr->live_ids.id);
-
-    if (ngx_http_cfcost_redis_argv(&wr->rd, ngx_http_cfcost_writer_registered,
-                                   NULL, 3, argv, argvlen)
-        == NGX_OK)
-    {
-        wr->registering = 1;
-    }
-}
-
-
 /* sends the next batch of each lane that has none in flight */
 void
 ngx_http_cfcost_writer_flush(void)
@@ -674,12 +659,7 @@ ngx_http_cfcost_writer_flush(void)
     flushing = 1;
 
     if (wr->live.batch == NULL && !ngx_queue_empty(&wr->live.queue)) {
-        if (wr->registered) {
-            ngx_http_cfcost_writer_send(&wr->live);
-
-        } else {
-            ngx_http_cfcost_writer_register();
-        }
+        ngx_http_cfcost_writer_send(&wr->live);
     }
 
     ngx_http_cfcost_writer_replay();
@@ -700,7 +680,6 @@ static void
 ngx_http_cfcost_writer_up(ngx_http_cfcost_redis_t *rd)
 {
     ngx_http_cfcost_wr.registered = 0;
-    ngx_http_cfcost_wr.registering = 0;
     ngx_http_cfcost_writer_flush();
 }
 

@@ -68,7 +68,7 @@ ngx_http_cfcost_writer_sync(redisContext *c, ngx_http_cfcost_rec_t **all,
                            wr->live_ids.id, sizeof(wr->live_ids.id));
 
         for (j = 0; j < m; j++) {
-            cmd = ngx_http_cfcost_writer_command(all[i + j], &len);
+            cmd = ngx_http_cfcost_writer_command(all[i + j], 0, &len);
             redisAppendFormattedCommand(c, (char *) cmd, len);
         }
 
@@ -155,7 +155,7 @@ ngx_http_cfcost_writer_spool_rest(ngx_http_cfcost_rec_t **all, ngx_uint_t n)
             continue;
         }
 
-        cmd = ngx_http_cfcost_writer_command(all[i], &len);
+        cmd = ngx_http_cfcost_writer_command(all[i], 0, &len);
 
         if (ngx_http_cfcost_spool_append(wr->mcf, wr->log, wr->live_ids.id,
                                          cmd, len)

@@ -37,6 +37,8 @@
 #define NGX_HTTP_CFCOST_NOTRUN         4       /* Redis did not run it */
 #define NGX_HTTP_CFCOST_DEAD           5       /* refused for good */
 #define NGX_HTTP_CFCOST_UNKNOWN        6       /* the connection went */
+#define NGX_HTTP_CFCOST_NOSTREAM       7       /* XADD NOMKSTREAM found no
+                                                  stream: it was retired */
 
 
 typedef struct ngx_http_cfcost_batch_s  ngx_http_cfcost_batch_t;
@@ -106,8 +108,10 @@ typedef struct {
     ngx_uint_t                       ticks;
 
     unsigned                         initialized:1;
-    unsigned                         registered:1; /* on this connection */
-    unsigned                         registering:1;
+    unsigned                         registered:1; /* the live stream is
+                                                      there and listed, as
+                                                      this connection saw */
+    unsigned                         retired_logged:1;
     unsigned                         paused:1;
     unsigned                         giving_up:1; /* exiting, drain over */
     unsigned                         full_logged:1;
@@ -131,7 +135,7 @@ void ngx_http_cfcost_writer_new_id(ngx_http_cfcost_rec_t *rec,
 void ngx_http_cfcost_writer_free(ngx_http_cfcost_rec_t *rec);
 void ngx_http_cfcost_writer_settled(ngx_http_cfcost_rec_t *rec);
 u_char *ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec,
-    size_t *len);
+    ngx_uint_t nomkstream, size_t *len);
 void ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, u_char *err,
     size_t err_len);
 void ngx_http_cfcost_writer_hold(u_char *err, size_t len);

@@ -63,7 +63,7 @@ ngx_http_cfcost_writer_spill(ngx_http_cfcost_rec_t *rec)
     ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
 
     ngx_http_cfcost_writer_new_id(rec, &wr->spool_ids);
-    cmd = ngx_http_cfcost_writer_command(rec, &len);
+    cmd = ngx_http_cfcost_writer_command(rec, 0, &len);
 
     if (ngx_http_cfcost_spool_append(wr->mcf, wr->log, wr->live_ids.id, cmd,
                                      len)

@@ -65,18 +65,26 @@ ngx_http_cfcost_writer_settled(ngx_http_cfcost_rec_t *rec)
 
 
 /*
- * The whole XADD command of rec: the head is written just before the
- * pairs.  Returns where it starts; *len is its length.
+ * The whole XADD command of rec, NOMKSTREAM when asked: the head is
+ * written just before the pairs.  Returns where it starts; *len is its
+ * length.
  */
 u_char *
-ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec, size_t *len)
+ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec,
+    ngx_uint_t nomkstream, size_t *len)
 {
     u_char  head[NGX_HTTP_CFCOST_HEAD_MAX], *p, id[NGX_INT64_LEN * 2 + 2];
     size_t  hlen;
 
-    p = ngx_sprintf(head, "*%ui\r\n", 3 + 2 * rec->pairs);
+    p = ngx_sprintf(head, "*%ui\r\n", 3 + (nomkstream ? 1 : 0)
+                                        + 2 * rec->pairs);
     p = ngx_http_cfcost_bulk(p, "XADD", sizeof("XADD") - 1);
     p = ngx_http_cfcost_bulk(p, rec->stream, sizeof(rec->stream));
+
+    if (nomkstream) {
+        p = ngx_http_cfcost_bulk(p, "NOMKSTREAM", sizeof("NOMKSTREAM") - 1);
+    }
+
     p = ngx_http_cfcost_bulk(p, id, ngx_http_cfcost_writer_id_str(rec, id));
 
     hlen = p - head;
@@ -100,7 +108,7 @@ ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, u_char *err,
     ngx_http_cfcost_writer_t     *wr = &ngx_http_cfcost_wr;
     ngx_http_cfcost_main_conf_t  *mcf = wr->mcf;
 
-    cmd = ngx_http_cfcost_writer_command(rec, &len);
+    cmd = ngx_http_cfcost_writer_command(rec, 0, &len);
 
     fd = ngx_open_file(mcf->dead_letter.data, NGX_FILE_APPEND,
                        NGX_FILE_CREATE_OR_OPEN, NGX_FILE_DEFAULT_ACCESS);
@@ -176,7 +184,7 @@ ngx_http_cfcost_writer_classify(redisReply *reply)
     }
 
     if (reply->type == REDIS_REPLY_NIL) {
-        return NGX_HTTP_CFCOST_NOTRUN;
+        return NGX_HTTP_CFCOST_NOSTREAM;   /* only XADD NOMKSTREAM says nil */
     }
 
     if (reply->type != REDIS_REPLY_ERROR) {
