@@ -61,6 +61,7 @@ typedef struct {
     const char      *consumer;
     unsigned         batch;             /* XREADGROUP COUNT */
     unsigned         block_ms;          /* XREADGROUP BLOCK */
+    unsigned         linger_ms;         /* after a short read, wait */
     unsigned         claim_idle_ms;
     unsigned         retention_days;    /* 0: no age limit */
     unsigned         retention_max;     /* 0: no length limit */

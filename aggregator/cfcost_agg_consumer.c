@@ -420,6 +420,29 @@ cfcost_consumer_queue_failed(cfcost_consumer_t *c)
 }
 
 
+/* The entries of an XREADGROUP reply, over its streams. */
+static size_t
+cfcost_consumer_read_count(const redisReply *r)
+{
+    size_t             i, n;
+    const redisReply  *s;
+
+    n = 0;
+
+    for (i = 0; i < r->elements; i++) {
+        s = r->element[i];
+
+        if (s->type == REDIS_REPLY_ARRAY && s->elements == 2
+            && s->element[1]->type == REDIS_REPLY_ARRAY)
+        {
+            n += s->element[1]->elements;
+        }
+    }
+
+    return n;
+}
+
+
 static void
 cfcost_consumer_on_new(cfcost_redis_t *rd, redisReply *r, void *data)
 {
@@ -444,6 +467,18 @@ cfcost_consumer_on_new(cfcost_redis_t *rd, redisReply *r, void *data)
     if (cfcost_consumer_queue_read(c, r) != 0) {
         cfcost_consumer_queue_failed(c);
         return;
+    }
+
+    /*
+     * Less than a batch: the traffic is light, and the next read would
+     * return as soon as one record came, one script run per record or
+     * so.  Waiting --linger first makes the batches, and so the scripts,
+     * fewer and larger, for at most that much more delay.
+     */
+    if (c->agg->conf.linger_ms && cfcost_consumer_read_count(r)
+                                  < c->agg->conf.batch)
+    {
+        c->linger_until = cfcost_mono_ms() + c->agg->conf.linger_ms;
     }
 
     cfcost_consumer_apply_queued(c);
@@ -622,6 +657,12 @@ cfcost_consumer_step(cfcost_consumer_t *c, uint64_t now)
                         && (conf->retention_days || conf->retention_max)))
     {
         return cfcost_consumer_trim(c, cfcost_consumer_on_trim);
+    }
+
+    if (now < c->linger_until) {
+        c->busy = 0;
+        cfcost_consumer_wait(c, (unsigned) (c->linger_until - now));
+        return 1;
     }
 
     return cfcost_consumer_read_new(c, cfcost_consumer_on_new);

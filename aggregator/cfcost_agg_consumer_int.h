@@ -64,6 +64,7 @@ struct cfcost_consumer_s {
     int                 full;           /* CFCOST_STREAMS_MAX reached */
 
     uint64_t            next_discover;  /* monotonic ms; 0: now */
+    uint64_t            linger_until;   /* no new read before (--linger) */
 
     int                 single;         /* isolating a failing entry */
     unsigned            poison_run;     /* entries skipped in a row */

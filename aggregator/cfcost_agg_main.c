@@ -71,6 +71,10 @@ CFCOST_WRITERS_SET "\";\n"                                                   \
 "                       (default 512)\n"                                     \
 "  --block MS           how long a read waits for new entries (default\n"    \
 "                       2000)\n"                                             \
+"  --linger MS          after a read of less than --batch entries, wait\n"  \
+"                       this long before the next (default 20; 0: never):\n"\
+"                       fewer, larger batches under light load, for at\n"   \
+"                       most that much more delay before a record counts\n" \
 "  --claim-idle MS      take over entries pending that long with another\n"  \
 "                       (dead) consumer, via XAUTOCLAIM (default 30000)\n"   \
 "  --retention-days N   trim stream entries older than N days (XTRIM\n"      \
@@ -128,7 +132,7 @@ typedef struct {
 
 enum {
     F_LISTEN, F_SOCKET_MODE, F_REDIS, F_REDIS_AUTH, F_REDIS_TIMEOUT, F_GROUP, F_CONSUMER,
-    F_BATCH, F_BLOCK, F_CLAIM_IDLE, F_RET_DAYS, F_RET_MAX, F_TRIM_INTERVAL,
+    F_BATCH, F_BLOCK, F_LINGER, F_CLAIM_IDLE, F_RET_DAYS, F_RET_MAX, F_TRIM_INTERVAL,
     F_DEDUP_TTL, F_METRICS_OPEN, F_METRICS_USERS, F_TRUST_USER,
     F_LOG_LEVEL, F_HELP, F_VERSION
 };
@@ -144,6 +148,7 @@ static const cfcost_flag_t  cfcost_flags[] = {
     { "consumer",        1, F_CONSUMER },
     { "batch",           1, F_BATCH },
     { "block",           1, F_BLOCK },
+    { "linger",          1, F_LINGER },
     { "claim-idle",      1, F_CLAIM_IDLE },
     { "retention-days",  1, F_RET_DAYS },
     { "retention-max",   1, F_RET_MAX },
@@ -268,6 +273,8 @@ cfcost_flag_set(cfcost_agg_conf_t *c, const cfcost_flag_t *f, const char *v)
                                &c->batch);
     case F_BLOCK:
         return cfcost_flag_num(f->name, v, 10, 60000, 10, &c->block_ms);
+    case F_LINGER:
+        return cfcost_flag_num(f->name, v, 0, 1000, 10, &c->linger_ms);
     case F_CLAIM_IDLE:
         return cfcost_flag_num(f->name, v, 100, 86400000, 10,
                                &c->claim_idle_ms);
@@ -367,6 +374,7 @@ cfcost_conf_defaults(cfcost_agg_conf_t *c)
     c->group = "cfcost-aggregator";
     c->batch = 512;
     c->block_ms = 2000;
+    c->linger_ms = 20;
     c->claim_idle_ms = 30000;
     c->retention_days = 30;
     c->retention_max = 0;
