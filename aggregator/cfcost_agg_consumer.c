@@ -595,9 +595,17 @@ cfcost_consumer_on_trim(cfcost_redis_t *rd, redisReply *r, void *data)
         return;
     }
 
-    if (cfcost_consumer_trimmed(c, r)) {
+    switch (cfcost_consumer_trimmed(c, r)) {
+
+    case 1:
         /* retired: the pass goes on with the stream now at trim_i */
         cfcost_consumer_drop_stream(c, c->trim_i);
+        cfcost_consumer_next(c);
+        return;
+
+    case 2:
+        /* no stream (yet): nobody to reap */
+        cfcost_consumer_trim_next(c);
         cfcost_consumer_next(c);
         return;
     }

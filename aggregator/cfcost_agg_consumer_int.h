@@ -131,7 +131,7 @@ void cfcost_consumer_claim_next(cfcost_consumer_t *c);
 int cfcost_consumer_trim(cfcost_consumer_t *c, cfcost_redis_reply_pt handler);
 
 /* Logs what the trim script (reply r) did to the pass's current stream;
- * 1 when it retired it. */
+ * 1 when it is retired, 2 when it is not there, else 0. */
 int cfcost_consumer_trimmed(cfcost_consumer_t *c, const redisReply *r);
 
 /* Sends XINFO CONSUMERS for the pass's current stream, reply to handler. */

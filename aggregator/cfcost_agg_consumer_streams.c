@@ -46,7 +46,9 @@ cfcost_consumer_find(cfcost_consumer_t *c, const char *key, size_t len)
 void
 cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
 {
+    int                claim_key, has_trim_key;
     char               key[CFCOST_RECORD_STREAM_LEN + 1];
+    char               trim_key[CFCOST_RECORD_STREAM_LEN + 1];
     size_t             i, n, added;
     cfcost_stream_t   *s, *st;
     const redisReply  *w;
@@ -64,6 +66,8 @@ cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
 
     c->streams = s;
     added = 0;
+    claim_key = 0;
+    has_trim_key = 0;
 
     for (i = 0; i < r->elements; i++) {
         w = r->element[i];
@@ -103,11 +107,33 @@ cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
         cfcost_log_info("consumer: new writer stream %s", st->key);
     }
 
+    if (added == 0) {
+        return;
+    }
+
+    /* the passes under way keep their stream across the sort */
+    if (c->claiming && c->claim_i < c->nstreams) {
+        memcpy(key, c->streams[c->claim_i].key, sizeof(key));
+        claim_key = 1;
+    }
+
+    if (c->trimming && c->trim_i < c->nstreams) {
+        memcpy(trim_key, c->streams[c->trim_i].key, sizeof(trim_key));
+        has_trim_key = 1;
+    }
+
     c->nstreams += added;
 
-    if (added) {
-        qsort(c->streams, c->nstreams, sizeof(cfcost_stream_t),
-              cfcost_stream_cmp);
+    qsort(c->streams, c->nstreams, sizeof(cfcost_stream_t),
+          cfcost_stream_cmp);
+
+    if (claim_key) {
+        c->claim_i = cfcost_consumer_find(c, key, CFCOST_RECORD_STREAM_LEN);
+    }
+
+    if (has_trim_key) {
+        c->trim_i = cfcost_consumer_find(c, trim_key,
+                                         CFCOST_RECORD_STREAM_LEN);
     }
 }
 

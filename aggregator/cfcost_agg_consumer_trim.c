@@ -55,7 +55,8 @@ cfcost_consumer_trim(cfcost_consumer_t *c, cfcost_redis_reply_pt handler)
 
 
 /* Logs what the trim script (reply r) did to the pass's stream; returns
- * 1 when it retired the stream. */
+ * 1 when the stream is retired (by this pass or another aggregator), 2
+ * when it is not there, else 0. */
 int
 cfcost_consumer_trimmed(cfcost_consumer_t *c, const redisReply *r)
 {
@@ -83,9 +84,9 @@ cfcost_consumer_trimmed(cfcost_consumer_t *c, const redisReply *r)
         }
 
         if (r->elements == 4 && r->element[3]->type == REDIS_REPLY_INTEGER
-            && r->element[3]->integer == 1)
+            && (r->element[3]->integer == 1 || r->element[3]->integer == 2))
         {
-            return 1;
+            return (int) r->element[3]->integer;
         }
     }
 

@@ -357,7 +357,13 @@ const char  cfcost_lua_trim[] =
     "local cap, icap = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
     "local holes = '" CFCOST_APPLIED_HOLES_PREFIX "' .. stream\n"
     CFCOST_LUA_PAD
-    "if redis.call('EXISTS', stream) == 0 then return { 0, 0, 0 } end\n"
+    /* no stream: 1 when its writer was retired (by another aggregator),
+     * else 2 (nothing to trim, nobody to reap) */
+    "if redis.call('EXISTS', stream) == 0 then\n"
+    "  if redis.call('SISMEMBER', '" CFCOST_WRITERS_SET "', writer) == 0"
+        " then return { 0, 0, 0, 1 } end\n"
+    "  return { 0, 0, 0, 2 }\n"
+    "end\n"
 
     "local function split(id)\n"
     "  local a, b = string.match(id, '^(%d+)%-(%d+)$')\n"
@@ -382,7 +388,11 @@ const char  cfcost_lua_trim[] =
     "    busy = true\n"
     "    cand, ex = redis.call('XPENDING', stream, t['name'])[2], false\n"
     "  end\n"
-    "  if safe == nil or older(cand, safe) then safe, excl = cand, ex end\n"
+    "  if safe == nil or older(cand, safe) then\n"
+    "    safe, excl = cand, ex\n"
+    "  elseif cand == safe then\n"
+    "    excl = excl and ex\n"        /* a tie: pending wins */
+    "  end\n"
     "end\n"
 
     "local len0 = redis.call('XLEN', stream)\n"
@@ -441,21 +451,39 @@ const char  cfcost_lua_trim[] =
     "local removed = len0 - len\n"
 
     /*
-     * An empty stream no group still needs, never written or not for
-     * longer than the retention (and a day): its writer is gone, or idle
-     * so long that it may as well be.  It leaves the writers' set with
-     * its markers, atomically, so that its reads and this set stop
-     * growing with every worker that ever ran.  A writer still alive
-     * finds out on its next XADD (NOMKSTREAM: no stream, no entry) and
-     * registers again with the entry, in one transaction.
+     * An empty stream no group still needs, idle for longer than the
+     * retention and a day (its last entry that old; never written: first
+     * seen so that long ago, in cfcost:retiring): its writer is gone, or
+     * idle so long that it may as well be.  It leaves the writers' set,
+     * atomically, so that its reads and this set stop growing with every
+     * worker that ever ran.  Its applied position stays: a record of it
+     * sent again later (a lost reply, an old spool file) is at or below
+     * it, and counts as stale, not twice.  A writer still alive finds out
+     * on its next XADD (NOMKSTREAM: nil) and registers again with the
+     * entry, in one transaction.
      */
-    "local retired = 0\n"
-    "if len == 0 and not busy and (fms == 0 or (maxage > 0"
-          " and fms < now - math.max(maxage, 86400000))) then\n"
+    "local retired, horizon = 0, now - math.max(maxage, 86400000)\n"
+    "local idle = false\n"
+    "if len == 0 and not busy then\n"
+    "  if fms == 0 then\n"
+    "    local seen = redis.call('HGET', '" CFCOST_RETIRING "', stream)\n"
+    "    if seen == false then\n"
+    "      redis.call('HSET', '" CFCOST_RETIRING "', stream,"
+                   " string.format('%d', now))\n"
+    "    else\n"
+    "      idle = tonumber(seen) < horizon\n"
+    "    end\n"
+    "  else\n"
+    "    idle = maxage > 0 and fms < horizon\n"
+    "  end\n"
+    "end\n"
+    "if idle then\n"
     "  redis.call('DEL', stream, holes)\n"
-    "  redis.call('HDEL', '" CFCOST_APPLIED_POS "', stream)\n"
+    "  redis.call('HDEL', '" CFCOST_RETIRING "', stream)\n"
     "  redis.call('SREM', '" CFCOST_WRITERS_SET "', writer)\n"
     "  retired = 1\n"
+    "elseif fms ~= 0 then\n"
+    "  redis.call('HDEL', '" CFCOST_RETIRING "', stream)\n"
     "end\n"
 
     "local prev = redis.call('HGET', '" CFCOST_RETENTION_HASH "',"

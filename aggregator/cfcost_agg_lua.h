@@ -106,16 +106,20 @@ extern const char  cfcost_lua_group[];
  * are gone, and removes from the log indexes the members of this writer
  * whose entries are gone (looking at the oldest <index cap> members per
  * index and pass; stale members left over read as trimmed).  Rollups are
- * not touched.  A stream left empty that no group needs and that was
- * never written, or not for longer than max(max age, a day), is retired:
- * deleted with its markers, its writer out of the writers' set (a writer
- * still alive registers again with its next entry).
+ * not touched.  A stream left empty that no group needs, idle longer
+ * than max(max age, a day) (its last entry; never written: since first
+ * seen so, in cfcost:retiring), is retired: deleted with its holes, its
+ * writer out of the writers' set; its applied position stays, so that a
+ * record of it sent again counts as stale (a writer still alive
+ * registers again with its next entry).
  *
  *   EVALSHA <sha> 0 <stream> <now ms> <max age ms|0> <max len|0>
  *                   <clock skew ms> <scan cap> <index cap> <writer>
  *
  * Returns {entries removed, first remaining ms, skipped length trim 0|1,
- * retired 0|1} (three elements when it found no stream or no group).
+ * retired 0|1}; {0, 0, 0, 1} when there is no stream and its writer is
+ * not listed (retired elsewhere), {0, 0, 0, 2} when there is no stream
+ * yet; three elements when the stream has no group.
  */
 extern const char  cfcost_lua_trim[];
 

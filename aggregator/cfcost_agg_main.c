@@ -97,9 +97,10 @@ CFCOST_WRITERS_SET "\";\n"                                                   \
 "  --version            the version\n"                                       \
 "\n"                                                                         \
 "Retention trims the streams only, never the rollups, never an entry a\n"  \
-"consumer group has not acknowledged; a stream left empty, never written\n" \
-"or not for --retention-days and a day, is retired (deleted, its writer\n"  \
-"out of the set: a live one registers again with its next record); logs\n" \
+"consumer group has not acknowledged; a stream left empty and idle for\n"   \
+"--retention-days and a day is retired (deleted, its writer out of the\n"  \
+"set, its applied position kept; a live writer registers again with its\n" \
+"next record); logs\n"                                                      \
 "older than the streams are reported in truncated_before.\n"                \
 "\n"                                                                         \
 "Identity (set by nginx, which strips them from clients):\n"                 \

@@ -199,12 +199,13 @@ cfcost_redis_on_connect(const redisAsyncContext *cac, int status)
     rd->state = CFCOST_REDIS_AUTHING;
     argc = cfcost_redis_auth_argv(rd->auth, argv, argvlen);
 
-    if (redisAsyncCommandArgv(ac, cfcost_redis_on_auth, rd, argc, argv,
-                              argvlen)
-        != REDIS_OK)
-    {
-        redisAsyncDisconnect(ac);
-    }
+    /*
+     * Out of memory: not disconnected here (hiredis 0.14 would free the
+     * context under its own connect handler); the connect deadline drops
+     * it (cfcost_redis_watch).
+     */
+    (void) redisAsyncCommandArgv(ac, cfcost_redis_on_auth, rd, argc, argv,
+                                 argvlen);
 }
 
 

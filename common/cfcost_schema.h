@@ -200,6 +200,8 @@
 #define CFCOST_APPLIED_PREFIX         "cfcost:applied:"
 #define CFCOST_APPLIED_POS            "cfcost:applied-pos"
 #define CFCOST_APPLIED_HOLES_PREFIX   "cfcost:applied-holes:"
+#define CFCOST_RETIRING               "cfcost:retiring"  /* stream -> ms
+                                         first seen empty, never written */
 
 #define CFCOST_LOGIDX_PREFIX          "cfcost:logidx:"
 #define CFCOST_LOGIDX_TS_DIGITS       15

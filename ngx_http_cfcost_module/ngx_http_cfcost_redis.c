@@ -231,12 +231,13 @@ ngx_http_cfcost_redis_on_connect(const redisAsyncContext *cac, int status)
     argc = cfcost_redis_auth_argv(rd->mcf->redis_auth, argv, argvlen);
     rd->progress = ngx_current_msec;
 
-    if (redisAsyncCommandArgv(ac, ngx_http_cfcost_redis_on_auth, rd, argc,
-                              argv, argvlen)
-        != REDIS_OK)
-    {
-        redisAsyncDisconnect(ac);
-    }
+    /*
+     * Out of memory: not disconnected here (hiredis 0.14 would free the
+     * context under its own connect handler); never up, the watchdog
+     * drops it after cfcost_redis_timeout.
+     */
+    (void) redisAsyncCommandArgv(ac, ngx_http_cfcost_redis_on_auth, rd, argc,
+                                 argv, argvlen);
 }
 
 

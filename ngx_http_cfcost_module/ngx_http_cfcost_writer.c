@@ -23,7 +23,9 @@
  * Redis refuses an XADD because its id is "equal or smaller than the
  * target stream top item", the record is there already (or was, and was
  * trimmed since): it is never stored twice, whatever happened to an
- * earlier attempt, and finding that out costs nothing.
+ * earlier attempt, and finding that out costs nothing.  (Once the stream
+ * was retired, a record sent again goes into a new one, at or below the
+ * retired stream's applied position: the aggregator counts it as stale.)
  *
  *   reply to a record             the record
  *   an entry id                   stored: freed

@@ -1,9 +1,11 @@
 # Every worker that ever ran is a writer with a stream of its own; without
 # retirement, cfcost:writers and the streams the aggregator reads grow with
 # every reload and restart (and past 4,096 writers the aggregator stopped
-# reading new ones).  The trim pass retires an empty stream no group needs
-# that was never written, or not for longer than the retention (and a day):
-# the stream, its markers and its listing go in one script.  A writer still
+# reading new ones).  The trim pass retires an empty stream no group needs,
+# idle for longer than the retention and a day (never written: first seen
+# so that long ago): the stream and its listing go in one script; its
+# applied position stays, so a record of it sent again counts once.  A
+# writer still
 # alive whose stream was retired finds out on its next XADD (NOMKSTREAM:
 # nil) and registers again with its records, in one transaction: nothing is
 # lost, nothing counted twice.
@@ -57,6 +59,9 @@ ok(@live >= 1, scalar(@live) . ' live writer(s) listed');
 # 40 writers that registered and never wrote (workers that served
 # nothing), and one whose only record, from 1970, is counted, then trimmed
 my @never = map { sprintf 'w%016x', 0xdead0000 + $_ } 1 .. 40;
+# first seen empty long ago (the trim pass notes the time it first sees
+# one, and retires it a day later)
+$env->redis('HSET', 'cfcost:retiring', map { ("cfcost:rec:{$_}", 1000) } @never);
 $env->redis('SADD', 'cfcost:writers', @never);
 
 my $rec = $env->records->[0];
@@ -80,8 +85,23 @@ is_deeply([sort @{ $env->redis('SMEMBERS', 'cfcost:writers') }], [sort @live],
 is($env->redis('EXISTS', "cfcost:rec:{$old}", map { "cfcost:rec:{$_}" } @never),
    0, 'their streams are gone (the group script made the never-written '
    . 'ones; none is made again)');
-is($env->redis('HEXISTS', 'cfcost:applied-pos', "cfcost:rec:{$old}"), 0,
-   'and their markers');
+is($env->redis('EXISTS', "cfcost:applied-holes:cfcost:rec:{$old}"), 0,
+   'and their holes');
+is($env->redis('HGET', 'cfcost:applied-pos', "cfcost:rec:{$old}"), '1000-0',
+   'the applied position stays');
+is($env->redis('HLEN', 'cfcost:retiring'), 0, 'cfcost:retiring is empty again');
+
+# the old record sent again (a lost reply, an old spool file): registered
+# and stored again, as a replay does, it counts as stale, not twice
+is($env->redis('MULTI'), 'OK', 'a replay of the 1970 record: MULTI');
+$env->redis('SADD', 'cfcost:writers', $old);
+$env->redis('XADD', "cfcost:rec:{$old}", '1000-0', @pairs);
+my $ex = $env->redis('EXEC');
+is(ref $ex eq 'ARRAY' && $ex->[1], '1000-0', '... stored again in a new stream');
+sleep 3;
+is(total(), $sent + 1, 'and not counted twice');
+$env->redis('SREM', 'cfcost:writers', $old);
+$env->redis('DEL', "cfcost:rec:{$old}");
 is(total(), $sent + 1, 'the totals keep what they counted');
 my $log = CfcostTest::_slurp($env->tmp . '/aggregator.log');
 my $n = () = $log =~ /retired \(its writer is gone\)/g;
