@@ -76,7 +76,7 @@ reap() {
 group_alive() {
     local f s state ppid pgrp
     for f in /proc/[0-9]*/stat; do
-        read -r s < "$f" 2>/dev/null || continue
+        read -r s 2>/dev/null < "$f" || continue
         read -r state ppid pgrp _ <<< "${s##*) }"
         [ "$pgrp" = "$1" ] && [ "$state" != Z ] && return 0
     done
