@@ -178,6 +178,7 @@ sub probe {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     $cap //= $CAP;
     $env->emu_clear;
+    my $before = $env->record_count;
     my @s = map { send_req('chat', $key, "probe $_ $SLOW") } 1 .. $cap;
     my $up = wait_upstream($cap);
     is($up, $cap, "$name: $cap requests in flight upstream");
@@ -186,6 +187,10 @@ sub probe {
         or diag($r->{body});
     my @st = map { read_resp($_)->{status} } @s;
     is_deeply(\@st, [(200) x $cap], "$name: the $cap are served");
+    # their records are written after the answers: all in before the
+    # next step counts its own
+    is(wait_count($before + $cap + 1), $before + $cap + 1,
+       "$name: $cap + 1 records");
 }
 
 
