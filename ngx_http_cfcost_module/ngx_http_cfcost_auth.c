@@ -33,9 +33,8 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t             node;       /* key: hash's first bytes */
+    ngx_http_cfcost_keytree_node_t  tn;       /* first: _keytree.c */
     ngx_queue_t                   queue;      /* LRU, most recent first */
-    u_char                        hash[NGX_HTTP_CFCOST_HASH_LEN];
     ngx_msec_t                    fetched;
     u_char                        state;
     u_char                        id_len;
@@ -84,44 +83,6 @@ static ngx_int_t ngx_http_cfcost_auth_decide(ngx_http_request_t *r,
 
 /* shared-memory zone */
 
-static void
-ngx_http_cfcost_cache_rbtree_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t          **p;
-    ngx_http_cfcost_key_node_t  *kn, *kt;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            kn = (ngx_http_cfcost_key_node_t *) node;
-            kt = (ngx_http_cfcost_key_node_t *) temp;
-
-            p = (ngx_memcmp(kn->hash, kt->hash, NGX_HTTP_CFCOST_HASH_LEN) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
-
-
 static ngx_int_t
 ngx_http_cfcost_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
@@ -153,7 +114,7 @@ ngx_http_cfcost_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ctx->shpool->data = ctx->sh;
 
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
-                    ngx_http_cfcost_cache_rbtree_insert);
+                    ngx_http_cfcost_keytree_insert);
     ngx_queue_init(&ctx->sh->queue);
 
     len = sizeof(" in cfcost key cache \"\"") + shm_zone->shm.name.len;
@@ -203,45 +164,6 @@ ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
 }
 
 
-static ngx_http_cfcost_key_node_t *
-ngx_http_cfcost_cache_find(ngx_http_cfcost_cache_t *cache, u_char *hash)
-{
-    ngx_int_t                    rc;
-    ngx_rbtree_key_t             key;
-    ngx_rbtree_node_t           *node, *sentinel;
-    ngx_http_cfcost_key_node_t  *kn;
-
-    ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
-
-    node = cache->sh->rbtree.root;
-    sentinel = cache->sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (key < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (key > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        kn = (ngx_http_cfcost_key_node_t *) node;
-        rc = ngx_memcmp(hash, kn->hash, NGX_HTTP_CFCOST_HASH_LEN);
-
-        if (rc == 0) {
-            return kn;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
 /* copies the cached identity, if any, into the request's pool */
 static void
 ngx_http_cfcost_cache_get(ngx_http_request_t *r,
@@ -255,7 +177,7 @@ ngx_http_cfcost_cache_get(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&cache->shpool->mutex);
 
-    kn = ngx_http_cfcost_cache_find(cache, hash);
+    kn = ngx_http_cfcost_keytree_find(&cache->sh->rbtree, hash);
 
     if (kn != NULL) {
         p = ngx_pnalloc(r->pool, kn->id_len + kn->user_len);
@@ -294,7 +216,7 @@ ngx_http_cfcost_cache_expire_one(ngx_http_cfcost_cache_t *cache)
     kn = ngx_queue_data(q, ngx_http_cfcost_key_node_t, queue);
 
     ngx_queue_remove(q);
-    ngx_rbtree_delete(&cache->sh->rbtree, &kn->node);
+    ngx_rbtree_delete(&cache->sh->rbtree, &kn->tn.node);
     ngx_slab_free_locked(cache->shpool, kn);
 }
 
@@ -312,10 +234,10 @@ ngx_http_cfcost_cache_put(ngx_http_cfcost_cache_t *cache, u_char *hash,
 
     ngx_shmtx_lock(&cache->shpool->mutex);
 
-    kn = ngx_http_cfcost_cache_find(cache, hash);
+    kn = ngx_http_cfcost_keytree_find(&cache->sh->rbtree, hash);
     if (kn != NULL) {
         ngx_queue_remove(&kn->queue);
-        ngx_rbtree_delete(&cache->sh->rbtree, &kn->node);
+        ngx_rbtree_delete(&cache->sh->rbtree, &kn->tn.node);
         ngx_slab_free_locked(cache->shpool, kn);
     }
 
@@ -331,8 +253,6 @@ ngx_http_cfcost_cache_put(ngx_http_cfcost_cache_t *cache, u_char *hash,
         return;                        /* not cached: next request asks */
     }
 
-    ngx_memcpy(kn->hash, hash, NGX_HTTP_CFCOST_HASH_LEN);
-    ngx_memcpy(&kn->node.key, hash, sizeof(ngx_rbtree_key_t));
     kn->fetched = ngx_current_msec;
     kn->state = id->state;
     kn->id_len = (u_char) id->id.len;
@@ -346,7 +266,7 @@ ngx_http_cfcost_cache_put(ngx_http_cfcost_cache_t *cache, u_char *hash,
         ngx_memcpy(kn->data + id->id.len, id->user.data, id->user.len);
     }
 
-    ngx_rbtree_insert(&cache->sh->rbtree, &kn->node);
+    ngx_http_cfcost_keytree_add(&cache->sh->rbtree, &kn->tn, hash);
     ngx_queue_insert_head(&cache->sh->queue, &kn->queue);
 
     ngx_shmtx_unlock(&cache->shpool->mutex);

@@ -21,10 +21,8 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t              node;      /* key: the hash's first
-                                                 bytes */
+    ngx_http_cfcost_keytree_node_t  tn;       /* first: _keytree.c */
     ngx_uint_t                     count;
-    u_char                         hash[NGX_HTTP_CFCOST_HASH_LEN];
 } ngx_http_cfcost_conc_node_t;
 
 
@@ -46,44 +44,6 @@ typedef struct {
     ngx_http_cfcost_conc_t        *conc;
     ngx_http_cfcost_conc_node_t   *node;
 } ngx_http_cfcost_conc_cleanup_t;
-
-
-static void
-ngx_http_cfcost_conc_rbtree_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t            **p;
-    ngx_http_cfcost_conc_node_t   *cn, *ct;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            cn = (ngx_http_cfcost_conc_node_t *) node;
-            ct = (ngx_http_cfcost_conc_node_t *) temp;
-
-            p = (ngx_memcmp(cn->hash, ct->hash, NGX_HTTP_CFCOST_HASH_LEN) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
 
 
 /*
@@ -122,7 +82,7 @@ ngx_http_cfcost_conc_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ctx->shpool->data = ctx->sh;
 
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
-                    ngx_http_cfcost_conc_rbtree_insert);
+                    ngx_http_cfcost_keytree_insert);
 
     len = sizeof(" in cfcost_key_concurrency zone \"\"")
           + shm_zone->shm.name.len;
@@ -252,45 +212,6 @@ ngx_http_cfcost_key_concurrency_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-static ngx_http_cfcost_conc_node_t *
-ngx_http_cfcost_conc_find(ngx_http_cfcost_conc_t *conc, u_char *hash)
-{
-    ngx_int_t                     rc;
-    ngx_rbtree_key_t              key;
-    ngx_rbtree_node_t            *node, *sentinel;
-    ngx_http_cfcost_conc_node_t  *cn;
-
-    ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
-
-    node = conc->sh->rbtree.root;
-    sentinel = conc->sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (key < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (key > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        cn = (ngx_http_cfcost_conc_node_t *) node;
-        rc = ngx_memcmp(hash, cn->hash, NGX_HTTP_CFCOST_HASH_LEN);
-
-        if (rc == 0) {
-            return cn;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
 /* the request is over: one fewer in flight for its key */
 static void
 ngx_http_cfcost_conc_cleanup(void *data)
@@ -306,7 +227,7 @@ ngx_http_cfcost_conc_cleanup(void *data)
     ngx_shmtx_lock(&conc->shpool->mutex);
 
     if (--cn->count == 0) {
-        ngx_rbtree_delete(&conc->sh->rbtree, &cn->node);
+        ngx_rbtree_delete(&conc->sh->rbtree, &cn->tn.node);
         ngx_slab_free_locked(conc->shpool, cn);
     }
 
@@ -376,7 +297,7 @@ ngx_http_cfcost_conc_enter(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
     ngx_shmtx_lock(&conc->shpool->mutex);
 
-    cn = ngx_http_cfcost_conc_find(conc, ctx->key_hash);
+    cn = ngx_http_cfcost_keytree_find(&conc->sh->rbtree, ctx->key_hash);
 
     if (cn == NULL) {
         cn = ngx_slab_alloc_locked(conc->shpool,
@@ -394,10 +315,9 @@ ngx_http_cfcost_conc_enter(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
                                                max);
         }
 
-        ngx_memcpy(cn->hash, ctx->key_hash, NGX_HTTP_CFCOST_HASH_LEN);
-        ngx_memcpy(&cn->node.key, ctx->key_hash, sizeof(ngx_rbtree_key_t));
         cn->count = 0;
-        ngx_rbtree_insert(&conc->sh->rbtree, &cn->node);
+        ngx_http_cfcost_keytree_add(&conc->sh->rbtree, &cn->tn,
+                                    ctx->key_hash);
     }
 
     n = cn->count;

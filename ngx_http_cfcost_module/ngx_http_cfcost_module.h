@@ -203,6 +203,19 @@ size_t ngx_http_cfcost_json_escape_len(u_char *src, size_t len);
 const char *ngx_http_cfcost_status_detail(ngx_uint_t status);
 ngx_int_t ngx_http_cfcost_error_page_handler(ngx_http_request_t *r);
 
+/* _keytree.c: shared-memory rbtrees keyed by an API key's SHA-256 */
+typedef struct {
+    ngx_rbtree_node_t           node;           /* key: the hash's first
+                                                   bytes */
+    u_char                      hash[NGX_HTTP_CFCOST_HASH_LEN];
+} ngx_http_cfcost_keytree_node_t;
+
+void ngx_http_cfcost_keytree_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+void *ngx_http_cfcost_keytree_find(ngx_rbtree_t *tree, u_char *hash);
+void ngx_http_cfcost_keytree_add(ngx_rbtree_t *tree,
+    ngx_http_cfcost_keytree_node_t *kn, u_char *hash);
+
 /* _auth.c */
 ngx_int_t ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
     ngx_http_cfcost_main_conf_t *mcf, ssize_t size);
