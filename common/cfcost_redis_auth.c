@@ -140,7 +140,8 @@ cfcost_redis_auth_load(const char *path, cfcost_redis_auth_t *a,
 
     if (st.st_mode & S_IRWXO) {
         snprintf(err, errlen, "Redis credentials \"%s\" are open to every "
-                 "local user (mode %03o): chmod o-rwx it", path,
+                 "local user (mode %03o); they must be closed to other "
+                 "users: chmod o-rwx it", path,
                  (unsigned) (st.st_mode & 0777));
         close(fd);
         return -1;

@@ -142,8 +142,9 @@ ngx_http_cfcost_redis_auth_cleanup(void *data)
 
 /*
  * cfcost_redis_auth_file path: "USER PASSWORD" (an ACL user) or "PASSWORD"
- * (requirepass), sent with AUTH on every connection to Redis.  The file
- * must be closed to "other" (cfcost_redis_auth.h).
+ * (requirepass), sent with AUTH on every connection to Redis.  The rules
+ * (the file closed to "other" among them) are the aggregator's and the
+ * CLI's: cfcost_redis_auth.h.
  */
 char *
 ngx_http_cfcost_redis_auth_file(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -151,13 +152,8 @@ ngx_http_cfcost_redis_auth_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_cfcost_main_conf_t  *mcf = conf;
 
-    u_char               buf[CFCOST_REDIS_AUTH_FILE_MAX + 1];
-    ssize_t              n;
-    ngx_fd_t             fd;
+    char                 err[NGX_MAX_PATH + 256];
     ngx_str_t           *value, name;
-    ngx_int_t            rc;
-    ngx_file_info_t      fi;
-    const char          *why;
     ngx_pool_cleanup_t  *cln;
 
     if (mcf->redis_auth) {
@@ -177,48 +173,13 @@ ngx_http_cfcost_redis_auth_file(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     mcf->redis_auth = cln->data;
-    cfcost_redis_auth_wipe(mcf->redis_auth);
     cln->handler = ngx_http_cfcost_redis_auth_cleanup;
 
-    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "%V: cannot open \"%V\"", &cmd->name, &name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)
-        || (fi.st_mode & S_IRWXO))
+    if (cfcost_redis_auth_load((char *) name.data, mcf->redis_auth, err,
+                               sizeof(err))
+        != 0)
     {
-        ngx_close_file(fd);
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%V: \"%V\" must be a regular file closed to "
-                           "other users (chmod o-rwx)", &cmd->name, &name);
-        return NGX_CONF_ERROR;
-    }
-
-    n = ngx_read_fd(fd, buf, sizeof(buf));
-    ngx_close_file(fd);
-
-    if (n < 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "%V: cannot read \"%V\"", &cmd->name, &name);
-        return NGX_CONF_ERROR;
-    }
-
-    if ((size_t) n > CFCOST_REDIS_AUTH_FILE_MAX) {
-        rc = -1;
-        why = "is longer than 1024 bytes";
-
-    } else {
-        rc = cfcost_redis_auth_parse((char *) buf, n, mcf->redis_auth, &why);
-    }
-
-    ngx_explicit_memzero(buf, sizeof(buf));
-
-    if (rc != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: \"%V\" %s",
-                           &cmd->name, &name, why);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %s", &cmd->name, err);
         return NGX_CONF_ERROR;
     }
 
