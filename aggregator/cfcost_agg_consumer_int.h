@@ -120,6 +120,9 @@ int cfcost_consumer_claimed(cfcost_consumer_t *c, const redisReply *r,
 /* When the stream is done, the claim pass moves on to the next, or ends. */
 void cfcost_consumer_claim_next(cfcost_consumer_t *c);
 
+/* Ends the claim pass when claim_i is past the last stream. */
+void cfcost_consumer_claim_check(cfcost_consumer_t *c);
+
 
 /* ---- cfcost_agg_consumer_trim.c ----------------------------------------- */
 
@@ -144,6 +147,9 @@ void cfcost_consumer_reap(cfcost_consumer_t *c, const redisReply *r);
 
 /* The trim pass moves on to the next stream, or ends. */
 void cfcost_consumer_trim_next(cfcost_consumer_t *c);
+
+/* Ends the trim pass when trim_i is past the last stream. */
+void cfcost_consumer_trim_check(cfcost_consumer_t *c);
 
 
 /* ---- cfcost_agg_consumer_fail.c ----------------------------------------- */

@@ -198,13 +198,22 @@ cfcost_consumer_claimed(cfcost_consumer_t *c, const redisReply *r,
 void
 cfcost_consumer_claim_next(cfcost_consumer_t *c)
 {
+    if (strcmp(c->claim_from, "0-0") == 0) {
+        c->claim_i++;
+        cfcost_consumer_claim_check(c);
+    }
+}
+
+
+/* Ends the claim pass when it is past the last stream. */
+void
+cfcost_consumer_claim_check(cfcost_consumer_t *c)
+{
     unsigned  every;
 
-    if (strcmp(c->claim_from, "0-0") == 0) {
-        if (++c->claim_i >= c->nstreams) {
-            c->claiming = 0;
-            every = c->agg->conf.claim_idle_ms / 2;
-            c->next_claim = cfcost_mono_ms() + (every < 1000 ? 1000 : every);
-        }
+    if (c->claim_i >= c->nstreams) {
+        c->claiming = 0;
+        every = c->agg->conf.claim_idle_ms / 2;
+        c->next_claim = cfcost_mono_ms() + (every < 1000 ? 1000 : every);
     }
 }

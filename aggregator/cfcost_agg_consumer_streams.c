@@ -141,8 +141,6 @@ cfcost_consumer_add_writers(cfcost_consumer_t *c, const redisReply *r)
 void
 cfcost_consumer_drop_stream(cfcost_consumer_t *c, size_t i)
 {
-    unsigned  every;
-
     cfcost_log_info("consumer: %s retired (its writer is gone), no longer "
                     "read", c->streams[i].key);
 
@@ -159,11 +157,7 @@ cfcost_consumer_drop_stream(cfcost_consumer_t *c, size_t i)
             strcpy(c->claim_from, "0-0");   /* the next stream from 0-0 */
         }
 
-        if (c->claim_i >= c->nstreams) {
-            c->claiming = 0;
-            every = c->agg->conf.claim_idle_ms / 2;
-            c->next_claim = cfcost_mono_ms() + (every < 1000 ? 1000 : every);
-        }
+        cfcost_consumer_claim_check(c);
     }
 
     if (c->trimming) {
@@ -171,11 +165,7 @@ cfcost_consumer_drop_stream(cfcost_consumer_t *c, size_t i)
             c->trim_i--;
         }
 
-        if (c->trim_i >= c->nstreams) {
-            c->trimming = 0;
-            c->next_trim = cfcost_mono_ms()
-                           + (uint64_t) c->agg->conf.trim_interval_s * 1000;
-        }
+        cfcost_consumer_trim_check(c);
     }
 }
 

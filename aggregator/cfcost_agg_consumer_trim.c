@@ -168,7 +168,16 @@ cfcost_consumer_reap(cfcost_consumer_t *c, const redisReply *r)
 void
 cfcost_consumer_trim_next(cfcost_consumer_t *c)
 {
-    if (++c->trim_i >= c->nstreams) {
+    c->trim_i++;
+    cfcost_consumer_trim_check(c);
+}
+
+
+/* Ends the trim pass when it is past the last stream. */
+void
+cfcost_consumer_trim_check(cfcost_consumer_t *c)
+{
+    if (c->trim_i >= c->nstreams) {
         c->trimming = 0;
         c->next_trim = cfcost_mono_ms()
                        + (uint64_t) c->agg->conf.trim_interval_s * 1000;
