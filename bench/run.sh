@@ -34,6 +34,9 @@
 #                     10^3 records only (the `make test` smoke run)
 #   BENCH_OUT         where results go [build/bench]
 #   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
+#   BENCH_PERF=1      perf record -g the nginx workers (both systems), Redis
+#                     and the aggregator during round 1's saturated runs:
+#                     $BENCH_OUT/perf-SYSTEM-PROCESS.data
 
 set -euo pipefail
 
@@ -439,6 +442,49 @@ check_records() {     # check_records PHASE
     xlen_at_end=0
 }
 
+# perf_start SYSTEM PHASE ROUND / perf_stop: with BENCH_PERF=1, one
+# perf record per process group for round 1's saturated run of SYSTEM
+perf_pids=()
+perf_syscalls=$(printf 'syscalls:sys_enter_%s,' accept4 close connect \
+    epoll_ctl epoll_wait futex getpid getrandom getsockopt openat pread64 \
+    pwrite64 read readv recvfrom sendto setsockopt shutdown socket write \
+    writev)
+perf_syscalls=${perf_syscalls%,}
+perf_start() {
+    perf_pids=()
+    [ "${BENCH_PERF:-0}" = 1 ] && [ "$2" = saturated ] && [ "$3" = 1 ] ||
+        return 0
+    local name pids
+    mkdir -p "$out"
+    for name in nginx redis aggregator; do
+        case $name in
+            nginx) if [ "$1" = cfcost ]; then
+                       pids=$(pgrep -d, -P "${PIDS[gateway]}")
+                   else
+                       pids=$(pgrep -d, -P "${PIDS[baseline]}")
+                   fi ;;
+            redis) [ "$1" = cfcost ] || continue; pids=${PIDS[redis]} ;;
+            aggregator) [ "$1" = cfcost ] && [ -n "${PIDS[aggregator]:-}" ] ||
+                           continue
+                       pids=${PIDS[aggregator]} ;;
+        esac
+        perf record -q -F 1999 -g -p "$pids" \
+            -o "$out/perf-$1-$name.data" > "$run/perf-$1-$name.log" 2>&1 &
+        perf_pids+=($!)
+        # and how many of each system call
+        perf stat -x, -o "$out/perf-$1-$name.syscalls" -e "$perf_syscalls" \
+            -p "$pids" > /dev/null 2>&1 &
+        perf_pids+=($!)
+    done
+    sleep 0.3
+}
+perf_stop() {
+    local p
+    for p in "${perf_pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    for p in "${perf_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    perf_pids=()
+}
+
 # run_wrk SYSTEM PHASE ROUND MODE -- WRK-ARGS...: runs wrk with chat.lua
 # against SYSTEM (baseline, cfcost, or usage: cfcost's /api/usage, which
 # writes no record), emits its JSON line, and
@@ -459,6 +505,7 @@ run_wrk() {
     esac
     path=${WRK_PATH:-/api/ai/chat}
     log="$run/wrk-$phase-$system-$round-$((++wrk_runs)).out"
+    perf_start "$system" "$phase" "$round"
     cpu_at_start=$(cpu_snapshot)
     BENCH_MODE=$mode BENCH_BODY=${WRK_BODY-$chat_body} \
     BENCH_METHOD=${WRK_METHOD:-POST} \
@@ -470,6 +517,7 @@ run_wrk() {
     wait "${PIDS[wrk]}" || true
     cpu_at_wrk_end=$(cpu_snapshot)
     unset 'PIDS[wrk]'
+    perf_stop
     line=$(sed -n 's/^BENCH_JSON //p' "$log")
     [ -n "$line" ] || die "wrk printed no result for $phase/$system (see $log)"
     emit "{\"type\":\"wrk\",\"system\":\"$system\",\"phase\":\"$phase\",\"round\":$round,\"path\":\"$path\",\"result\":$line}"
