@@ -599,3 +599,222 @@ cfcost_json_quote(char *dst, const char *src, size_t len)
 {
     return dst + cfcost_json_quote_to(dst, src, len);
 }
+
+
+const char *
+cfcost_json_skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* past the string whose opening quote is at p: its first unescaped '"' */
+static const char *
+cfcost_json_skip_string(const char *p, const char *end)
+{
+    size_t       n;
+    const char  *q, *b;
+
+    for (q = p + 1; q < end; q++) {
+        q = memchr(q, '"', end - q);
+        if (q == NULL) {
+            return NULL;
+        }
+
+        for (b = q, n = 0; b > p + 1 && b[-1] == '\\'; b--) {
+            n++;
+        }
+
+        if ((n & 1) == 0) {
+            return q + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+const char *
+cfcost_json_skip(const char *p, const char *end)
+{
+    size_t  depth;
+
+    if (p >= end) {
+        return NULL;
+    }
+
+    if (*p == '"') {
+        return cfcost_json_skip_string(p, end);
+    }
+
+    if (*p != '{' && *p != '[') {
+        while (p < end && *p != ',' && *p != '}' && *p != ']'
+               && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+        {
+            p++;
+        }
+
+        return p;
+    }
+
+    for (depth = 0; p < end; p++) {
+        if (*p == '"') {
+            p = cfcost_json_skip_string(p, end);
+            if (p == NULL) {
+                return NULL;
+            }
+
+            p--;
+
+        } else if (*p == '{' || *p == '[') {
+            depth++;
+
+        } else if ((*p == '}' || *p == ']') && --depth == 0) {
+            return p + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+const char *
+cfcost_json_member(const char *p, const char *end, const char **key_end)
+{
+    const char  *v;
+
+    if (p >= end || *p != '"') {
+        return NULL;
+    }
+
+    *key_end = cfcost_json_skip_string(p, end);
+    if (*key_end == NULL) {
+        return NULL;
+    }
+
+    v = cfcost_json_skip_ws(*key_end, end);
+    if (v >= end || *v != ':') {
+        return NULL;
+    }
+
+    return cfcost_json_skip_ws(v + 1, end);
+}
+
+
+/* the code point of the 4 hex digits at p (known valid) */
+static unsigned long
+cfcost_json_hex_value(const char *p)
+{
+    int            i;
+    unsigned char  c;
+    unsigned long  v;
+
+    for (v = 0, i = 0; i < 4; i++) {
+        c = (unsigned char) p[i];
+        v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+
+    return v;
+}
+
+
+size_t
+cfcost_json_unescape(char *dst, const char *src, size_t len)
+{
+    size_t          n, d;
+    const char     *p, *end, *q;
+    unsigned long   cp;
+
+    d = 0;
+    p = src;
+    end = src + len;
+
+    while (p < end) {
+        q = memchr(p, '\\', end - p);
+        n = (q ? q : end) - p;
+
+        if (dst != NULL) {
+            memcpy(dst + d, p, n);
+        }
+
+        d += n;
+        p += n;
+
+        if (q == NULL || end - p < 2) {
+            break;
+        }
+
+        if (p[1] != 'u') {
+            if (dst != NULL) {
+                switch (p[1]) {
+                case 'b': dst[d] = '\b'; break;
+                case 'f': dst[d] = '\f'; break;
+                case 'n': dst[d] = '\n'; break;
+                case 'r': dst[d] = '\r'; break;
+                case 't': dst[d] = '\t'; break;
+                default:  dst[d] = p[1]; break;       /* " \ / */
+                }
+            }
+
+            d++;
+            p += 2;
+            continue;
+        }
+
+        if (end - p < 6) {
+            break;
+        }
+
+        cp = cfcost_json_hex_value(p + 2);
+        p += 6;
+
+        if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 && p[0] == '\\'
+            && p[1] == 'u')
+        {
+            cp = 0x10000 + ((cp - 0xd800) << 10)
+                 + (cfcost_json_hex_value(p + 2) - 0xdc00);
+            p += 6;
+        }
+
+        if (cp < 0x80) {
+            n = 1;
+        } else if (cp < 0x800) {
+            n = 2;
+        } else if (cp < 0x10000) {
+            n = 3;
+        } else {
+            n = 4;
+        }
+
+        if (dst != NULL) {
+            switch (n) {
+            case 1:
+                dst[d] = (char) cp;
+                break;
+            case 2:
+                dst[d] = (char) (0xc0 | (cp >> 6));
+                dst[d + 1] = (char) (0x80 | (cp & 0x3f));
+                break;
+            case 3:
+                dst[d] = (char) (0xe0 | (cp >> 12));
+                dst[d + 1] = (char) (0x80 | ((cp >> 6) & 0x3f));
+                dst[d + 2] = (char) (0x80 | (cp & 0x3f));
+                break;
+            default:
+                dst[d] = (char) (0xf0 | (cp >> 18));
+                dst[d + 1] = (char) (0x80 | ((cp >> 12) & 0x3f));
+                dst[d + 2] = (char) (0x80 | ((cp >> 6) & 0x3f));
+                dst[d + 3] = (char) (0x80 | (cp & 0x3f));
+                break;
+            }
+        }
+
+        d += n;
+    }
+
+    return d;
+}

@@ -50,4 +50,28 @@ int cfcost_json_valid(const char *buf, size_t len);
 size_t cfcost_json_quote_len(const char *src, size_t len);
 char *cfcost_json_quote(char *dst, const char *src, size_t len);
 
+/*
+ * Walking a text already known valid (cfcost_json_valid()), without
+ * building anything.  Each returns NULL rather than read past end.
+ *
+ *   cfcost_json_skip_ws(p, end)   past white space
+ *   cfcost_json_skip(p, end)      past the value that starts at p
+ *   cfcost_json_member(p, end, &key_end)
+ *                                 p at a member's key (its opening quote):
+ *                                 where its value starts (past the colon
+ *                                 and white space); *key_end is past the
+ *                                 key's closing quote
+ */
+const char *cfcost_json_skip_ws(const char *p, const char *end);
+const char *cfcost_json_skip(const char *p, const char *end);
+const char *cfcost_json_member(const char *p, const char *end,
+    const char **key_end);
+
+/*
+ * The inside of a valid JSON string literal, src[0..len) (no quotes),
+ * decoded to UTF-8 at dst; returns its length, never more than len.  With
+ * dst NULL, only the length.
+ */
+size_t cfcost_json_unescape(char *dst, const char *src, size_t len);
+
 #endif /* CFCOST_JSON_H */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cfcost_json.h"
 #include "cfcost_usage.h"
 #include "cfcost_price.h"
 
@@ -294,106 +295,6 @@ cfcost_reply_parse(json_t *root, cfcost_reply_t *out)
 }
 
 
-static const char *
-cfcost_json_ws(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
-        p++;
-    }
-
-    return p;
-}
-
-
-/* past the string whose opening quote is at p */
-static const char *
-cfcost_json_string_end(const char *p, const char *end)
-{
-    for (p++; p < end; p++) {
-        if (*p == '\\') {
-            p++;
-        } else if (*p == '"') {
-            return p + 1;
-        }
-    }
-
-    return NULL;
-}
-
-
-/* past the value starting at p */
-static const char *
-cfcost_json_value_end(const char *p, const char *end)
-{
-    size_t  depth;
-
-    if (p >= end) {
-        return NULL;
-    }
-
-    if (*p == '"') {
-        return cfcost_json_string_end(p, end);
-    }
-
-    if (*p != '{' && *p != '[') {
-        while (p < end && *p != ',' && *p != '}' && *p != ']'
-               && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-        {
-            p++;
-        }
-
-        return p;
-    }
-
-    for (depth = 0; p < end; p++) {
-        if (*p == '"') {
-            p = cfcost_json_string_end(p, end);
-            if (p == NULL) {
-                return NULL;
-            }
-
-            p--;
-
-        } else if (*p == '{' || *p == '[') {
-            depth++;
-
-        } else if ((*p == '}' || *p == ']') && --depth == 0) {
-            return p + 1;
-        }
-    }
-
-    return NULL;
-}
-
-
-/*
- * A member of an object: p is at its key's opening quote.  Returns where
- * its value begins (past the colon and white space), and in *key_end the
- * byte after the key's closing quote; NULL when it is no member.
- */
-static const char *
-cfcost_json_member(const char *p, const char *last, const char **key_end)
-{
-    const char  *v;
-
-    if (p >= last || *p != '"') {
-        return NULL;
-    }
-
-    *key_end = cfcost_json_string_end(p, last);
-    if (*key_end == NULL) {
-        return NULL;
-    }
-
-    v = cfcost_json_ws(*key_end, last);
-    if (v >= last || *v != ':') {
-        return NULL;
-    }
-
-    return cfcost_json_ws(v + 1, last);
-}
-
-
 int
 cfcost_json_locate(const char *json, size_t len, const char **path,
     size_t n, size_t *start, size_t *end)
@@ -401,7 +302,7 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
     size_t       i, klen;
     const char  *p, *last, *key, *v, *ve, *found;
 
-    p = cfcost_json_ws(json, json + len);
+    p = cfcost_json_skip_ws(json, json + len);
     last = json + len;
 
     for (i = 0; i < n; i++) {
@@ -411,7 +312,7 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
 
         klen = strlen(path[i]);
         found = NULL;
-        p = cfcost_json_ws(p + 1, last);
+        p = cfcost_json_skip_ws(p + 1, last);
 
         /*
          * The whole object is read: a key given twice is the last one's,
@@ -438,15 +339,15 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
                 found = v;
             }
 
-            ve = cfcost_json_value_end(v, last);
+            ve = cfcost_json_skip(v, last);
             if (ve == NULL) {
                 return -1;
             }
 
-            p = cfcost_json_ws(ve, last);
+            p = cfcost_json_skip_ws(ve, last);
 
             if (p < last && *p == ',') {
-                p = cfcost_json_ws(p + 1, last);
+                p = cfcost_json_skip_ws(p + 1, last);
 
                 if (p < last && *p == '}') {
                     return -1;              /* {"a":1,} */
@@ -464,7 +365,7 @@ cfcost_json_locate(const char *json, size_t len, const char **path,
         p = found;
     }
 
-    ve = cfcost_json_value_end(p, last);
+    ve = cfcost_json_skip(p, last);
     if (ve == NULL) {
         return -1;
     }
@@ -499,80 +400,175 @@ cfcost_usage_locate(const char *json, size_t len, size_t *start,
 }
 
 
-/* a count written as plain digits; -1 for anything else */
+/*
+ * One pass over the object at json[0..len): for each of names[0..n), the
+ * span of its value [start[i], end[i]), the last one's when a key is given
+ * twice; end[i] stays 0 when absent; *after (when not NULL) is past the
+ * object.  Returns 0, -1 when json is no
+ * object, or -2 when a key is written with an escape: it may be one of
+ * names, and only a parser knows.
+ */
 static int
-cfcost_scan_count(const char *json, size_t len, const char *key,
-    uint64_t *v)
+cfcost_json_fields(const char *json, size_t len, const char *const *names,
+    const size_t *lens, size_t n, size_t *start, size_t *end, size_t *after)
 {
-    int          rc;
-    size_t       s, e, i;
-    uint64_t     n;
-    const char  *path[1];
+    size_t       i, klen;
+    const char  *p, *last, *key, *v, *ve;
 
-    path[0] = key;
+    last = json + len;
+    p = cfcost_json_skip_ws(json, last);
 
-    rc = cfcost_json_locate(json, len, path, 1, &s, &e);
-    if (rc != 0) {
-        return (rc == -1) ? 1 : -1;                 /* absent, or unsure */
-    }
-
-    if (e - s == 0 || e - s > 15) {
+    if (p >= last || *p != '{') {
         return -1;
     }
 
-    for (n = 0, i = s; i < e; i++) {
-        if (json[i] < '0' || json[i] > '9') {
+    memset(end, 0, n * sizeof(size_t));
+    p = cfcost_json_skip_ws(p + 1, last);
+
+    while (p < last && *p != '}') {
+        key = p + 1;
+        v = cfcost_json_member(p, last, &p);
+        if (v == NULL) {
             return -1;
         }
 
-        n = n * 10 + (json[i] - '0');
+        klen = p - 1 - key;
+
+        if (memchr(key, '\\', klen) != NULL) {
+            return -2;
+        }
+
+        ve = cfcost_json_skip(v, last);
+        if (ve == NULL) {
+            return -1;
+        }
+
+        for (i = 0; i < n; i++) {
+            if (klen == lens[i] && memcmp(key, names[i], klen) == 0) {
+                start[i] = v - json;
+                end[i] = ve - json;
+                break;
+            }
+        }
+
+        p = cfcost_json_skip_ws(ve, last);
+
+        if (p < last && *p == ',') {
+            p = cfcost_json_skip_ws(p + 1, last);
+
+        } else if (p >= last || *p != '}') {
+            return -1;
+        }
     }
 
-    if (n > CFCOST_USAGE_MAX) {
-        return -1;                     /* the slow path says why */
+    if (p >= last) {
+        return -1;
     }
 
-    *v = n;
+    if (after != NULL) {
+        *after = p + 1 - json;
+    }
 
     return 0;
 }
 
 
+/* a count written as plain digits, up to CFCOST_USAGE_MAX; else -1 */
+static int
+cfcost_scan_digits(const char *v, size_t n, uint64_t *out)
+{
+    size_t    i;
+    uint64_t  x;
+
+    if (n == 0 || n > 15) {
+        return -1;
+    }
+
+    for (x = 0, i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9') {
+            return -1;
+        }
+
+        x = x * 10 + (v[i] - '0');
+    }
+
+    if (x > CFCOST_USAGE_MAX) {
+        return -1;                     /* the slow path says why */
+    }
+
+    *out = x;
+
+    return 0;
+}
+
+
+/* the usage members cfcost_reply_scan() reads, in this order */
+enum {
+    CFCOST_U_PROMPT = 0,
+    CFCOST_U_INPUT,
+    CFCOST_U_COMPLETION,
+    CFCOST_U_OUTPUT,
+    CFCOST_U_PROMPT_DETAILS,
+    CFCOST_U_INPUT_DETAILS,
+    CFCOST_U_COMPLETION_DETAILS,
+    CFCOST_U_OUTPUT_DETAILS,
+    CFCOST_U_NEURONS,
+    CFCOST_U_N
+};
+
+#define CFCOST_LEN(s)      (sizeof(s) - 1)
+
+
 /*
- * A count inside a nested object ("prompt_tokens_details", else the
- * Responses API's "input_tokens_details"); absent is 0.
+ * The first present of two counts (prompt_tokens, else input_tokens):
+ * 0 and *v, 1 when neither is there, -1 when it is not plain digits.
  */
 static int
-cfcost_scan_detail(const char *json, size_t len, const char *obj,
-    const char *alt, const char *key, uint64_t *v)
+cfcost_scan_count(const char *json, const size_t *s, const size_t *e,
+    int a, int b, uint64_t *v)
 {
-    int          rc;
-    size_t       s, e;
-    const char  *path[1];
+    int  i;
 
-    path[0] = obj;
+    i = e[a] ? a : (e[b] ? b : -1);
+
+    if (i < 0) {
+        return 1;
+    }
+
+    return cfcost_scan_digits(json + s[i], e[i] - s[i], v);
+}
+
+
+/*
+ * A count inside a nested object (prompt_tokens_details, else the
+ * Responses API's input_tokens_details); absent is 0.
+ */
+static int
+cfcost_scan_detail(const char *json, const size_t *s, const size_t *e,
+    int a, int b, const char *key, size_t klen, uint64_t *v)
+{
+    int     i;
+    size_t  ks, ke;
+
     *v = 0;
+    i = e[a] ? a : (e[b] ? b : -1);
 
-    rc = cfcost_json_locate(json, len, path, 1, &s, &e);
-
-    if (rc == -1) {
-        path[0] = alt;
-        rc = cfcost_json_locate(json, len, path, 1, &s, &e);
-
-        if (rc == -1) {
-            return 0;
-        }
+    if (i < 0) {
+        return 0;
     }
 
-    if (rc != 0) {
+    if (json[s[i]] != '{'
+        || cfcost_json_fields(json + s[i], e[i] - s[i], &key, &klen, 1,
+                              &ks, &ke, NULL) != 0)
+    {
         return -1;
     }
 
-    if (json[s] != '{') {
-        return -1;
+    if (ke == 0) {
+        return 0;
     }
 
-    return cfcost_scan_count(json + s, e - s, key, v) < 0 ? -1 : 0;
+    return cfcost_scan_digits(json + s[i] + ks, ke - ks, v);
 }
 
 
@@ -580,114 +576,114 @@ int
 cfcost_reply_scan(const char *json, size_t len, int need_text,
     cfcost_reply_t *out)
 {
-    int          rc, rc_in, rc_out;
+    int          rc_in, rc_out;
     char         num[32];
-    size_t       s, e, bs, be, us, ue;
-    const char  *p, *end, *path[2];
+    size_t       bs, be, us, ue, ns, ne, ts[2], te[2], os[2], oe[2];
+    size_t       s[CFCOST_U_N], e[CFCOST_U_N];
+    const char  *p, *end, *u;
     uint64_t     in, outp, cached, reasoning;
+
+    static const char *const  top_names[] = { "success", "result" };
+    static const size_t       top_lens[] = { 7, 6 };
+    static const char *const  obj_names[] = { "usage", "response" };
+    static const size_t       obj_lens[] = { 5, 8 };
+    static const char *const  usage_names[CFCOST_U_N] = {
+        "prompt_tokens", "input_tokens", "completion_tokens",
+        "output_tokens", "prompt_tokens_details", "input_tokens_details",
+        "completion_tokens_details", "output_tokens_details", "neurons"
+    };
+    static const size_t       usage_lens[CFCOST_U_N] = {
+        13, 12, 17, 13, 21, 20, 25, 21, 7
+    };
 
     memset(out, 0, sizeof(cfcost_reply_t));
 
     /* one object, strings and brackets balanced, nothing after it */
-    p = cfcost_json_ws(json, json + len);
-    end = cfcost_json_value_end(p, json + len);
-
-    if (end == NULL || *p != '{' || cfcost_json_ws(end, json + len)
-                                    != json + len)
+    if (cfcost_json_fields(json, len, top_names, top_lens, 2, ts, te, &bs)
+        != 0
+        || cfcost_json_skip_ws(json + bs, json + len) != json + len)
     {
         return -1;
     }
 
-    path[0] = "success";
-    rc = cfcost_json_locate(json, len, path, 1, &s, &e);
+    p = cfcost_json_skip_ws(json, json + len);
+    end = json + bs;
 
-    if (rc == -2) {
-        return -1;
-    }
-
-    if (rc == 0) {
-        if (e - s != 4 || memcmp(json + s, "true", 4) != 0) {
+    if (te[0]) {
+        if (te[0] - ts[0] != 4 || memcmp(json + ts[0], "true", 4) != 0) {
             return -1;                  /* an error: the slow path says */
         }
 
         out->success = 1;
-        path[0] = "result";
 
-        if (cfcost_json_locate(json, len, path, 1, &bs, &be) != 0
-            || json[bs] != '{')
-        {
+        if (te[1] == 0 || json[ts[1]] != '{') {
             return -1;
         }
 
-    } else {
+        bs = ts[1];
+        be = te[1];
+
+    } else if (te[1] && json[ts[1]] == '{') {
         /* as cfcost_reply_parse(): a "result" object, else the whole */
         out->success = -1;
-        path[0] = "result";
-        rc = cfcost_json_locate(json, len, path, 1, &bs, &be);
+        bs = ts[1];
+        be = te[1];
 
-        if (rc == -2) {
-            return -1;
-        }
-
-        if (rc != 0 || json[bs] != '{') {
-            bs = p - json;
-            be = end - json;
-        }
+    } else {
+        out->success = -1;
+        bs = p - json;
+        be = end - json;
     }
 
-    path[0] = "usage";
-
-    if (cfcost_json_locate(json + bs, be - bs, path, 1, &us, &ue) != 0
-        || json[bs + us] != '{')
+    if (cfcost_json_fields(json + bs, be - bs, obj_names, obj_lens, 2, os, oe,
+                           NULL) != 0
+        || oe[0] == 0 || json[bs + os[0]] != '{')
     {
         return -1;
     }
 
-    us += bs;
-    ue += bs;
+    us = bs + os[0];
+    ue = bs + oe[0];
+    u = json + us;
 
-    rc_in = cfcost_scan_count(json + us, ue - us, "prompt_tokens", &in);
-    if (rc_in == 1) {
-        rc_in = cfcost_scan_count(json + us, ue - us, "input_tokens", &in);
+    if (cfcost_json_fields(u, ue - us, usage_names, usage_lens, CFCOST_U_N,
+                           s, e, NULL)
+        != 0)
+    {
+        return -1;
     }
 
-    rc_out = cfcost_scan_count(json + us, ue - us, "completion_tokens", &outp);
-    if (rc_out == 1) {
-        rc_out = cfcost_scan_count(json + us, ue - us, "output_tokens",
-                                   &outp);
-    }
+    rc_in = cfcost_scan_count(u, s, e, CFCOST_U_PROMPT, CFCOST_U_INPUT, &in);
+    rc_out = cfcost_scan_count(u, s, e, CFCOST_U_COMPLETION, CFCOST_U_OUTPUT,
+                               &outp);
 
     if (rc_in != 0 || rc_out != 0
-        || cfcost_scan_detail(json + us, ue - us, "prompt_tokens_details",
-                              "input_tokens_details", "cached_tokens",
-                              &cached) != 0
-        || cfcost_scan_detail(json + us, ue - us,
-                              "completion_tokens_details",
-                              "output_tokens_details", "reasoning_tokens",
-                              &reasoning) != 0)
+        || cfcost_scan_detail(u, s, e, CFCOST_U_PROMPT_DETAILS,
+                              CFCOST_U_INPUT_DETAILS, "cached_tokens",
+                              CFCOST_LEN("cached_tokens"), &cached) != 0
+        || cfcost_scan_detail(u, s, e, CFCOST_U_COMPLETION_DETAILS,
+                              CFCOST_U_OUTPUT_DETAILS, "reasoning_tokens",
+                              CFCOST_LEN("reasoning_tokens"), &reasoning)
+           != 0)
     {
         return -1;
     }
 
-    path[0] = "neurons";
-    rc = cfcost_json_locate(json + us, ue - us, path, 1, &s, &e);
+    if (e[CFCOST_U_NEURONS]) {
+        ns = s[CFCOST_U_NEURONS];
+        ne = e[CFCOST_U_NEURONS];
 
-    if (rc == -2) {
-        return -1;
-    }
-
-    if (rc == 0) {
-        if (e - s == 0 || e - s >= sizeof(num)) {
+        if (ne - ns == 0 || ne - ns >= sizeof(num)) {
             return -1;
         }
 
         /* a number >= 0 is read; the parser says what else means */
-        if (json[us + s] < '0' || json[us + s] > '9') {
+        if (u[ns] < '0' || u[ns] > '9') {
             return -1;
         }
 
-        memcpy(num, json + us + s, e - s);
-        num[e - s] = '\0';
+        memcpy(num, u + ns, ne - ns);
+        num[ne - ns] = '\0';
         out->neurons = strtod(num, NULL);
 
         /*
@@ -699,16 +695,12 @@ cfcost_reply_scan(const char *json, size_t len, int need_text,
     }
 
     if (need_text) {
-        path[0] = "response";
-
-        if (cfcost_json_locate(json + bs, be - bs, path, 1, &s, &e) != 0
-            || json[bs + s] != '"')
-        {
+        if (oe[1] == 0 || json[bs + os[1]] != '"') {
             return -1;
         }
 
-        out->text_raw = json + bs + s;
-        out->text_raw_len = e - s;
+        out->text_raw = json + bs + os[1];
+        out->text_raw_len = oe[1] - os[1];
     }
 
     out->has_usage = 1;
@@ -729,7 +721,7 @@ cfcost_json_cut(const char *json, size_t len, const char *key, size_t *start,
     const char  *p, *last, *k, *ke, *v, *ve, *prev_comma;
 
     last = json + len;
-    p = cfcost_json_ws(json, last);
+    p = cfcost_json_skip_ws(json, last);
     klen = strlen(key);
 
     if (p >= last || *p != '{') {
@@ -739,18 +731,18 @@ cfcost_json_cut(const char *json, size_t len, const char *key, size_t *start,
     prev_comma = NULL;
 
     for (p++; /* void */; p++) {             /* p: past "{" or "," */
-        k = cfcost_json_ws(p, last);
+        k = cfcost_json_skip_ws(p, last);
         v = cfcost_json_member(k, last, &ke);
         if (v == NULL) {
             return -1;
         }
 
-        ve = cfcost_json_value_end(v, last);
+        ve = cfcost_json_skip(v, last);
         if (ve == NULL) {
             return -1;
         }
 
-        p = cfcost_json_ws(ve, last);
+        p = cfcost_json_skip_ws(ve, last);
 
         if ((size_t) (ke - k) == klen + 2 && memcmp(k + 1, key, klen) == 0) {
             if (p < last && *p == ',') {     /* "key": v,  -> cut the comma */
