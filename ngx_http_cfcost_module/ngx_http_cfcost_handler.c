@@ -8,6 +8,9 @@
 #include <openssl/rand.h>
 #include <jansson.h>
 
+#include "cfcost_json.h"
+#include "cfcost_request.h"
+
 #include "ngx_http_cfcost_module.h"
 #include "ngx_http_cfcost_writer.h"
 
@@ -164,23 +167,20 @@ ngx_http_cfcost_body_handler(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_cfcost_check_messages(ngx_http_request_t *r,
-    ngx_http_cfcost_ctx_t *ctx, json_t *root)
+    ngx_http_cfcost_ctx_t *ctx, ngx_str_t *body, cfcost_request_t *req)
 {
-    size_t                       i;
-    json_t                      *messages, *m;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
-    messages = json_object_get(root, "messages");
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
 
-    if (messages == NULL && lcf->route == NGX_HTTP_CFCOST_OPENAI) {
+    if (req->messages.end == 0 && lcf->route == NGX_HTTP_CFCOST_OPENAI) {
         return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
                    "\"messages\" is required: a non-empty array of "
                    "{\"role\", \"content\"} objects");
     }
 
-    if (messages == NULL) {
-        if (json_is_string(json_object_get(root, "prompt"))) {
+    if (req->messages.end == 0) {
+        if (req->prompt.end && body->data[req->prompt.start] == '"') {
             return NGX_OK;
         }
 
@@ -189,44 +189,19 @@ ngx_http_cfcost_check_messages(ngx_http_request_t *r,
                    "string");
     }
 
-    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+    if (body->data[req->messages.start] != '[' || req->messages_n == 0) {
         return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
                    "\"messages\" must be a non-empty array of "
                    "{\"role\", \"content\"} objects");
     }
 
-    for (i = 0; i < json_array_size(messages); i++) {
-        m = json_array_get(messages, i);
-
-        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))
-            || json_object_get(m, "content") == NULL)
-        {
-            return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                       "messages[%uz] must be an object with a string "
-                       "\"role\" and a \"content\"", i);
-        }
+    if (req->message_bad < req->messages_n) {
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "messages[%uz] must be an object with a string "
+                   "\"role\" and a \"content\"", req->message_bad);
     }
 
     return NGX_OK;
-}
-
-
-/* bytes of prompt text, for estimating tokens when usage never comes */
-static size_t
-ngx_http_cfcost_prompt_bytes(json_t *root)
-{
-    size_t   i, n;
-    json_t  *messages, *content;
-
-    n = json_string_length(json_object_get(root, "prompt"));
-    messages = json_object_get(root, "messages");
-
-    for (i = 0; i < json_array_size(messages); i++) {
-        content = json_object_get(json_array_get(messages, i), "content");
-        n += json_string_length(content);
-    }
-
-    return n;
 }
 
 
@@ -254,10 +229,9 @@ ngx_http_cfcost_path_model(ngx_http_request_t *r, ngx_str_t *id)
 
 static ngx_int_t
 ngx_http_cfcost_find_model(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
-    json_t *root)
+    ngx_str_t *body, cfcost_request_t *req)
 {
     size_t                        len;
-    json_t                       *model;
     ngx_str_t                     id;
     const cfcost_model_t         *price;
     ngx_http_cfcost_loc_conf_t   *lcf;
@@ -272,18 +246,29 @@ ngx_http_cfcost_find_model(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
         }
 
     } else {
-        model = json_object_get(root, "model");
-
-        if (!json_is_string(model)) {
+        if (req->model.end == 0 || body->data[req->model.start] != '"') {
             return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                       model ? "\"model\" must be a string, such as "
-                               "\"@cf/meta/llama-3.1-8b-instruct\""
-                             : "\"model\" is required, such as "
-                               "\"@cf/meta/llama-3.1-8b-instruct\"");
+                       req->model.end ? "\"model\" must be a string, such as "
+                                        "\"@cf/meta/llama-3.1-8b-instruct\""
+                                      : "\"model\" is required, such as "
+                                        "\"@cf/meta/llama-3.1-8b-instruct\"");
         }
 
-        id.data = (u_char *) json_string_value(model);
-        id.len = json_string_length(model);
+        /* the string's inside, decoded when it holds an escape */
+        id.data = body->data + req->model.start + 1;
+        id.len = req->model.end - req->model.start - 2;
+
+        if (ngx_strlchr(id.data, id.data + id.len, '\\') != NULL) {
+            len = id.len;
+            id.data = ngx_pnalloc(r->pool, len);
+            if (id.data == NULL) {
+                return ngx_http_cfcost_send_error(r, ctx,
+                           NGX_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+            }
+
+            id.len = cfcost_json_unescape((char *) id.data,
+                         (char *) body->data + req->model.start + 1, len);
+        }
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cfcost_module);
@@ -322,82 +307,94 @@ ngx_http_cfcost_find_model(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 /*
  * The body that goes upstream, per route: the chat route drops "model";
  * the OpenAI route asks for the usage chunk of a stream when the client
- * did not; the native route sends the client's bytes untouched.
+ * did not; the native route sends the client's bytes untouched.  Edits
+ * are made in the client's bytes: nothing is re-serialized.
  */
 static ngx_int_t
 ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
-    ngx_http_cfcost_ctx_t *ctx, json_t *root, ngx_str_t *body)
+    ngx_http_cfcost_ctx_t *ctx, ngx_str_t *body, cfcost_request_t *req)
 {
-    char                        *dump;
-    size_t                       len, s, e;
-    json_t                      *opts;
+    u_char                      *p;
+    size_t                       at, to, len;
+    ngx_str_t                    ins;
+    cfcost_span_t               *opts;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
 
-    switch (lcf->route) {
-
-    case NGX_HTTP_CFCOST_CHAT:
-        /*
-         * cut "model" out of the client's bytes, in place: no
-         * re-serializing, and no second copy of a large body
-         */
-        if (cfcost_json_cut((char *) body->data, body->len, "model", &s, &e)
-            == 0)
-        {
-            ngx_http_cfcost_body_cut(r, body, s, e);
-            ctx->upstream_body = *body;
-            return NGX_OK;
-        }
-
-        json_object_del(root, "model");
-        break;
-
-    case NGX_HTTP_CFCOST_OPENAI:
-        opts = json_object_get(root, "stream_options");
-
-        if (!ctx->stream
-            || json_is_true(json_object_get(opts, "include_usage")))
-        {
-            ctx->upstream_body = *body;
-            return NGX_OK;
-        }
-
-        if (!json_is_object(opts)) {
-            opts = json_object();
-            if (json_object_set_new(root, "stream_options", opts) != 0) {
-                return NGX_ERROR;
-            }
-        }
-
-        if (json_object_set_new(opts, "include_usage", json_true()) != 0) {
-            return NGX_ERROR;
-        }
-
-        ctx->usage_added = 1;          /* the client will not see it */
-        break;
-
-    default:
+    if (lcf->route == NGX_HTTP_CFCOST_CHAT) {
+        /* in place: no second copy of a large body */
+        ngx_http_cfcost_body_cut(r, body, req->model_cut.start,
+                                 req->model_cut.end);
         ctx->upstream_body = *body;
         return NGX_OK;
     }
 
-    dump = json_dumps(root, JSON_COMPACT);
-    if (dump == NULL) {
+    if (lcf->route != NGX_HTTP_CFCOST_OPENAI || !ctx->stream
+        || (req->include_usage.end != 0
+            && req->include_usage.end - req->include_usage.start == 4
+            && ngx_strncmp(body->data + req->include_usage.start, "true", 4)
+               == 0))
+    {
+        ctx->upstream_body = *body;
+        return NGX_OK;
+    }
+
+    /* bytes [at, to) of the client's become ins */
+    opts = &req->stream_options;
+
+    if (opts->end == 0) {
+        /* the top object has a member ("model") for the comma */
+        at = ngx_strlchr(body->data, body->data + body->len, '{')
+             - body->data + 1;
+        to = at;
+        ngx_str_set(&ins, "\"stream_options\":{\"include_usage\":true},");
+
+    } else if (body->data[opts->start] != '{') {
+        at = opts->start;
+        to = opts->end;
+        ngx_str_set(&ins, "{\"include_usage\":true}");
+
+    } else if (req->include_usage.end != 0) {
+        at = req->include_usage.start;
+        to = req->include_usage.end;
+        ngx_str_set(&ins, "true");
+
+    } else {
+        at = opts->start + 1;
+        to = at;
+
+        if (opts->end - opts->start == 2) {
+            ngx_str_set(&ins, "\"include_usage\":true");    /* {} */
+        } else {
+            p = body->data + at;
+            while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+                p++;
+            }
+
+            if (*p == '}') {
+                ngx_str_set(&ins, "\"include_usage\":true");
+            } else {
+                ngx_str_set(&ins, "\"include_usage\":true,");
+            }
+        }
+    }
+
+    len = body->len - (to - at) + ins.len;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    len = ngx_strlen(dump);
-    ctx->upstream_body.data = ngx_pnalloc(r->pool, len);
-
-    if (ctx->upstream_body.data == NULL) {
-        free(dump);
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(ctx->upstream_body.data, dump, len);
+    ctx->upstream_body.data = p;
     ctx->upstream_body.len = len;
-    free(dump);
+
+    p = ngx_cpymem(p, body->data, at);
+    p = ngx_cpymem(p, ins.data, ins.len);
+    ngx_memcpy(p, body->data + to, body->len - to);
+
+    ctx->usage_added = 1;              /* the client will not see it */
 
     /* a new copy goes upstream: the client's body is not needed */
     ngx_http_cfcost_body_release(r, body, &ctx->upstream_body);
@@ -449,6 +446,33 @@ ngx_http_cfcost_upstream_uri(ngx_http_request_t *r,
 
 
 /*
+ * Why a body that cfcost_json_valid() refused is not JSON: jansson's
+ * message, with its line and column, when jansson refuses it too (only on
+ * this error path: a valid request is read in one pass, without a tree).
+ */
+static ngx_int_t
+ngx_http_cfcost_invalid_json(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx, ngx_str_t *body)
+{
+    json_t        *root;
+    json_error_t   err;
+
+    root = json_loadb((char *) body->data, body->len, 0, &err);
+
+    if (root != NULL) {
+        json_decref(root);
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "the request body is not valid JSON (RFC 8259, in "
+                   "UTF-8)");
+    }
+
+    return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+               "the request body is not valid JSON: %s (line %d, "
+               "column %d)", err.text, err.line, err.column);
+}
+
+
+/*
  * Validates the body and prepares what goes upstream.  Returns NGX_OK, or
  * NGX_DONE after sending the error.
  */
@@ -456,10 +480,9 @@ static ngx_int_t
 ngx_http_cfcost_check_request(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx)
 {
-    json_t                      *root;
     ngx_int_t                    rc;
     ngx_str_t                    body;
-    json_error_t                 err;
+    cfcost_request_t             req;
     ngx_http_cfcost_loc_conf_t  *lcf;
 
     if (ngx_http_cfcost_body_bytes(r, &body) != NGX_OK) {
@@ -473,58 +496,56 @@ ngx_http_cfcost_check_request(ngx_http_request_t *r,
                    "the request body is empty: send a JSON object");
     }
 
-    root = json_loadb((char *) body.data, body.len, JSON_REJECT_DUPLICATES,
-                      &err);
-    if (root == NULL) {
+    switch (cfcost_request_read((char *) body.data, body.len, &req)) {
+
+    case CFCOST_REQUEST_OK:
+        break;
+
+    case CFCOST_REQUEST_NOT_OBJECT:
         return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                   "the request body is not valid JSON: %s (line %d, "
-                   "column %d)", err.text, err.line, err.column);
+                   "the request body must be a JSON object");
+
+    case CFCOST_REQUEST_TWICE:
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                   "\"%s\" is given twice in an object of the request body",
+                   req.twice);
+
+    default:
+        return ngx_http_cfcost_invalid_json(r, ctx, &body);
     }
 
-    if (!json_is_object(root)) {
-        rc = ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                        "the request body must be a JSON "
-                                        "object");
-        goto done;
-    }
-
-    rc = ngx_http_cfcost_find_model(r, ctx, root);
+    rc = ngx_http_cfcost_find_model(r, ctx, &body, &req);
     if (rc != NGX_OK) {
-        goto done;
+        return rc;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cfcost_module);
 
     if (lcf->route != NGX_HTTP_CFCOST_NATIVE
-        || json_object_get(root, "messages") != NULL
-        || json_object_get(root, "prompt") != NULL)
+        || req.messages.end != 0 || req.prompt.end != 0)
     {
-        rc = ngx_http_cfcost_check_messages(r, ctx, root);
+        rc = ngx_http_cfcost_check_messages(r, ctx, &body, &req);
         if (rc != NGX_OK) {
-            goto done;
+            return rc;
         }
     }
 
-    ctx->stream = json_is_true(json_object_get(root, "stream"));
-    ctx->prompt_bytes = ngx_http_cfcost_prompt_bytes(root);
+    ctx->stream = (req.stream.end - req.stream.start == 4
+                   && ngx_strncmp(body.data + req.stream.start, "true", 4)
+                      == 0);
+    ctx->prompt_bytes = req.prompt_bytes;
 
-    if (ngx_http_cfcost_upstream_body(r, ctx, root, &body) != NGX_OK
+    if (ngx_http_cfcost_upstream_body(r, ctx, &body, &req) != NGX_OK
         || ngx_http_cfcost_upstream_uri(r, ctx) != NGX_OK)
     {
-        rc = ngx_http_cfcost_send_error(r, ctx,
-                                        NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                        "out of memory");
-        goto done;
+        return ngx_http_cfcost_send_error(r, ctx,
+                                          NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                          "out of memory");
     }
 
     ctx->checked = 1;
-    rc = NGX_OK;
 
-done:
-
-    json_decref(root);
-
-    return rc;
+    return NGX_OK;
 }
 
 

@@ -107,6 +107,30 @@ my @cases = (
     },
 );
 
+# hand-written bodies: "model" is cut from the client's bytes wherever it
+# stands, also when its key is written with an escape ("\u006dodel" is
+# "model" to every JSON parser); the rest goes up as it was
+my $msg = '"messages":[{"role":"user","content":"cut [emu:usage 1 2]"}]';
+for my $c (['model first',        qq'{"model":"$model",$msg,"seed":1}',   qq'{$msg,"seed":1}'],
+           ['model last',         qq'{$msg,"seed":1,"model":"$model"}',   qq'{$msg,"seed":1}'],
+           ['model in the middle', qq'{$msg, "model" : "$model" ,"seed":1}', qq'{$msg, "seed":1}'],
+           ['model key escaped',  qq'{"\\u006dodel":"$model",$msg}',     qq'{$msg}'],
+           ['model value escaped', qq'{$msg,"model":"\\u0040cf/meta/llama-3.1-8b-instruct"}', qq'{$msg}'],
+           ['white space around', qq' \n{ "model":"$model" , $msg }\n',  qq' \n{  $msg }\n'])
+{
+    my ($name, $sent, $want) = @$c;
+    push @cases, {
+        name => "hand-written body, $name",
+        http => [POST => '/api/ai/chat',
+                 headers => { 'X-API-Key' => $k->{key},
+                              'Content-Type' => 'application/json' },
+                 body => $sent],
+        status   => 200,
+        upstream => { path => $path, headers => \%common_headers,
+                      raw_body => $want },
+    };
+}
+
 $env->run_case($_) for @cases;
 
 # the key never appears anywhere in what went upstream

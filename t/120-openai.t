@@ -395,6 +395,29 @@ openai_stream(name => 'stream, hand-written body',
           . qq' "temperature":0.25, "messages":[{"role":"user","content":"by hand \\u2713 [emu:usage 9 8]"}]}',
     content => "by hand \x{2713} [emu:usage 9 8]", in => 9, out => 8);
 
+# stream_options in every shape a client may send, in hand-written bodies:
+# include_usage is set in it (or it becomes an object that has it), the
+# rest is the client's
+for my $o (['null', 'null'], ['{}', 'empty'], [qq'{ \n }', 'empty, white space'],
+           ['{"include_usage":false}', 'include_usage false'],
+           ['{"include_usage":null, "x":[1]}', 'include_usage null, another member'],
+           ['{ "x" : 1 }', 'another member only'],
+           ['"yes"', 'a string'], ['[true]', 'an array'])
+{
+    my ($v, $label) = @$o;
+    openai_stream(name => "stream, stream_options $label",
+        body => qq'{"model":"$L8","stream":true,"stream_options":$v,'
+              . qq'"messages":[{"role":"user","content":"shape [emu:usage 5 6]"}]}',
+        content => 'shape [emu:usage 5 6]', in => 5, out => 6);
+}
+openai_stream(name => 'stream, stream_options key escaped',
+    body => qq'{"\\u0073tream_options":{"x":2},"model":"$L8","stream":true,'
+          . qq'"messages":[{"role":"user","content":"esc [emu:usage 5 6]"}]}',
+    content => 'esc [emu:usage 5 6]', in => 5, out => 6);
+openai_stream(name => 'stream, no stream_options, white space first',
+    body => qq' \n {"model":"$L8","stream":true,'
+          . qq'"messages":[{"role":"user","content":"ws [emu:usage 5 6]"}]}',
+    content => 'ws [emu:usage 5 6]', in => 5, out => 6);
 
 # --------------------------------------------------------------------------
 # 3. errors made by cfcost: OpenAI's error object, plus "detail"

@@ -1108,7 +1108,8 @@ sub emu_clear {
 #   upstream  'none' (the emulator got nothing), or a code ref called with
 #             (arrayref of emulator requests, response), or a hashref:
 #             {path, headers => {name => expected|undef}, body => structure
-#             compared to the decoded upstream body}
+#             compared to the decoded upstream body, raw_body => the
+#             bytes it must be exactly}
 #   record    'none' (no record appears), or {field => expected}: exactly one
 #             new record must appear
 #
@@ -1233,6 +1234,12 @@ sub run_case {
                 my $b = decode_json_text(
                     do { my $t = $q->{body} // ''; utf8::encode($t); $t });
                 match($b, $u->{body}, "$name: upstream body");
+            }
+            if (exists $u->{raw_body}) {
+                my $t = $q->{body} // '';
+                utf8::encode($t);
+                Test::More::is($t, $u->{raw_body},
+                    "$name: upstream body, byte for byte");
             }
         }
     }
