@@ -20,21 +20,40 @@ static ngx_int_t ngx_http_cfcost_check_request(ngx_http_request_t *r,
     ngx_http_cfcost_ctx_t *ctx);
 
 
+/*
+ * A request id: 16 random bytes, in hex.  RAND_bytes() costs as much for
+ * 16 bytes as for 4 KB (locks, a fork check, a reseed check), so a
+ * process draws 256 ids' worth at once.  The pool is drawn again in a
+ * new process (ngx_pid), so no two processes hand out the same bytes.
+ */
 static void
 ngx_http_cfcost_request_id(ngx_http_cfcost_ctx_t *ctx)
 {
-    u_char    raw[NGX_HTTP_CFCOST_ID_LEN / 2];
-    uint32_t  x;
-    size_t    i;
+    size_t      i;
+    uint32_t    x;
+    u_char     *raw;
 
-    if (RAND_bytes(raw, sizeof(raw)) != 1) {
-        for (i = 0; i < sizeof(raw); i += sizeof(x)) {
-            x = (uint32_t) ngx_random();
-            ngx_memcpy(raw + i, &x, sizeof(x));
+    static u_char     pool[256 * (NGX_HTTP_CFCOST_ID_LEN / 2)];
+    static size_t     used = sizeof(pool);
+    static ngx_pid_t  pool_pid;
+
+    if (used == sizeof(pool) || pool_pid != ngx_pid) {
+        if (RAND_bytes(pool, sizeof(pool)) != 1) {
+            for (i = 0; i < sizeof(pool); i += sizeof(x)) {
+                x = (uint32_t) ngx_random();
+                ngx_memcpy(pool + i, &x, sizeof(x));
+            }
         }
+
+        used = 0;
+        pool_pid = ngx_pid;
     }
 
-    ngx_hex_dump(ctx->request_id, raw, sizeof(raw));
+    raw = pool + used;
+    used += NGX_HTTP_CFCOST_ID_LEN / 2;
+
+    ngx_hex_dump(ctx->request_id, raw, NGX_HTTP_CFCOST_ID_LEN / 2);
+    ngx_memzero(raw, NGX_HTTP_CFCOST_ID_LEN / 2);    /* used once only */
 }
 
 
