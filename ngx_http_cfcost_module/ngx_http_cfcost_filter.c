@@ -393,11 +393,25 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     p = ngx_http_cfcost_json_escape(p, ctx->model.data, ctx->model.len);
 
     if (told) {
-        p = ngx_sprintf(p, "\",\"input_tokens\":%uL,\"output_tokens\":%uL,"
-                        "\"total_tokens\":%uL,\"cost_usd\":%*s,"
-                        "\"estimated\":%s",
-                        ctx->input, ctx->output, ctx->input + ctx->output,
-                        usd_len, usd, ctx->estimated ? "true" : "false");
+        p = ngx_cpymem(p, "\",\"input_tokens\":",
+                       sizeof("\",\"input_tokens\":") - 1);
+        p = ngx_http_cfcost_uint(p, ctx->input);
+        p = ngx_cpymem(p, ",\"output_tokens\":",
+                       sizeof(",\"output_tokens\":") - 1);
+        p = ngx_http_cfcost_uint(p, ctx->output);
+        p = ngx_cpymem(p, ",\"total_tokens\":",
+                       sizeof(",\"total_tokens\":") - 1);
+        p = ngx_http_cfcost_uint(p, ctx->input + ctx->output);
+        p = ngx_cpymem(p, ",\"cost_usd\":", sizeof(",\"cost_usd\":") - 1);
+        p = ngx_cpymem(p, usd, usd_len);
+
+        if (ctx->estimated) {
+            p = ngx_cpymem(p, ",\"estimated\":true",
+                           sizeof(",\"estimated\":true") - 1);
+        } else {
+            p = ngx_cpymem(p, ",\"estimated\":false",
+                           sizeof(",\"estimated\":false") - 1);
+        }
     } else {
         p = ngx_cpymem(p, "\",\"input_tokens\":null,\"output_tokens\":null,"
                           "\"total_tokens\":null,\"cost_usd\":null,"
@@ -407,8 +421,9 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
                               "\"estimated\":false") - 1);
     }
 
-    p = ngx_sprintf(p, ",\"request_id\":\"%*s\"}\n",
-                    (size_t) NGX_HTTP_CFCOST_ID_LEN, ctx->request_id);
+    p = ngx_cpymem(p, ",\"request_id\":\"", sizeof(",\"request_id\":\"") - 1);
+    p = ngx_cpymem(p, ctx->request_id, NGX_HTTP_CFCOST_ID_LEN);
+    p = ngx_cpymem(p, "\"}\n", 3);
 
     b->last = p;
     cl->buf = b;

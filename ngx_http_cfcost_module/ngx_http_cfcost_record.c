@@ -64,6 +64,49 @@ ngx_http_cfcost_flags(ngx_http_cfcost_ctx_t *ctx, u_char *buf)
 }
 
 
+/*
+ * v in decimal at p; returns its end.  What ngx_sprintf("%uL") writes, for
+ * a tenth of the cost of its format parser: a request writes a dozen
+ * numbers and some thirty RESP lengths.
+ */
+u_char *
+ngx_http_cfcost_uint(u_char *p, uint64_t v)
+{
+    u_char   digits[NGX_INT64_LEN];
+    u_char  *d;
+
+    d = digits + sizeof(digits);
+
+    do {
+        *--d = (u_char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    return ngx_cpymem(p, d, digits + sizeof(digits) - d);
+}
+
+
+/* a number and a NUL at p: an unsigned one, and a signed one */
+static void
+ngx_http_cfcost_num(u_char *p, uint64_t v)
+{
+    *ngx_http_cfcost_uint(p, v) = '\0';
+}
+
+
+static void
+ngx_http_cfcost_snum(u_char *p, int64_t v)
+{
+    if (v < 0) {
+        *p++ = '-';
+        ngx_http_cfcost_num(p, (uint64_t) 0 - (uint64_t) v);
+        return;
+    }
+
+    ngx_http_cfcost_num(p, (uint64_t) v);
+}
+
+
 ngx_int_t
 ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 {
@@ -151,30 +194,30 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     m = ctx->price;
 
     n = 0;
-    ngx_sprintf(nums[n++], "%uL%Z", ts);
-    ngx_sprintf(nums[n++], "%ui%Z", status);
-    ngx_sprintf(nums[n++], "%ui%Z", ctx->upstream_status);
-    ngx_sprintf(nums[n++], "%uL%Z", ctx->input);
-    ngx_sprintf(nums[n++], "%uL%Z", ctx->output);
-    ngx_sprintf(nums[n++], "%uL%Z", ctx->cached);
-    ngx_sprintf(nums[n++], "%uL%Z", ctx->cost);
+    ngx_http_cfcost_num(nums[n++], ts);
+    ngx_http_cfcost_num(nums[n++], status);
+    ngx_http_cfcost_num(nums[n++], ctx->upstream_status);
+    ngx_http_cfcost_num(nums[n++], ctx->input);
+    ngx_http_cfcost_num(nums[n++], ctx->output);
+    ngx_http_cfcost_num(nums[n++], ctx->cached);
+    ngx_http_cfcost_num(nums[n++], ctx->cost);
     nums[7][0] = '\0';
     nums[8][0] = '\0';
 
     if (m) {
-        ngx_sprintf(nums[7], "%L%Z", (int64_t) m->input);
-        ngx_sprintf(nums[8], "%L%Z", (int64_t) m->output);
+        ngx_http_cfcost_snum(nums[7], m->input);
+        ngx_http_cfcost_snum(nums[8], m->output);
     }
 
     n = 9;
 
     if (m && m->cached != CFCOST_PRICE_NONE) {
-        ngx_sprintf(nums[n++], "%L%Z", (int64_t) m->cached);
+        ngx_http_cfcost_snum(nums[n++], m->cached);
     } else {
         nums[n++][0] = '\0';
     }
 
-    ngx_sprintf(nums[n++], "%uL%Z", us);
+    ngx_http_cfcost_num(nums[n++], us);
 
     if (ctx->has_neurons) {
         /* as reported: %.17g gives the same double back */

@@ -545,7 +545,10 @@ ngx_http_cfcost_bulk_len(size_t len)
 u_char *
 ngx_http_cfcost_bulk(u_char *p, const void *data, size_t len)
 {
-    p = ngx_sprintf(p, "$%uz\r\n", len);
+    *p++ = '$';
+    p = ngx_http_cfcost_uint(p, len);
+    *p++ = '\r';
+    *p++ = '\n';
 
     if (len) {                          /* an empty value may be NULL */
         p = ngx_cpymem(p, data, len);
