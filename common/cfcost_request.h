@@ -30,7 +30,8 @@ typedef struct {
                                        string "role" and a "content";
                                        messages_n when none */
     size_t          prompt_bytes;   /* decoded bytes of a string prompt and
-                                       of every string content */
+                                       of the string content of every
+                                       message not counted bad */
     const char     *twice;          /* a member above given twice */
 } cfcost_request_t;
 
