@@ -33,6 +33,7 @@ typedef struct {
     char                dnum[24];
     char                num[5][24];
     char                member[CFCOST_MEMBER_MAX + 1];
+    char                padded[41];
 } cfcost_entry_scratch_t;
 
 
@@ -71,6 +72,8 @@ cfcost_consumer_entry(cfcost_consumer_t *c, const char *writer,
 
     argv[CFCOST_LUA_ENTRY_ID] = id;
     lens[CFCOST_LUA_ENTRY_ID] = idlen;
+    argv[CFCOST_LUA_ENTRY_PADDED] = s->padded;
+    lens[CFCOST_LUA_ENTRY_PADDED] = cfcost_stream_id_pad(s->padded, id, idlen);
 
     if (e->elements < 2 || cfcost_record_parse(e->element[1], &rec) != 0) {
         cfcost_log_warn("consumer: entry %.*s has no fields (trimmed?): "

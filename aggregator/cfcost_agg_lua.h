@@ -67,7 +67,7 @@ extern const char  cfcost_lua_apply[];
  * arguments CFCOST_LUA_ENTRY_* after that.
  */
 #define CFCOST_LUA_APPLY_FIRST       5      /* CFCOST_LUA_APPLY_HEAD + 1 */
-#define CFCOST_LUA_APPLY_ARGS        13     /* arguments per entry */
+#define CFCOST_LUA_APPLY_ARGS        14     /* arguments per entry */
 
 #define CFCOST_LUA_ENTRY_ID          0      /* stream entry id: first */
 #define CFCOST_LUA_ENTRY_REQUEST_ID  1      /* "": acknowledged only */
@@ -82,6 +82,8 @@ extern const char  cfcost_lua_apply[];
 #define CFCOST_LUA_ENTRY_COST_USD    10     /* cost: whole USD */
 #define CFCOST_LUA_ENTRY_COST        11     /* cost: picodollars below */
 #define CFCOST_LUA_ENTRY_MEMBER      12     /* log index member */
+#define CFCOST_LUA_ENTRY_PADDED      13     /* the id as the script's pad()
+                                               writes it: 40 digits */
 
 
 /*

@@ -297,6 +297,30 @@ cfcost_writer_valid(const char *s, size_t len)
 
 
 size_t
+cfcost_stream_id_pad(char *buf, const char *s, size_t len)
+{
+    int       i;
+    uint64_t  v[2];
+
+    if (cfcost_stream_id_parse(s, len, &v[0], &v[1]) != 0) {
+        buf[0] = '\0';
+        return 0;
+    }
+
+    for (i = 19; i >= 0; i--) {
+        buf[i] = (char) ('0' + v[0] % 10);
+        buf[20 + i] = (char) ('0' + v[1] % 10);
+        v[0] /= 10;
+        v[1] /= 10;
+    }
+
+    buf[40] = '\0';
+
+    return 40;
+}
+
+
+size_t
 cfcost_stream_key(char *buf, const char *writer)
 {
     return (size_t) snprintf(buf, CFCOST_RECORD_STREAM_LEN + 1, "%s%.*s%s",

@@ -82,6 +82,13 @@ int cfcost_stream_id_parse(const char *s, size_t len, uint64_t *ms,
     uint64_t *seq);
 
 /*
+ * The stream id s[0..len) as the scripts' pad() writes it, <ms><seq> in
+ * 20 digits each, so that ids compare as strings; and a NUL.  buf holds
+ * 41 bytes.  Returns 40, or 0 (buf "") when s is no stream id.
+ */
+size_t cfcost_stream_id_pad(char *buf, const char *s, size_t len);
+
+/*
  * 1 when s[0..len) is a writer id: "w" and 16 lowercase hex digits.
  */
 int cfcost_writer_valid(const char *s, size_t len);
