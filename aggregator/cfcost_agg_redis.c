@@ -22,6 +22,7 @@
 #include "cfcost_agg.h"
 #include "cfcost_agg_util.h"
 #include "cfcost_agg_redis.h"
+#include "cfcost_agg_reply.h"
 #include "cfcost_redis_auth.h"
 
 
@@ -67,6 +68,9 @@ struct cfcost_redis_s {
     struct event           *watch_ev;
 
     cfcost_redis_op_t       ops;        /* sentinel; in flight, oldest first */
+
+    cfcost_reply_arena_t   *arena;      /* this connection's replies */
+    cfcost_reply_arena_t   *arena_old;  /* the one before */
 };
 
 
@@ -346,6 +350,24 @@ cfcost_redis_connect(cfcost_redis_t *rd)
         return;
     }
 
+    /*
+     * Replies from an arena (cfcost_agg_reply.h).  The previous
+     * connection is gone (a reconnect always waits for a timer), but its
+     * arena is kept one connection longer all the same.
+     */
+    cfcost_reply_arena_destroy(rd->arena_old);
+    rd->arena_old = rd->arena;
+    rd->arena = cfcost_reply_arena_create();
+
+    if (rd->arena == NULL) {
+        cfcost_log_warn("redis %s: cannot connect: out of memory", rd->name);
+        redisAsyncFree(ac);
+        cfcost_redis_retry(rd);
+        return;
+    }
+
+    cfcost_reply_arena_attach(rd->arena, ac->c.reader);
+
     ac->data = rd;
 
     if (redisLibeventAttach(ac, rd->base) != REDIS_OK) {
@@ -544,8 +566,18 @@ cfcost_redis_destroy(cfcost_redis_t *rd)
 
     if (ac != NULL) {
         ac->data = NULL;
+
+        if (ac->c.flags & REDIS_IN_CALLBACK) {
+            /* hiredis frees it later, its reply then: keep the arenas */
+            rd->arena = NULL;
+            rd->arena_old = NULL;
+        }
+
         redisAsyncFree(ac);     /* pending callbacks run with NULL */
     }
+
+    cfcost_reply_arena_destroy(rd->arena);
+    cfcost_reply_arena_destroy(rd->arena_old);
 
     /* nothing should be left; never leak if something is */
     while (rd->ops.next != &rd->ops) {
