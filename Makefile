@@ -10,11 +10,13 @@ LIBS      = -lhiredis -ljansson -lcrypto -lm
 COMMON_SRC = common/cfcost_price.c common/cfcost_usage.c common/cfcost_sse.c \
              common/cfcost_json.c common/cfcost_request.c \
              common/cfcost_addr.c common/cfcost_keys.c common/cfcost_models.c \
-             common/cfcost_estimate.c common/cfcost_redis_auth.c
+             common/cfcost_estimate.c common/cfcost_redis_auth.c \
+             common/cfcost_reply.c
 COMMON_HDR = common/cfcost_price.h common/cfcost_usage.h common/cfcost_sse.h common/cfcost_schema.h \
              common/cfcost_json.h common/cfcost_request.h \
              common/cfcost_addr.h common/cfcost_keys.h common/cfcost_models.h \
-             common/cfcost_estimate.h common/cfcost_redis_auth.h
+             common/cfcost_estimate.h common/cfcost_redis_auth.h \
+             common/cfcost_reply.h
 MODULE_SRC = $(wildcard ngx_http_cfcost_module/*.c ngx_http_cfcost_module/*.h)
 AGG_SRC    = $(wildcard aggregator/*.c)
 AGG_HDR    = $(wildcard aggregator/*.h)
@@ -51,6 +53,7 @@ $(B)/cfcost: $(wildcard cli/*.c cli/*.h) $(COMMON_SRC) $(COMMON_HDR)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(wildcard cli/*.c) $(COMMON_SRC) $(LIBS)
 
 AGG_COMMON = common/cfcost_price.c common/cfcost_addr.c common/cfcost_json.c \
+             common/cfcost_reply.c \
              common/cfcost_redis_auth.c
 $(B)/cfcost-aggregator: $(AGG_SRC) $(AGG_HDR) $(AGG_COMMON) $(COMMON_HDR)
 	@mkdir -p $(B)

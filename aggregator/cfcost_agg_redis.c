@@ -22,7 +22,7 @@
 #include "cfcost_agg.h"
 #include "cfcost_agg_util.h"
 #include "cfcost_agg_redis.h"
-#include "cfcost_agg_reply.h"
+#include "cfcost_reply.h"
 #include "cfcost_redis_auth.h"
 
 

@@ -275,6 +275,24 @@ ngx_http_cfcost_redis_connect(ngx_http_cfcost_redis_t *rd)
         return;
     }
 
+    /*
+     * Replies from an arena, not a malloc per element (cfcost_reply.h).
+     * The connection before is gone (a reconnect waits for a timer); its
+     * arena is kept one connection longer all the same.  The process's
+     * exit frees the last two.
+     */
+    cfcost_reply_arena_destroy(rd->arena_old);
+    rd->arena_old = rd->arena;
+    rd->arena = cfcost_reply_arena_create();
+
+    if (rd->arena == NULL) {
+        redisAsyncFree(ac);
+        ngx_http_cfcost_redis_lost(rd, "cannot connect to", "out of memory");
+        return;
+    }
+
+    cfcost_reply_arena_attach(rd->arena, ac->c.reader);
+
     c = ngx_get_connection(ac->c.fd, rd->log);
     if (c == NULL) {
         redisAsyncFree(ac);

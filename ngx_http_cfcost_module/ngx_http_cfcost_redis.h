@@ -11,6 +11,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 
+#include "cfcost_reply.h"
 #include "ngx_http_cfcost_module.h"
 
 
@@ -32,6 +33,10 @@ struct ngx_http_cfcost_redis_s {
     ngx_msec_t                       progress;    /* last sign of life */
 
     ngx_http_cfcost_redis_event_pt   on_up;       /* connected */
+
+    cfcost_reply_arena_t            *arena;       /* this connection's
+                                                     replies */
+    cfcost_reply_arena_t            *arena_old;   /* the one before */
 
     unsigned                         connected:1;
     unsigned                         exiting:1;

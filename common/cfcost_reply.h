@@ -1,5 +1,6 @@
 /*
- * hiredis reply objects from an arena, one arena per connection.
+ * hiredis reply objects from an arena, one arena per connection (the
+ * aggregator's, and the gateway's in each nginx worker).
  *
  * With hiredis's own functions a reply costs a malloc() and a free() per
  * element, and a batch read (XREADGROUP) has some fifty elements per
@@ -14,8 +15,8 @@
  * and frees it, so an arena holds one reply at a time.
  */
 
-#ifndef CFCOST_AGG_REPLY_H
-#define CFCOST_AGG_REPLY_H
+#ifndef CFCOST_REPLY_H
+#define CFCOST_REPLY_H
 
 #include <hiredis/hiredis.h>
 
@@ -32,4 +33,4 @@ void cfcost_reply_arena_attach(cfcost_reply_arena_t *a, redisReader *r);
 /* Once no reader that used a can free a reply any more (NULL: nothing). */
 void cfcost_reply_arena_destroy(cfcost_reply_arena_t *a);
 
-#endif /* CFCOST_AGG_REPLY_H */
+#endif /* CFCOST_REPLY_H */

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cfcost_agg_reply.h"
+#include "cfcost_reply.h"
 
 
 #define CFCOST_ARENA_BLOCK   (64 * 1024)
