@@ -9,6 +9,17 @@
 #include "cfcost_agg_util.h"
 
 
+/* v's last n digits at buf, zero-padded ("%0*u"), no NUL */
+static void
+cfcost_put_digits(char *buf, uint64_t v, size_t n)
+{
+    while (n--) {
+        buf[n] = (char) ('0' + v % 10);
+        v /= 10;
+    }
+}
+
+
 #define CFCOST_MEMBER_TS_MAX     999999999999999LL     /* 15 digits */
 
 
@@ -129,7 +140,14 @@ cfcost_date_str(char *buf, int64_t day)
         y = y < 0 ? 0 : 9999;
     }
 
-    snprintf(buf, CFCOST_DATE_LEN + 1, "%04u-%02u-%02u", (unsigned) y, m, d);
+    /* "%04u-%02u-%02u" by hand: once per record in a batch */
+    cfcost_put_digits(buf, (uint64_t) y, 4);
+    buf[4] = '-';
+    cfcost_put_digits(buf + 5, m, 2);
+    buf[7] = '-';
+    cfcost_put_digits(buf + 8, d, 2);
+    buf[CFCOST_DATE_LEN] = '\0';
+
     return CFCOST_DATE_LEN;
 }
 
@@ -230,7 +248,21 @@ cfcost_u64_parse(const char *s, size_t len, uint64_t max, uint64_t *v)
 size_t
 cfcost_u64_str(char *buf, uint64_t v)
 {
-    return (size_t) snprintf(buf, 21, "%llu", (unsigned long long) v);
+    char    tmp[20], *p;
+    size_t  n;
+
+    p = tmp + sizeof(tmp);
+
+    do {
+        *--p = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    n = (size_t) (tmp + sizeof(tmp) - p);
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+
+    return n;
 }
 
 
@@ -273,7 +305,11 @@ cfcost_stream_id_parse(const char *s, size_t len, uint64_t *ms,
 size_t
 cfcost_member_ts(char *buf, int64_t ts_ms)
 {
-    return (size_t) snprintf(buf, 16, "%015lld", (long long) ts_ms);
+    /* "%015lld" of 0 <= ts_ms <= CFCOST_MEMBER_TS_MAX (15 digits) */
+    cfcost_put_digits(buf, (uint64_t) (ts_ms < 0 ? 0 : ts_ms), 15);
+    buf[15] = '\0';
+
+    return 15;
 }
 
 
