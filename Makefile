@@ -73,7 +73,8 @@ CONSUMER_TEST_SRC = aggregator/cfcost_agg_consumer.c \
                     aggregator/cfcost_agg_consumer_streams.c \
                     aggregator/cfcost_agg_lua.c \
                     aggregator/cfcost_agg_record.c aggregator/cfcost_agg_util.c \
-                    aggregator/cfcost_agg_log.c t/unit/fake_redis.c
+                    aggregator/cfcost_agg_log.c t/unit/fake_redis.c \
+                    common/cfcost_price.c
 $(B)/unit/test_consumer.t: t/unit/test_consumer.c t/unit/tap.h t/unit/fake_redis.h \
                            $(CONSUMER_TEST_SRC) $(AGG_HDR) $(COMMON_HDR)
 	@mkdir -p $(B)/unit

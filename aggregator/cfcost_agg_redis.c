@@ -350,23 +350,15 @@ cfcost_redis_connect(cfcost_redis_t *rd)
         return;
     }
 
-    /*
-     * Replies from an arena (cfcost_agg_reply.h).  The previous
-     * connection is gone (a reconnect always waits for a timer), but its
-     * arena is kept one connection longer all the same.
-     */
-    cfcost_reply_arena_destroy(rd->arena_old);
-    rd->arena_old = rd->arena;
-    rd->arena = cfcost_reply_arena_create();
-
-    if (rd->arena == NULL) {
+    /* replies from an arena (cfcost_reply.h) */
+    if (cfcost_reply_arena_renew(&rd->arena, &rd->arena_old, ac->c.reader)
+        != 0)
+    {
         cfcost_log_warn("redis %s: cannot connect: out of memory", rd->name);
         redisAsyncFree(ac);
         cfcost_redis_retry(rd);
         return;
     }
-
-    cfcost_reply_arena_attach(rd->arena, ac->c.reader);
 
     ac->data = rd;
 

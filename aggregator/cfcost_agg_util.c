@@ -6,18 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cfcost_price.h"
 #include "cfcost_agg_util.h"
-
-
-/* v's last n digits at buf, zero-padded ("%0*u"), no NUL */
-static void
-cfcost_put_digits(char *buf, uint64_t v, size_t n)
-{
-    while (n--) {
-        buf[n] = (char) ('0' + v % 10);
-        v /= 10;
-    }
-}
 
 
 #define CFCOST_MEMBER_TS_MAX     999999999999999LL     /* 15 digits */
@@ -141,11 +131,11 @@ cfcost_date_str(char *buf, int64_t day)
     }
 
     /* "%04u-%02u-%02u" by hand: once per record in a batch */
-    cfcost_put_digits(buf, (uint64_t) y, 4);
+    cfcost_dec_fixed(buf, (uint64_t) y, 4);
     buf[4] = '-';
-    cfcost_put_digits(buf + 5, m, 2);
+    cfcost_dec_fixed(buf + 5, m, 2);
     buf[7] = '-';
-    cfcost_put_digits(buf + 8, d, 2);
+    cfcost_dec_fixed(buf + 8, d, 2);
     buf[CFCOST_DATE_LEN] = '\0';
 
     return CFCOST_DATE_LEN;
@@ -248,21 +238,12 @@ cfcost_u64_parse(const char *s, size_t len, uint64_t max, uint64_t *v)
 size_t
 cfcost_u64_str(char *buf, uint64_t v)
 {
-    char    tmp[20], *p;
-    size_t  n;
+    char  *p;
 
-    p = tmp + sizeof(tmp);
+    p = cfcost_dec(buf, v);
+    *p = '\0';
 
-    do {
-        *--p = (char) ('0' + v % 10);
-        v /= 10;
-    } while (v);
-
-    n = (size_t) (tmp + sizeof(tmp) - p);
-    memcpy(buf, p, n);
-    buf[n] = '\0';
-
-    return n;
+    return (size_t) (p - buf);
 }
 
 
@@ -306,7 +287,7 @@ size_t
 cfcost_member_ts(char *buf, int64_t ts_ms)
 {
     /* "%015lld" of 0 <= ts_ms <= CFCOST_MEMBER_TS_MAX (15 digits) */
-    cfcost_put_digits(buf, (uint64_t) (ts_ms < 0 ? 0 : ts_ms), 15);
+    cfcost_dec_fixed(buf, (uint64_t) (ts_ms < 0 ? 0 : ts_ms), 15);
     buf[15] = '\0';
 
     return 15;
@@ -335,22 +316,14 @@ cfcost_writer_valid(const char *s, size_t len)
 size_t
 cfcost_stream_id_pad(char *buf, const char *s, size_t len)
 {
-    int       i;
-    uint64_t  v[2];
+    uint64_t  ms, seq;
 
-    if (cfcost_stream_id_parse(s, len, &v[0], &v[1]) != 0) {
+    if (cfcost_stream_id_parse(s, len, &ms, &seq) != 0) {
         buf[0] = '\0';
         return 0;
     }
 
-    for (i = 19; i >= 0; i--) {
-        buf[i] = (char) ('0' + v[0] % 10);
-        buf[20 + i] = (char) ('0' + v[1] % 10);
-        v[0] /= 10;
-        v[1] /= 10;
-    }
-
-    buf[40] = '\0';
+    cfcost_dec_fixed(cfcost_dec_fixed(buf, ms, 20), seq, 20)[0] = '\0';
 
     return 40;
 }

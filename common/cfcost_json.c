@@ -604,11 +604,8 @@ cfcost_json_quote(char *dst, const char *src, size_t len)
 const char *
 cfcost_json_skip_ws(const char *p, const char *end)
 {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
-        p++;
-    }
-
-    return p;
+    return (const char *) cfcost_json_ws((const unsigned char *) p,
+                                         (const unsigned char *) end);
 }
 
 
@@ -705,23 +702,6 @@ cfcost_json_member(const char *p, const char *end, const char **key_end)
 }
 
 
-/* the code point of the 4 hex digits at p (known valid) */
-static unsigned long
-cfcost_json_hex_value(const char *p)
-{
-    int            i;
-    unsigned char  c;
-    unsigned long  v;
-
-    for (v = 0, i = 0; i < 4; i++) {
-        c = (unsigned char) p[i];
-        v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-    }
-
-    return v;
-}
-
-
 size_t
 cfcost_json_unescape(char *dst, const char *src, size_t len)
 {
@@ -769,14 +749,18 @@ cfcost_json_unescape(char *dst, const char *src, size_t len)
             break;
         }
 
-        cp = cfcost_json_hex_value(p + 2);
+        /* valid text: never -1 */
+        cp = (unsigned long) cfcost_json_hex4((const unsigned char *) p + 2,
+                                              (const unsigned char *) end);
         p += 6;
 
         if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 && p[0] == '\\'
             && p[1] == 'u')
         {
             cp = 0x10000 + ((cp - 0xd800) << 10)
-                 + (cfcost_json_hex_value(p + 2) - 0xdc00);
+                 + ((unsigned long) cfcost_json_hex4(
+                        (const unsigned char *) p + 2,
+                        (const unsigned char *) end) - 0xdc00);
             p += 6;
         }
 

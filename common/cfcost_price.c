@@ -652,41 +652,55 @@ cfcost_cost_pusd(const cfcost_model_t *m, uint64_t input, uint64_t cached,
 }
 
 
+char *
+cfcost_dec(char *dst, uint64_t v)
+{
+    char    tmp[20], *p;
+    size_t  n;
+
+    p = tmp + sizeof(tmp);
+
+    do {
+        *--p = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    n = (size_t) (tmp + sizeof(tmp) - p);
+    memcpy(dst, p, n);
+
+    return dst + n;
+}
+
+
+char *
+cfcost_dec_fixed(char *dst, uint64_t v, size_t n)
+{
+    size_t  i;
+
+    for (i = n; i > 0; i--) {
+        dst[i - 1] = (char) ('0' + v % 10);
+        v /= 10;
+    }
+
+    return dst + n;
+}
+
+
 size_t
 cfcost_usd6(char *buf, uint64_t pusd)
 {
-
-    /* half-up without pusd + 500000, which could wrap near UINT64_MAX */
-    int       i;
-    char      tmp[32], *p;
-    size_t    n;
-    uint64_t  micro, whole, frac;
+    char      *p;
+    uint64_t   micro;
 
     /* half-up without pusd + 500000, which could wrap near UINT64_MAX */
     micro = pusd / 1000000 + (pusd % 1000000 >= 500000);
 
-    /* "%llu.%06llu" by hand: snprintf() was a tenth of a request's CPU */
-    whole = micro / 1000000;
-    frac = micro % 1000000;
-    p = tmp + sizeof(tmp);
+    p = cfcost_dec(buf, micro / 1000000);
+    *p++ = '.';
+    p = cfcost_dec_fixed(p, micro % 1000000, 6);
+    *p = '\0';
 
-    for (i = 0; i < 6; i++) {
-        *--p = (char) ('0' + frac % 10);
-        frac /= 10;
-    }
-
-    *--p = '.';
-
-    do {
-        *--p = (char) ('0' + whole % 10);
-        whole /= 10;
-    } while (whole);
-
-    n = tmp + sizeof(tmp) - p;
-    memcpy(buf, p, n);
-    buf[n] = '\0';
-
-    return n;
+    return (size_t) (p - buf);
 }
 
 

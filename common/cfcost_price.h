@@ -70,6 +70,15 @@ uint64_t cfcost_cost_pusd(const cfcost_model_t *m, uint64_t input,
     uint64_t cached, uint64_t output);
 
 /*
+ * Numbers as text without printf, whose format parser costs more than a
+ * gateway's record: cfcost_dec() writes v in decimal ("%llu"),
+ * cfcost_dec_fixed() its last n digits, zero-padded ("%0*llu" of a v that
+ * fits).  Both return the end of what they wrote; neither writes a NUL.
+ */
+char *cfcost_dec(char *dst, uint64_t v);
+char *cfcost_dec_fixed(char *dst, uint64_t v, size_t n);
+
+/*
  * Writes pusd as a decimal USD amount rounded half-up to 6 places
  * ("0.000123", "12.500000") into buf, which must hold 32 bytes.  Returns
  * the length written (no NUL is counted; one is written).

@@ -75,6 +75,24 @@ cfcost_reply_arena_attach(cfcost_reply_arena_t *a, redisReader *r)
 }
 
 
+int
+cfcost_reply_arena_renew(cfcost_reply_arena_t **cur,
+    cfcost_reply_arena_t **old, redisReader *r)
+{
+    cfcost_reply_arena_destroy(*old);
+    *old = *cur;
+    *cur = cfcost_reply_arena_create();
+
+    if (*cur == NULL) {
+        return -1;
+    }
+
+    cfcost_reply_arena_attach(*cur, r);
+
+    return 0;
+}
+
+
 /* empties a: the first block stays for the next reply, if a usual one */
 static void
 cfcost_reply_arena_reset(cfcost_reply_arena_t *a)

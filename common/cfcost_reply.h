@@ -30,6 +30,16 @@ cfcost_reply_arena_t *cfcost_reply_arena_create(void);
 /* Makes reader r build its replies in a (before r reads anything). */
 void cfcost_reply_arena_attach(cfcost_reply_arena_t *a, redisReader *r);
 
+/*
+ * For a new connection's reader r: a new arena in *cur, attached.  The
+ * one before moves to *old and the one before that goes: a connection is
+ * gone before the next one is made (reconnects wait for a timer), and its
+ * arena is kept one connection longer all the same.  Returns 0, or -1
+ * when out of memory.
+ */
+int cfcost_reply_arena_renew(cfcost_reply_arena_t **cur,
+    cfcost_reply_arena_t **old, redisReader *r);
+
 /* Once no reader that used a can free a reply any more (NULL: nothing). */
 void cfcost_reply_arena_destroy(cfcost_reply_arena_t *a);
 

@@ -295,118 +295,13 @@ cfcost_reply_parse(json_t *root, cfcost_reply_t *out)
 }
 
 
-int
-cfcost_json_locate(const char *json, size_t len, const char **path,
-    size_t n, size_t *start, size_t *end)
-{
-    size_t       i, klen;
-    const char  *p, *last, *key, *v, *ve, *found;
-
-    p = cfcost_json_skip_ws(json, json + len);
-    last = json + len;
-
-    for (i = 0; i < n; i++) {
-        if (p >= last || *p != '{') {
-            return -1;
-        }
-
-        klen = strlen(path[i]);
-        found = NULL;
-        p = cfcost_json_skip_ws(p + 1, last);
-
-        /*
-         * The whole object is read: a key given twice is the last one's,
-         * as jansson (and JSON.parse) take it.
-         */
-        while (p < last && *p != '}') {
-            key = p + 1;
-            v = cfcost_json_member(p, last, &p);
-            if (v == NULL) {
-                return -1;
-            }
-
-            /*
-             * A key written with an escape ("\u0075sage") may be the
-             * key sought, and then the last one: only a parser knows.
-             */
-            if (memchr(key, '\\', p - 1 - key) != NULL) {
-                return -2;
-            }
-
-            if ((size_t) (p - 1 - key) == klen
-                && memcmp(key, path[i], klen) == 0)
-            {
-                found = v;
-            }
-
-            ve = cfcost_json_skip(v, last);
-            if (ve == NULL) {
-                return -1;
-            }
-
-            p = cfcost_json_skip_ws(ve, last);
-
-            if (p < last && *p == ',') {
-                p = cfcost_json_skip_ws(p + 1, last);
-
-                if (p < last && *p == '}') {
-                    return -1;              /* {"a":1,} */
-                }
-
-            } else if (p >= last || *p != '}') {
-                return -1;
-            }
-        }
-
-        if (p >= last || found == NULL) {
-            return -1;                      /* unclosed, or absent */
-        }
-
-        p = found;
-    }
-
-    ve = cfcost_json_skip(p, last);
-    if (ve == NULL) {
-        return -1;
-    }
-
-    *start = p - json;
-    *end = ve - json;
-
-    return 0;
-}
-
-
-int
-cfcost_usage_locate(const char *json, size_t len, size_t *start,
-    size_t *end)
-{
-    int     rc;
-    size_t  s, e;
-
-    static const char  *result[] = { "result", "usage" };
-    static const char  *top[] = { "usage" };
-
-    rc = cfcost_json_locate(json, len, result, 1, &s, &e);
-
-    if (rc == 0 && json[s] == '{') {
-        rc = cfcost_json_locate(json, len, result, 2, start, end);
-
-    } else if (rc != -2) {
-        rc = cfcost_json_locate(json, len, top, 1, start, end);
-    }
-
-    return (rc == 0) ? 0 : -1;
-}
-
-
 /*
  * One pass over the object at json[0..len): for each of names[0..n), the
  * span of its value [start[i], end[i]), the last one's when a key is given
- * twice; end[i] stays 0 when absent; *after (when not NULL) is past the
- * object.  Returns 0, -1 when json is no
- * object, or -2 when a key is written with an escape: it may be one of
- * names, and only a parser knows.
+ * twice, as jansson (and JSON.parse) take it; end[i] stays 0 when absent;
+ * *after (when not NULL) is past the object.  Returns 0, -1 when json is
+ * no object, or -2 when a key is written with an escape ("\u0075sage"):
+ * it may be one of names, and only a parser knows.
  */
 static int
 cfcost_json_fields(const char *json, size_t len, const char *const *names,
@@ -456,6 +351,10 @@ cfcost_json_fields(const char *json, size_t len, const char *const *names,
         if (p < last && *p == ',') {
             p = cfcost_json_skip_ws(p + 1, last);
 
+            if (p < last && *p == '}') {
+                return -1;                  /* {"a":1,} */
+            }
+
         } else if (p >= last || *p != '}') {
             return -1;
         }
@@ -470,6 +369,63 @@ cfcost_json_fields(const char *json, size_t len, const char *const *names,
     }
 
     return 0;
+}
+
+
+int
+cfcost_json_locate(const char *json, size_t len, const char **path,
+    size_t n, size_t *start, size_t *end)
+{
+    int     rc;
+    size_t  i, s, e, ks, ke, klen;
+
+    /* [s, e): the value reached so far, the whole text first */
+    s = 0;
+    e = len;
+
+    for (i = 0; i < n; i++) {
+        klen = strlen(path[i]);
+        rc = cfcost_json_fields(json + s, e - s, &path[i], &klen, 1, &ks,
+                                &ke, NULL);
+        if (rc != 0) {
+            return rc;
+        }
+
+        if (ke == 0) {
+            return -1;                      /* absent */
+        }
+
+        e = s + ke;
+        s += ks;
+    }
+
+    *start = s;
+    *end = e;
+
+    return 0;
+}
+
+
+int
+cfcost_usage_locate(const char *json, size_t len, size_t *start,
+    size_t *end)
+{
+    int     rc;
+    size_t  s, e;
+
+    static const char  *result[] = { "result", "usage" };
+    static const char  *top[] = { "usage" };
+
+    rc = cfcost_json_locate(json, len, result, 1, &s, &e);
+
+    if (rc == 0 && json[s] == '{') {
+        rc = cfcost_json_locate(json, len, result, 2, start, end);
+
+    } else if (rc != -2) {
+        rc = cfcost_json_locate(json, len, top, 1, start, end);
+    }
+
+    return (rc == 0) ? 0 : -1;
 }
 
 

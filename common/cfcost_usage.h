@@ -77,7 +77,8 @@ json_t *cfcost_json_load(const char *buf, size_t len, size_t flags);
 
 /*
  * Finds, in a JSON text already known to be valid, the value reached by
- * following the object keys path[0..n) from the top ("result", "usage").
+ * following the object keys path[0..n), n >= 1, from the top ("result",
+ * "usage").
  * Returns 0 and the value's span [*start, *end), or -1 if a key is absent
  * or something on the way is not an object.  Keys are matched as they are
  * written (no unescaping): -2 when an object on the way has a key written

@@ -395,13 +395,13 @@ ngx_http_cfcost_success_body(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     if (told) {
         p = ngx_cpymem(p, "\",\"input_tokens\":",
                        sizeof("\",\"input_tokens\":") - 1);
-        p = ngx_http_cfcost_uint(p, ctx->input);
+        p = (u_char *) cfcost_dec((char *) p, ctx->input);
         p = ngx_cpymem(p, ",\"output_tokens\":",
                        sizeof(",\"output_tokens\":") - 1);
-        p = ngx_http_cfcost_uint(p, ctx->output);
+        p = (u_char *) cfcost_dec((char *) p, ctx->output);
         p = ngx_cpymem(p, ",\"total_tokens\":",
                        sizeof(",\"total_tokens\":") - 1);
-        p = ngx_http_cfcost_uint(p, ctx->input + ctx->output);
+        p = (u_char *) cfcost_dec((char *) p, ctx->input + ctx->output);
         p = ngx_cpymem(p, ",\"cost_usd\":", sizeof(",\"cost_usd\":") - 1);
         p = ngx_cpymem(p, usd, usd_len);
 

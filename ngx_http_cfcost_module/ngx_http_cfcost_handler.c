@@ -323,6 +323,15 @@ ngx_http_cfcost_find_model(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 }
 
 
+/* whether the value at span s of the body is the literal true */
+static ngx_uint_t
+ngx_http_cfcost_is_true(ngx_str_t *body, cfcost_span_t *s)
+{
+    return s->end - s->start == 4
+           && ngx_strncmp(body->data + s->start, "true", 4) == 0;
+}
+
+
 /*
  * The body that goes upstream, per route: the chat route drops "model";
  * the OpenAI route asks for the usage chunk of a stream when the client
@@ -350,10 +359,7 @@ ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
     }
 
     if (lcf->route != NGX_HTTP_CFCOST_OPENAI || !ctx->stream
-        || (req->include_usage.end != 0
-            && req->include_usage.end - req->include_usage.start == 4
-            && ngx_strncmp(body->data + req->include_usage.start, "true", 4)
-               == 0))
+        || ngx_http_cfcost_is_true(body, &req->include_usage))
     {
         ctx->upstream_body = *body;
         return NGX_OK;
@@ -364,8 +370,9 @@ ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
 
     if (opts->end == 0) {
         /* the top object has a member ("model") for the comma */
-        at = ngx_strlchr(body->data, body->data + body->len, '{')
-             - body->data + 1;
+        at = cfcost_json_skip_ws((char *) body->data,
+                                 (char *) body->data + body->len)
+             - (char *) body->data + 1;
         to = at;
         ngx_str_set(&ins, "\"stream_options\":{\"include_usage\":true},");
 
@@ -383,19 +390,13 @@ ngx_http_cfcost_upstream_body(ngx_http_request_t *r,
         at = opts->start + 1;
         to = at;
 
-        if (opts->end - opts->start == 2) {
+        if (*cfcost_json_skip_ws((char *) body->data + at,
+                                 (char *) body->data + opts->end)
+            == '}')
+        {
             ngx_str_set(&ins, "\"include_usage\":true");    /* {} */
         } else {
-            p = body->data + at;
-            while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
-                p++;
-            }
-
-            if (*p == '}') {
-                ngx_str_set(&ins, "\"include_usage\":true");
-            } else {
-                ngx_str_set(&ins, "\"include_usage\":true,");
-            }
+            ngx_str_set(&ins, "\"include_usage\":true,");
         }
     }
 
@@ -549,9 +550,7 @@ ngx_http_cfcost_check_request(ngx_http_request_t *r,
         }
     }
 
-    ctx->stream = (req.stream.end - req.stream.start == 4
-                   && ngx_strncmp(body.data + req.stream.start, "true", 4)
-                      == 0);
+    ctx->stream = ngx_http_cfcost_is_true(&body, &req.stream);
     ctx->prompt_bytes = req.prompt_bytes;
 
     if (ngx_http_cfcost_upstream_body(r, ctx, &body, &req) != NGX_OK

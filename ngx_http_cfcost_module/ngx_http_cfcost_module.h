@@ -295,7 +295,6 @@ ngx_int_t ngx_http_cfcost_stream_filter(ngx_http_request_t *r,
 
 /* _record.c */
 ngx_int_t ngx_http_cfcost_log_handler(ngx_http_request_t *r);
-u_char *ngx_http_cfcost_uint(u_char *p, uint64_t v);
 
 /* _variables.c */
 ngx_int_t ngx_http_cfcost_add_variables(ngx_conf_t *cf);

@@ -64,33 +64,12 @@ ngx_http_cfcost_flags(ngx_http_cfcost_ctx_t *ctx, u_char *buf)
 }
 
 
-/*
- * v in decimal at p; returns its end.  What ngx_sprintf("%uL") writes, for
- * a tenth of the cost of its format parser: a request writes a dozen
- * numbers and some thirty RESP lengths.
- */
-u_char *
-ngx_http_cfcost_uint(u_char *p, uint64_t v)
-{
-    u_char   digits[NGX_INT64_LEN];
-    u_char  *d;
-
-    d = digits + sizeof(digits);
-
-    do {
-        *--d = (u_char) ('0' + v % 10);
-        v /= 10;
-    } while (v);
-
-    return ngx_cpymem(p, d, digits + sizeof(digits) - d);
-}
-
-
 /* a number and a NUL at p: an unsigned one, and a signed one */
 static void
 ngx_http_cfcost_num(u_char *p, uint64_t v)
 {
-    *ngx_http_cfcost_uint(p, v) = '\0';
+    /* cfcost_dec(): ngx_sprintf("%uL%Z") costs more than the record */
+    *cfcost_dec((char *) p, v) = '\0';
 }
 
 

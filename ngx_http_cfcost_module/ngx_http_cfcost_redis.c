@@ -276,22 +276,16 @@ ngx_http_cfcost_redis_connect(ngx_http_cfcost_redis_t *rd)
     }
 
     /*
-     * Replies from an arena, not a malloc per element (cfcost_reply.h).
-     * The connection before is gone (a reconnect waits for a timer); its
-     * arena is kept one connection longer all the same.  The process's
-     * exit frees the last two.
+     * Replies from an arena, not a malloc per element (cfcost_reply.h);
+     * the process's exit frees the last two
      */
-    cfcost_reply_arena_destroy(rd->arena_old);
-    rd->arena_old = rd->arena;
-    rd->arena = cfcost_reply_arena_create();
-
-    if (rd->arena == NULL) {
+    if (cfcost_reply_arena_renew(&rd->arena, &rd->arena_old, ac->c.reader)
+        != 0)
+    {
         redisAsyncFree(ac);
         ngx_http_cfcost_redis_lost(rd, "cannot connect to", "out of memory");
         return;
     }
-
-    cfcost_reply_arena_attach(rd->arena, ac->c.reader);
 
     c = ngx_get_connection(ac->c.fd, rd->log);
     if (c == NULL) {
@@ -564,7 +558,7 @@ u_char *
 ngx_http_cfcost_bulk(u_char *p, const void *data, size_t len)
 {
     *p++ = '$';
-    p = ngx_http_cfcost_uint(p, len);
+    p = (u_char *) cfcost_dec((char *) p, len);
     *p++ = '\r';
     *p++ = '\n';
 

@@ -1190,7 +1190,7 @@ rq_ws(rq_gen_t *g)
 }
 
 
-/* \uXXXX, its hex digits in either case */
+/* code unit cp as an escape: backslash, u, 4 hex digits of either case */
 static void
 rq_u(rq_gen_t *g, unsigned cp)
 {
