@@ -70,6 +70,7 @@ CONSUMER_TEST_SRC = aggregator/cfcost_agg_consumer.c \
                     aggregator/cfcost_agg_consumer_trim.c \
                     aggregator/cfcost_agg_consumer_fail.c \
                     aggregator/cfcost_agg_consumer_batch.c \
+                    aggregator/cfcost_agg_consumer_sum.c \
                     aggregator/cfcost_agg_consumer_streams.c \
                     aggregator/cfcost_agg_lua.c \
                     aggregator/cfcost_agg_record.c aggregator/cfcost_agg_util.c \

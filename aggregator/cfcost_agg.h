@@ -93,6 +93,7 @@ typedef struct {
     uint64_t            stale;          /* applied before: acked only */
     uint64_t            invalid;        /* acked without counting */
     uint64_t            batches;
+    uint64_t            batches_exact;  /* declined by the summed script */
     uint64_t            redis_errors;
 
     int                 stopping;

@@ -106,6 +106,7 @@ cfcost_consumer_on_load(cfcost_redis_t *rd, redisReply *r, void *data)
     }
 
     sha = (c->apply_sha[0] == '\0') ? c->apply_sha
+          : (c->sum_sha[0] == '\0') ? c->sum_sha
           : (c->group_sha[0] == '\0') ? c->group_sha : c->trim_sha;
     memcpy(sha, r->str, 40);
     sha[40] = '\0';
@@ -152,6 +153,10 @@ cfcost_consumer_init(cfcost_consumer_t *c)
         rc = cfcost_redis_cmd(c->rd, cfcost_consumer_on_load, c,
                               "SCRIPT LOAD %s", cfcost_lua_apply);
 
+    } else if (c->sum_sha[0] == '\0') {
+        rc = cfcost_redis_cmd(c->rd, cfcost_consumer_on_load, c,
+                              "SCRIPT LOAD %s", cfcost_lua_sum);
+
     } else if (c->group_sha[0] == '\0') {
         rc = cfcost_redis_cmd(c->rd, cfcost_consumer_on_load, c,
                               "SCRIPT LOAD %s", cfcost_lua_group);
@@ -188,6 +193,7 @@ cfcost_consumer_redis_up(cfcost_redis_t *rd, void *data)
     /* a new connection: maybe a new Redis, without our scripts */
     cfcost_consumer_reset(c);
     c->apply_sha[0] = '\0';
+    c->sum_sha[0] = '\0';
     c->group_sha[0] = '\0';
     c->trim_sha[0] = '\0';
 
@@ -368,6 +374,27 @@ cfcost_consumer_on_apply(cfcost_redis_t *rd, redisReply *r, void *data)
     if (cfcost_consumer_failed(c, r, "apply")) {
         /* the entries stay pending with us: read them again */
         cfcost_consumer_repend(c);
+        return;
+    }
+
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3
+        && r->element[0]->type == REDIS_REPLY_INTEGER
+        && r->element[0]->integer < 0 && c->queue[c->qnext].sum)
+    {
+        /*
+         * The summed script found something for cfcost_lua_apply to
+         * decide (a hole, a stale entry, another consumer's pending) and
+         * wrote nothing: our pending entries again, by that one.
+         */
+        cfcost_log_info("consumer: %u entries of %s are not all new: "
+                        "applying them by the exact script",
+                        c->queue[c->qnext].n,
+                        c->streams[c->queue[c->qnext].stream].key);
+        c->busy = 0;
+        c->exact = 1;
+        c->agg->batches_exact++;
+        cfcost_consumer_repend(c);
+        cfcost_consumer_next(c);
         return;
     }
 
@@ -650,6 +677,8 @@ cfcost_consumer_step(cfcost_consumer_t *c, uint64_t now)
         cfcost_log_info("consumer: pending entries done, back to batches");
         c->single = 0;
     }
+
+    c->exact = 0;
 
     if (c->nstreams == 0) {
         c->busy = 0;

@@ -26,102 +26,57 @@
                                   + (n) * CFCOST_LUA_APPLY_ARGS)
 
 
-/* what one entry needs beyond the strings already in the reply */
+/* what one entry needs for cfcost_lua_apply beyond cfcost_entry_t */
 typedef struct {
     char                rid[8 + CFCOST_STREAM_ID_MAX];
-    char                day[CFCOST_DATE_LEN + 1];
     char                dnum[24];
     char                num[5][24];
-    char                member[CFCOST_MEMBER_MAX + 1];
     char                padded[41];
 } cfcost_entry_scratch_t;
 
 
 /*
- * Fills the script arguments of one entry (CFCOST_LUA_APPLY_ARGS, from
- * argv, at the offsets CFCOST_LUA_ENTRY_*) and its scratch.  An entry
- * whose fields are gone (trimmed while pending) gets an empty request id:
- * acknowledged only.
+ * Reads entry e of a batch once: its record, what it counts and its log
+ * index member.  An entry whose fields are gone (trimmed while pending)
+ * is not counted: acknowledged only.
  */
 static void
-cfcost_consumer_entry(cfcost_consumer_t *c, const char *writer,
-    const redisReply *e, cfcost_entry_scratch_t *s, const char **argv,
-    size_t *lens)
+cfcost_consumer_entry_read(cfcost_consumer_t *c, const char *writer,
+    const redisReply *e, cfcost_entry_t *ent)
 {
-    int              bad, k;
-    size_t           i, idlen;
-    int64_t          ts, day;
-    uint64_t         v[5];
-    const char      *id;
-    cfcost_record_t  rec;
+    int       bad, k;
+    int64_t   ts;
+    uint64_t  *v = ent->v;
 
-    /* where v[] goes */
-    static const int  num[5] = {
-        CFCOST_LUA_ENTRY_INPUT, CFCOST_LUA_ENTRY_OUTPUT,
-        CFCOST_LUA_ENTRY_CACHED, CFCOST_LUA_ENTRY_COST_USD,
-        CFCOST_LUA_ENTRY_COST
-    };
+    ent->id = e->element[0]->str;
+    ent->idlen = (size_t) e->element[0]->len;
+    ent->counted = 0;
 
-    id = e->element[0]->str;
-    idlen = (size_t) e->element[0]->len;
-
-    for (i = 0; i < CFCOST_LUA_APPLY_ARGS; i++) {
-        argv[i] = "";
-        lens[i] = 0;
-    }
-
-    argv[CFCOST_LUA_ENTRY_ID] = id;
-    lens[CFCOST_LUA_ENTRY_ID] = idlen;
-    argv[CFCOST_LUA_ENTRY_PADDED] = s->padded;
-    lens[CFCOST_LUA_ENTRY_PADDED] = cfcost_stream_id_pad(s->padded, id, idlen);
-
-    if (e->elements < 2 || cfcost_record_parse(e->element[1], &rec) != 0) {
+    if (e->elements < 2 || cfcost_record_parse(e->element[1], &ent->rec) != 0)
+    {
         cfcost_log_warn("consumer: entry %.*s has no fields (trimmed?): "
-                        "acknowledged", (int) idlen, id);
+                        "acknowledged", (int) ent->idlen, ent->id);
         c->agg->invalid++;
         return;
     }
 
-    ts = cfcost_record_ts(&rec, id, idlen);
-    day = cfcost_day_of_ms(ts);
-
-    if (rec.f[CFCOST_REC_REQUEST_ID].len > 0) {
-        argv[CFCOST_LUA_ENTRY_REQUEST_ID] = rec.f[CFCOST_REC_REQUEST_ID].p;
-        lens[CFCOST_LUA_ENTRY_REQUEST_ID] = rec.f[CFCOST_REC_REQUEST_ID].len;
-
-    } else {
-        /* no request id: the entry itself is the unit of "once" */
-        lens[CFCOST_LUA_ENTRY_REQUEST_ID] =
-            (size_t) snprintf(s->rid, sizeof(s->rid), "entry:%.*s",
-                              (int) idlen, id);
-        argv[CFCOST_LUA_ENTRY_REQUEST_ID] = s->rid;
-    }
-
-    argv[CFCOST_LUA_ENTRY_DAY] = s->day;
-    lens[CFCOST_LUA_ENTRY_DAY] = cfcost_date_str(s->day, day);
-    argv[CFCOST_LUA_ENTRY_DAY_NUM] = s->dnum;
-    lens[CFCOST_LUA_ENTRY_DAY_NUM] =
-        (size_t) snprintf(s->dnum, sizeof(s->dnum), "%lld", (long long) day);
-
-    argv[CFCOST_LUA_ENTRY_USER] = rec.f[CFCOST_REC_USER].p;
-    lens[CFCOST_LUA_ENTRY_USER] = rec.f[CFCOST_REC_USER].len;
-    argv[CFCOST_LUA_ENTRY_KEY_ID] = rec.f[CFCOST_REC_KEY_ID].p;
-    lens[CFCOST_LUA_ENTRY_KEY_ID] = rec.f[CFCOST_REC_KEY_ID].len;
-    argv[CFCOST_LUA_ENTRY_MODEL] = rec.f[CFCOST_REC_MODEL].p;
-    lens[CFCOST_LUA_ENTRY_MODEL] = rec.f[CFCOST_REC_MODEL].len;
+    ent->counted = 1;
+    ts = cfcost_record_ts(&ent->rec, ent->id, ent->idlen);
+    ent->day = cfcost_day_of_ms(ts);
+    ent->dlen = cfcost_date_str(ent->dstr, ent->day);
 
     /*
      * Counted as the record says: no gateway writes a count over 2^24
      * (cfcost_usage.h), so nothing is clamped here and the rollups are
      * the records' sums.  A number that is not one (malformed, or a count
      * no gateway writes, which could overflow the sums) counts as 0,
-     * loudly.  A cost is split for the script.
+     * loudly.  A cost is split for the scripts.
      */
     bad = 0;
-    v[0] = cfcost_record_u64(&rec, CFCOST_REC_INPUT, &bad);
-    v[1] = cfcost_record_u64(&rec, CFCOST_REC_OUTPUT, &bad);
-    v[2] = cfcost_record_u64(&rec, CFCOST_REC_CACHED, &bad);
-    v[3] = cfcost_record_u64(&rec, CFCOST_REC_COST, &bad);
+    v[0] = cfcost_record_u64(&ent->rec, CFCOST_REC_INPUT, &bad);
+    v[1] = cfcost_record_u64(&ent->rec, CFCOST_REC_OUTPUT, &bad);
+    v[2] = cfcost_record_u64(&ent->rec, CFCOST_REC_CACHED, &bad);
+    v[3] = cfcost_record_u64(&ent->rec, CFCOST_REC_COST, &bad);
     v[4] = v[3] % CFCOST_PUSD_PER_USD;
     v[3] /= CFCOST_PUSD_PER_USD;
 
@@ -135,18 +90,118 @@ cfcost_consumer_entry(cfcost_consumer_t *c, const char *writer,
     if (bad) {
         cfcost_log_warn("consumer: entry %.*s has a malformed or "
                         "out-of-range number; counted as 0",
-                        (int) idlen, id);
+                        (int) ent->idlen, ent->id);
     }
+
+    ent->mlen = cfcost_member_make(ent->member, ts, writer,
+                                   CFCOST_WRITER_ID_LEN, ent->id, ent->idlen);
+}
+
+
+/*
+ * Fills the arguments of cfcost_lua_apply for one entry read
+ * (CFCOST_LUA_APPLY_ARGS, from argv, at the offsets CFCOST_LUA_ENTRY_*)
+ * and its scratch.  An entry not counted gets an empty request id.
+ */
+static void
+cfcost_consumer_entry(const cfcost_entry_t *ent, cfcost_entry_scratch_t *s,
+    const char **argv, size_t *lens)
+{
+    int                   k;
+    size_t                i;
+    const cfcost_span_t  *f = ent->rec.f;
+
+    /* where v[] goes */
+    static const int  num[5] = {
+        CFCOST_LUA_ENTRY_INPUT, CFCOST_LUA_ENTRY_OUTPUT,
+        CFCOST_LUA_ENTRY_CACHED, CFCOST_LUA_ENTRY_COST_USD,
+        CFCOST_LUA_ENTRY_COST
+    };
+
+    for (i = 0; i < CFCOST_LUA_APPLY_ARGS; i++) {
+        argv[i] = "";
+        lens[i] = 0;
+    }
+
+    argv[CFCOST_LUA_ENTRY_ID] = ent->id;
+    lens[CFCOST_LUA_ENTRY_ID] = ent->idlen;
+    argv[CFCOST_LUA_ENTRY_PADDED] = s->padded;
+    lens[CFCOST_LUA_ENTRY_PADDED] = cfcost_stream_id_pad(s->padded, ent->id,
+                                                         ent->idlen);
+
+    if (!ent->counted) {
+        return;
+    }
+
+    if (f[CFCOST_REC_REQUEST_ID].len > 0) {
+        argv[CFCOST_LUA_ENTRY_REQUEST_ID] = f[CFCOST_REC_REQUEST_ID].p;
+        lens[CFCOST_LUA_ENTRY_REQUEST_ID] = f[CFCOST_REC_REQUEST_ID].len;
+
+    } else {
+        /* no request id: the entry itself is the unit of "once" */
+        lens[CFCOST_LUA_ENTRY_REQUEST_ID] =
+            (size_t) snprintf(s->rid, sizeof(s->rid), "entry:%.*s",
+                              (int) ent->idlen, ent->id);
+        argv[CFCOST_LUA_ENTRY_REQUEST_ID] = s->rid;
+    }
+
+    argv[CFCOST_LUA_ENTRY_DAY] = ent->dstr;
+    lens[CFCOST_LUA_ENTRY_DAY] = ent->dlen;
+    argv[CFCOST_LUA_ENTRY_DAY_NUM] = s->dnum;
+    lens[CFCOST_LUA_ENTRY_DAY_NUM] =
+        (size_t) snprintf(s->dnum, sizeof(s->dnum), "%lld",
+                          (long long) ent->day);
+
+    argv[CFCOST_LUA_ENTRY_USER] = f[CFCOST_REC_USER].p;
+    lens[CFCOST_LUA_ENTRY_USER] = f[CFCOST_REC_USER].len;
+    argv[CFCOST_LUA_ENTRY_KEY_ID] = f[CFCOST_REC_KEY_ID].p;
+    lens[CFCOST_LUA_ENTRY_KEY_ID] = f[CFCOST_REC_KEY_ID].len;
+    argv[CFCOST_LUA_ENTRY_MODEL] = f[CFCOST_REC_MODEL].p;
+    lens[CFCOST_LUA_ENTRY_MODEL] = f[CFCOST_REC_MODEL].len;
 
     for (k = 0; k < 5; k++) {
         argv[num[k]] = s->num[k];
-        lens[num[k]] = cfcost_u64_str(s->num[k], v[k]);
+        lens[num[k]] = cfcost_u64_str(s->num[k], ent->v[k]);
     }
 
-    argv[CFCOST_LUA_ENTRY_MEMBER] = s->member;
-    lens[CFCOST_LUA_ENTRY_MEMBER] = cfcost_member_make(s->member, ts, writer,
-                                                       CFCOST_WRITER_ID_LEN,
-                                                       id, idlen);
+    argv[CFCOST_LUA_ENTRY_MEMBER] = ent->member;
+    lens[CFCOST_LUA_ENTRY_MEMBER] = ent->mlen;
+}
+
+
+/*
+ * Whether the summed script may try the batch: no dedup ttl (it marks
+ * request ids one by one), not isolating a failing entry, not after it
+ * declined, and the ids in ascending order (as the group's pending list
+ * is).
+ */
+static int
+cfcost_consumer_summable(const cfcost_consumer_t *c,
+    const cfcost_entry_t *ents, size_t n)
+{
+    size_t    i;
+    uint64_t  ms, seq, pms, pseq;
+
+    if (c->agg->conf.dedup_ttl_s != 0 || c->single || c->exact
+        || c->sum_sha[0] == '\0')
+    {
+        return 0;
+    }
+
+    pms = 0;
+    pseq = 0;
+
+    for (i = 0; i < n; i++) {
+        if (cfcost_stream_id_parse(ents[i].id, ents[i].idlen, &ms, &seq) != 0
+            || (i > 0 && (ms < pms || (ms == pms && seq <= pseq))))
+        {
+            return 0;
+        }
+        pms = ms;
+        pseq = seq;
+    }
+
+    return 1;
 }
 
 
@@ -165,22 +220,79 @@ cfcost_consumer_apply_head(cfcost_consumer_t *c, size_t si,
 }
 
 
+/* Formats cfcost_lua_apply for the n entries read of stream si. */
+static int
+cfcost_consumer_exact(cfcost_consumer_t *c, size_t si,
+    const cfcost_entry_t *ents, size_t n, char **cmd, size_t *len)
+{
+    int                      rc, argc;
+    char                     head[2][24];
+    size_t                   i, a, *lens;
+    const char             **argv;
+    cfcost_entry_scratch_t  *scratch;
+
+    rc = -1;
+    argc = CFCOST_APPLY_WORDS((int) n);
+
+    argv = malloc(argc * sizeof(char *));
+    lens = malloc(argc * sizeof(size_t));
+    scratch = malloc(n * sizeof(cfcost_entry_scratch_t));
+
+    if (argv == NULL || lens == NULL || scratch == NULL) {
+        goto failed;
+    }
+
+    snprintf(head[0], sizeof(head[0]), "%u", c->agg->conf.dedup_ttl_s);
+    snprintf(head[1], sizeof(head[1]), "%zu", n);
+
+    cfcost_consumer_apply_head(c, si, argv, head[0], head[1]);
+
+    for (a = 0; a < CFCOST_APPLY_WORDS(0); a++) {
+        lens[a] = strlen(argv[a]);
+    }
+
+    for (i = 0; i < n; i++) {
+        cfcost_consumer_entry(&ents[i], &scratch[i], argv + a, lens + a);
+        a += CFCOST_LUA_APPLY_ARGS;
+    }
+
+    *cmd = NULL;
+    rc = redisFormatCommandArgv(cmd, argc, argv, lens);
+    if (rc < 0 || *cmd == NULL) {
+        rc = -1;
+        goto failed;
+    }
+
+    *len = (size_t) rc;
+    rc = 0;
+
+failed:
+
+    free(scratch);
+    free(lens);
+    free(argv);
+
+    return rc;
+}
+
+
 /*
  * Formats one apply script for the entries (an array of [id, fields]) of
- * stream si and queues it.  Returns 0, 1 when there is nothing to apply,
- * or -1 when out of memory.
+ * stream si and queues it: the summed one when it may try them, else
+ * cfcost_lua_apply.  Returns 0, 1 when there is nothing to apply, or -1
+ * when out of memory.
  */
 int
 cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
     const redisReply *entries)
 {
-    int                      rc, argc;
-    char                    *cmd, head[2][24];
-    size_t                   i, k, n, a, *lens;
-    const char             **argv, *writer;
-    const redisReply        *e;
-    cfcost_apply_t          *q;
-    cfcost_entry_scratch_t  *scratch;
+    int                 rc, sum;
+    char               *cmd;
+    size_t              i, n, len;
+    const char         *writer;
+    cfcost_entry_t     *ents;
+    const redisReply   *e;
+    cfcost_apply_t     *q;
 
     n = 0;
     for (i = 0; i < entries->elements; i++) {
@@ -198,15 +310,12 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
 
     rc = -1;
     cmd = NULL;
-    argc = CFCOST_APPLY_WORDS((int) n);
     writer = CFCOST_WRITER_OF(c->streams[si].key);
 
-    argv = malloc(argc * sizeof(char *));
-    lens = malloc(argc * sizeof(size_t));
-    scratch = malloc(n * sizeof(cfcost_entry_scratch_t));
+    ents = malloc(n * sizeof(cfcost_entry_t));
     q = realloc(c->queue, (c->qlen + 1) * sizeof(cfcost_apply_t));
 
-    if (argv == NULL || lens == NULL || scratch == NULL || q == NULL) {
+    if (ents == NULL || q == NULL) {
         cfcost_log_error("consumer: out of memory for a batch of %zu", n);
         goto failed;
     }
@@ -215,53 +324,39 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
     q = &c->queue[c->qlen];
     memset(q, 0, sizeof(cfcost_apply_t));
 
-    snprintf(head[0], sizeof(head[0]), "%u", c->agg->conf.dedup_ttl_s);
-    snprintf(head[1], sizeof(head[1]), "%zu", n);
-
-    cfcost_consumer_apply_head(c, si, argv, head[0], head[1]);
-
-    for (a = 0; a < CFCOST_APPLY_WORDS(0); a++) {
-        lens[a] = strlen(argv[a]);
-    }
-
-    for (i = 0, k = 0; i < entries->elements; i++) {
+    for (i = 0, n = 0; i < entries->elements; i++) {
         e = entries->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 1
-            || e->element[0]->type != REDIS_REPLY_STRING)
+        if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1
+            && e->element[0]->type == REDIS_REPLY_STRING)
         {
-            continue;
+            cfcost_consumer_entry_read(c, writer, e, &ents[n++]);
         }
-
-        cfcost_consumer_entry(c, writer, e, &scratch[k++], argv + a,
-                              lens + a);
-
-        if (n == 1 && lens[a + CFCOST_LUA_ENTRY_ID] < sizeof(q->one_id)) {
-            memcpy(q->one_id, argv[a + CFCOST_LUA_ENTRY_ID],
-                   lens[a + CFCOST_LUA_ENTRY_ID]);
-            q->one_id[lens[a + CFCOST_LUA_ENTRY_ID]] = '\0';
-        }
-
-        a += CFCOST_LUA_APPLY_ARGS;
     }
 
-    rc = redisFormatCommandArgv(&cmd, argc, argv, lens);
-    if (rc < 0 || cmd == NULL) {
-        rc = -1;
+    if (n == 1 && ents[0].idlen < sizeof(q->one_id)) {
+        memcpy(q->one_id, ents[0].id, ents[0].idlen);
+        q->one_id[ents[0].idlen] = '\0';
+    }
+
+    sum = cfcost_consumer_summable(c, ents, n);
+
+    rc = sum ? cfcost_consumer_sum(c, si, ents, n, &cmd, &len)
+             : cfcost_consumer_exact(c, si, ents, n, &cmd, &len);
+    if (rc != 0) {
+        cfcost_log_error("consumer: out of memory for a batch of %zu", n);
         goto failed;
     }
 
     q->cmd = cmd;
-    q->len = (size_t) rc;
+    q->len = len;
     q->stream = si;
     q->n = (unsigned) n;
+    q->sum = sum;
     c->qlen++;
-    rc = 0;
 
 failed:
 
-    free(scratch);
-    free(lens);
-    free(argv);
+    free(ents);
 
     return rc;
 }

@@ -154,6 +154,7 @@ cfcost_consumer_reset(cfcost_consumer_t *c)
     c->claiming = 0;
     c->trimming = 0;
     c->single = 0;
+    c->exact = 0;
     c->next_discover = 0;
     evtimer_del(c->pause_ev);
 }

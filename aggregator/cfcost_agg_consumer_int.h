@@ -18,6 +18,7 @@
 #include "cfcost_agg_util.h"
 #include "cfcost_agg_redis.h"
 #include "cfcost_agg_consumer.h"
+#include "cfcost_agg_record.h"
 
 
 #define CFCOST_STREAMS_MAX       4096       /* writers read; more: ignored */
@@ -41,6 +42,7 @@ typedef struct {
     size_t              stream;         /* index in streams */
     unsigned            n;
     char                one_id[CFCOST_STREAM_ID_MAX + 1];  /* n == 1 */
+    int                 sum;            /* the summed script */
 } cfcost_apply_t;
 
 
@@ -56,6 +58,7 @@ struct cfcost_consumer_s {
 
     long long           client_id;
     char                apply_sha[41];
+    char                sum_sha[41];
     char                group_sha[41];
     char                trim_sha[41];
 
@@ -67,6 +70,8 @@ struct cfcost_consumer_s {
     uint64_t            linger_until;   /* no new read before (--linger) */
 
     int                 single;         /* isolating a failing entry */
+    int                 exact;          /* the summed script declined: our
+                                           pending by cfcost_lua_apply */
     unsigned            poison_run;     /* entries skipped in a row */
 
     int                 claiming;
@@ -188,6 +193,21 @@ void cfcost_consumer_reset(cfcost_consumer_t *c);
 
 /* ---- cfcost_agg_consumer_batch.c ---------------------------------------- */
 
+/* One entry of a batch, read once for either apply script. */
+typedef struct {
+    const char         *id;
+    size_t              idlen;
+    int                 counted;        /* 0: no fields: acknowledged only */
+    cfcost_record_t     rec;            /* in the reply */
+    int64_t             day;
+    uint64_t            v[5];           /* input, output, cached, cost:
+                                           whole USD, picodollars below */
+    size_t              dlen;
+    size_t              mlen;
+    char                dstr[CFCOST_DATE_LEN + 1];
+    char                member[CFCOST_MEMBER_MAX + 1];
+} cfcost_entry_t;
+
 /*
  * Formats one apply script for the entries (an array of [id, fields]) of
  * stream si and queues it.  Returns 0, 1 when there is nothing to apply,
@@ -207,6 +227,17 @@ int cfcost_consumer_queue_read(cfcost_consumer_t *c, const redisReply *r);
 int cfcost_consumer_skip(cfcost_consumer_t *c, size_t si, const char *id);
 
 void cfcost_consumer_queue_free(cfcost_consumer_t *c);
+
+
+/* ---- cfcost_agg_consumer_sum.c ------------------------------------------ */
+
+/*
+ * Formats the summed apply script (cfcost_lua_sum) for the n entries of
+ * stream si, ids in ascending order, into *cmd (*len bytes; free with
+ * redisFreeCommand).  Returns 0, or -1 when out of memory.
+ */
+int cfcost_consumer_sum(cfcost_consumer_t *c, size_t si,
+    const cfcost_entry_t *ents, size_t n, char **cmd, size_t *len);
 
 
 /* ---- cfcost_agg_consumer_streams.c -------------------------------------- */

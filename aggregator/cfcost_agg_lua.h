@@ -87,6 +87,34 @@ extern const char  cfcost_lua_apply[];
 
 
 /*
+ * The summed apply script: cfcost_lua_apply for a batch the consumer has
+ * summed itself (cfcost_agg_consumer_sum.c), when no dedup ttl is set.
+ *
+ *   EVALSHA <sha> 0 <stream> <group> <n> <counted> <index words>
+ *                   <rollup words> <days> <users>
+ *       then the n entry ids, in ascending order;
+ *       the index: per key, <key> <m> then m times 0 <member>;
+ *       the rollups: per key, <key> <f> then f times <field> <increment>;
+ *       the days: per day, <days key> <day number> <YYYY-MM-DD>;
+ *       the users.
+ *
+ * <index words> and <rollup words> count the words of their sections.
+ * Each key comes once; increments are sums, as cfcost_lua_apply would
+ * make them.  When the ids are exactly the entries the group has pending
+ * after the stream's applied position up to the last id, every entry is
+ * new (the first rule of cfcost_lua_apply), none is a hole and none
+ * becomes one: the script writes the sums, moves the position to the
+ * last id, acknowledges the ids and returns {counted, 0, 0}.  Otherwise
+ * it writes nothing and returns {-1, 0, 0}: the entries are for
+ * cfcost_lua_apply to decide.  A key of the wrong type fails it before
+ * its first write, as cfcost_lua_apply.
+ */
+extern const char  cfcost_lua_sum[];
+
+#define CFCOST_LUA_SUM_FIRST         9      /* ARGV of the first id */
+
+
+/*
  * Creates the group on a stream (MKSTREAM) unless it exists: at "0" for a
  * stream never applied, else just below its oldest hole, else at its
  * position; what comes again at or below the position and is no hole is

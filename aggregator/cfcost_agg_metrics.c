@@ -266,6 +266,13 @@ cfcost_metrics_answer(cfcost_req_t *rq)
     cfcost_buf_printf(&b, "cfcost_aggregator_batches_total %llu\n",
                       (unsigned long long) agg->batches);
 
+    cfcost_metrics_family(&b, "cfcost_aggregator_batches_exact_total",
+                          "counter", "Batches the summed apply script "
+                          "declined (not all new): applied again entry "
+                          "by entry");
+    cfcost_buf_printf(&b, "cfcost_aggregator_batches_exact_total %llu\n",
+                      (unsigned long long) agg->batches_exact);
+
     cfcost_metrics_family(&b, "cfcost_aggregator_redis_errors_total",
                           "counter", "Error replies from Redis");
     cfcost_buf_printf(&b, "cfcost_aggregator_redis_errors_total %llu\n",

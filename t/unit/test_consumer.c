@@ -41,6 +41,7 @@
 
 #define SHA_APPLY   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define SHA_GROUP   "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define SHA_SUM     "dddddddddddddddddddddddddddddddddddddddd"
 #define SHA_TRIM    "cccccccccccccccccccccccccccccccccccccccc"
 
 #define W0          "w0000000000000000"
@@ -103,7 +104,9 @@ world_start(void)
     agg.conf.retention_days = 0;
     agg.conf.retention_max = 0;
     agg.conf.trim_interval_s = 60;
-    agg.conf.dedup_ttl_s = 0;
+    /* a dedup ttl: the exact script, whose arguments say what the
+     * consumer read; test_sum() turns it off for the summed one */
+    agg.conf.dedup_ttl_s = 1;
     agg.conf.redis_timeout_ms = TIMEOUT_MS;
 
     agg.base = event_base_new();
@@ -486,7 +489,8 @@ apply_line(const char *w, const ent_t *e, size_t n)
 
     f = open_memstream(&s, &len);
 
-    fprintf(f, "EVALSHA " SHA_APPLY " 0 cfcost:rec:{%s} g 0 %zu", w, n);
+    fprintf(f, "EVALSHA " SHA_APPLY " 0 cfcost:rec:{%s} g %u %zu", w,
+            agg.conf.dedup_ttl_s, n);
 
     for (i = 0; i < n; i++) {
         /* the padded id last: <ms><seq>, 20 digits each */
@@ -566,7 +570,7 @@ group_line(const char *key)
 /* ---- steps every scenario goes through ---------------------------------- */
 
 
-/* CLIENT ID, then the three scripts, on a new connection. */
+/* CLIENT ID, then the four scripts, on a new connection. */
 static int
 set_up(void)
 {
@@ -577,6 +581,11 @@ set_up(void)
 
     fake_resp_bulk(&R, SHA_APPLY);
     if (!answer(strf("SCRIPT LOAD %s", cfcost_lua_apply))) {
+        return 0;
+    }
+
+    fake_resp_bulk(&R, SHA_SUM);
+    if (!answer(strf("SCRIPT LOAD %s", cfcost_lua_sum))) {
         return 0;
     }
 
@@ -726,11 +735,14 @@ test_setup_and_discovery(void)
     fake_resp_bulk(&R, SHA_APPLY);
     ok(answer(strf("SCRIPT LOAD %s", cfcost_lua_apply)),
        "set-up: SCRIPT LOAD of the apply script");
+    fake_resp_bulk(&R, SHA_SUM);
+    ok(answer(strf("SCRIPT LOAD %s", cfcost_lua_sum)),
+       "set-up: SCRIPT LOAD of the summed apply script");
     fake_resp_bulk(&R, SHA_GROUP);
     ok(answer(strf("SCRIPT LOAD %s", cfcost_lua_group)),
        "set-up: SCRIPT LOAD of the group script");
-    ok(!cfcost_consumer_ready(agg.consumer), "set-up: not ready with two "
-       "scripts of three");
+    ok(!cfcost_consumer_ready(agg.consumer), "set-up: not ready with three "
+       "scripts of four");
     fake_resp_bulk(&R, SHA_TRIM);
     ok(answer(strf("SCRIPT LOAD %s", cfcost_lua_trim)),
        "set-up: SCRIPT LOAD of the trim script");
@@ -887,7 +899,7 @@ test_batch(void)
     ok(answer(block_line(k1_only, 1)), "batch: 2 new entries");
 
     /* the arguments, spelled out once */
-    want = "EVALSHA " SHA_APPLY " 0 " K1 " g 0 2 "
+    want = "EVALSHA " SHA_APPLY " 0 " K1 " g 1 2 "
            "1767225600123-0 r1 " DAY0 " " DNUM0 " alice k1 @cf/m 10 20 3 "
            "1 500000000000 001767225600123:" W1 ":1767225600123-0 "
            "0000000176722560012300000000000000000000 "
@@ -937,6 +949,144 @@ test_batch(void)
     is_str(sent(), "SMEMBERS " CFCOST_WRITERS_SET,
            "batch: discovery once the read is applied");
 
+    world_end();
+}
+
+
+/* ---- the summed apply script -------------------------------------------- */
+
+
+/* a rollup key of the summed script's arguments: <key> <fields> then
+ * the "<field> <increment>" pairs, sorted */
+static const char *
+sum_key(const char *key, const char *pairs)
+{
+    size_t       i, words;
+
+    for (i = 0, words = 1; pairs[i] != '\0'; i++) {
+        words += (pairs[i] == ' ');
+    }
+
+    return strf(" %s %zu %s", key, words / 2, pairs);
+}
+
+
+static void
+test_sum(void)
+{
+    const char  *want, *all, *a, *b, *m1, *m2, *m3, *log, *exact;
+    const ent_t  e123[] = {
+        { "1767225600123-0", "r1", "alice", "k1", "@cf/m", "10", "20", "3",
+          "1500000000000", 0 },
+        { "1767225600124-0", "r2", "bob", "k2", "@cf/m", "5", "0", "0", "7",
+          0 },
+        { "1767225600125-5", "r3", "alice", "k1", "@cf/m", "1", "1", "0",
+          "1", 0 },
+    };
+    const ent_t  e4[] = {
+        { "1767225600200-0", "r4", "carol", "k3", "@cf/x", "1", "2", "0",
+          "3", 0 },
+    };
+
+    world_start();
+    agg.conf.dedup_ttl_s = 0;
+    ok(connect_and_read(one_writer, 1, 1), "sum: reading " K1);
+
+    resp_read(K1, e123, 3);
+    ok(answer(block_line(k1_only, 1)), "sum: 3 new entries");
+
+    /* alice's two records are one group; each (key, field) once, sorted;
+     * a field that adds 0 is left out */
+    all = "cached_tokens 3 cost_pusd 500000000008 cost_usd 1 "
+          "input_tokens 16 m:@cf/m:cached_tokens 3 "
+          "m:@cf/m:cost_pusd 500000000008 m:@cf/m:cost_usd 1 "
+          "m:@cf/m:input_tokens 16 m:@cf/m:output_tokens 21 "
+          "m:@cf/m:requests 3 output_tokens 21 requests 3";
+    a = "cached_tokens 3 cost_pusd 500000000001 cost_usd 1 "
+        "input_tokens 11 m:@cf/m:cached_tokens 3 "
+        "m:@cf/m:cost_pusd 500000000001 m:@cf/m:cost_usd 1 "
+        "m:@cf/m:input_tokens 11 m:@cf/m:output_tokens 21 "
+        "m:@cf/m:requests 2 output_tokens 21 requests 2";
+    b = "cost_pusd 7 input_tokens 5 m:@cf/m:cost_pusd 7 "
+        "m:@cf/m:input_tokens 5 m:@cf/m:requests 1 requests 1";
+    m1 = "001767225600123:" W1 ":1767225600123-0";
+    m2 = "001767225600124:" W1 ":1767225600124-0";
+    m3 = "001767225600125:" W1 ":1767225600125-5";
+
+    want = strf("EVALSHA " SHA_SUM " 0 " K1 " g 3 3 18 212 5 2 "
+                "1767225600123-0 1767225600124-0 1767225600125-5 "
+                "cfcost:logidx:all 3 0 %s 0 %s 0 %s "
+                "cfcost:logidx:u:alice 2 0 %s 0 %s "
+                "cfcost:logidx:u:bob 1 0 %s"
+                "%s%s%s%s%s%s%s%s%s%s "
+                "cfcost:r:days:all 20454 " DAY0 " "
+                "cfcost:r:days:k:k1 20454 " DAY0 " "
+                "cfcost:r:days:k:k2 20454 " DAY0 " "
+                "cfcost:r:days:u:alice 20454 " DAY0 " "
+                "cfcost:r:days:u:bob 20454 " DAY0 " "
+                "alice bob", m1, m2, m3, m1, m3, m2,
+                sum_key("cfcost:r:all", all),
+                sum_key("cfcost:r:d:" DAY0 ":all", all),
+                sum_key("cfcost:r:d:" DAY0 ":k:k1", a),
+                sum_key("cfcost:r:d:" DAY0 ":k:k2", b),
+                sum_key("cfcost:r:d:" DAY0 ":u:alice", a),
+                sum_key("cfcost:r:d:" DAY0 ":u:bob", b),
+                sum_key("cfcost:r:k:k1", a),
+                sum_key("cfcost:r:k:k2", b),
+                sum_key("cfcost:r:u:alice", a),
+                sum_key("cfcost:r:u:bob", b));
+    is_str(sent(), want, "sum: the summed script, every argument");
+
+    resp_applied(3, 0, 0);
+    ok(answer(want), "sum: applied");
+    is_u64(agg.applied, 3, "sum: 3 counted");
+    is_u64(agg.batches_exact, 0, "sum: none declined");
+    is_str(sent(), block_line(k1_only, 1), "sum: then the next read");
+
+    /* declined (not all new): nothing was written; the same entries from
+     * our pending list, by the exact script, then summed again */
+    resp_read(K1, e4, 1);
+    ok(answer(block_line(k1_only, 1)), "sum: 1 more");
+    cap_start();
+    fake_resp_array(&R, 3);
+    fake_resp_int(&R, -1);
+    fake_resp_int(&R, 0);
+    fake_resp_int(&R, 0);
+    ok(answer(sent()), "sum: the script declines");
+    log = cap_end();
+    ok(strstr(log, "not all new") != NULL, "sum: logged");
+    is_u64(agg.applied, 3, "sum: nothing counted");
+    is_u64(agg.batches_exact, 1, "sum: a declined batch, counted");
+    resp_read(K1, e4, 1);
+    ok(answer(pending_line(K1, "0")), "sum: our pending list again");
+    exact = apply_line(W1, e4, 1);
+    is_str(sent(), exact, "sum: by the exact script");
+    resp_applied(1, 0, 0);
+    ok(answer(exact), "sum: applied");
+    is_u64(agg.applied, 4, "sum: counted once");
+    ok(no_pending(K1, "1767225600200-0"), "sum: the rest of our pending "
+       "list");
+    is_str(sent(), block_line(k1_only, 1), "sum: reading on");
+
+    resp_read(K1, e4 + 0, 1);
+    ok(answer(block_line(k1_only, 1)), "sum: another");
+    ok(strncmp(sent(), "EVALSHA " SHA_SUM " ", 49) == 0,
+       "sum: summed again");
+
+    world_end();
+
+    /* ids out of order (as no group delivers them): the exact script */
+    world_start();
+    agg.conf.dedup_ttl_s = 0;
+    ok(connect_and_read(one_writer, 1, 1), "sum: reading again");
+    {
+        const ent_t  back[] = { e123[1], e123[0] };
+
+        resp_read(K1, back, 2);
+        ok(answer(block_line(k1_only, 1)), "sum: 2 entries, out of order");
+        is_str(sent(), apply_line(W1, back, 2), "sum: the exact script "
+               "decides those");
+    }
     world_end();
 }
 
@@ -1244,7 +1394,7 @@ test_malformed(void)
        "numbers");
     log = cap_end();
 
-    want = "EVALSHA " SHA_APPLY " 0 " K1 " g 0 1 1767225600300-0 r9 " DAY0
+    want = "EVALSHA " SHA_APPLY " 0 " K1 " g 1 1 1767225600300-0 r9 " DAY0
            " " DNUM0 " alice k1 @cf/m 0 0 0 0 0 001767225600300:" W1
            ":1767225600300-0 0000000176722560030000000000000000000000";
     is_str(sent(), want, "malformed: counted with 0 for each bad number");
@@ -1366,7 +1516,7 @@ test_poison(void)
               "(WRONGTYPE") != NULL, "poison: logged as an error");
 
     /* no padded id either: the script pads this one itself */
-    skip = "EVALSHA " SHA_APPLY " 0 " K1 " g 0 1 1767225600401-0"
+    skip = "EVALSHA " SHA_APPLY " 0 " K1 " g 1 1 1767225600401-0"
            "             ";
     is_str(sent(), skip, "poison: acknowledged only (no request id)");
     resp_applied(0, 0, 0);
@@ -1407,7 +1557,7 @@ test_poison(void)
             break;
         }
         resp_applied(0, 0, 0);
-        if (!answer(strf("EVALSHA " SHA_APPLY " 0 " K1 " g 0 1 %s"
+        if (!answer(strf("EVALSHA " SHA_APPLY " 0 " K1 " g 1 1 %s"
                          "             ", ids[i])))
         {
             break;
@@ -1569,6 +1719,7 @@ main(int argc, char **argv)
     test_no_writers();
     test_writer_cap();
     test_batch();
+    test_sum();
     test_apply_retry();
     test_noscript_nogroup();
     test_reply_lost();
