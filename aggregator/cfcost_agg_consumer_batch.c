@@ -44,20 +44,27 @@ static void
 cfcost_consumer_entry_read(cfcost_consumer_t *c, const char *writer,
     const redisReply *e, cfcost_entry_t *ent)
 {
-    int       bad, k;
-    int64_t   ts;
+    int        bad, k;
+    int64_t    ts;
     uint64_t  *v = ent->v;
 
     ent->id = e->element[0]->str;
     ent->idlen = (size_t) e->element[0]->len;
     ent->counted = 0;
 
-    if (e->elements < 2 || cfcost_record_parse(e->element[1], &ent->rec) != 0)
-    {
+    bad = (e->elements < 2) ? -1 : cfcost_record_parse(e->element[1],
+                                                       &ent->rec);
+    if (bad < 0) {
         cfcost_log_warn("consumer: entry %.*s has no fields (trimmed?): "
                         "acknowledged", (int) ent->idlen, ent->id);
         c->agg->invalid++;
         return;
+    }
+
+    if (bad) {
+        cfcost_log_warn("consumer: entry %.*s is not a record a gateway "
+                        "writes: counted with what could be read",
+                        (int) ent->idlen, ent->id);
     }
 
     ent->counted = 1;

@@ -376,7 +376,7 @@ cfcost_logs_on_entry(cfcost_req_t *rq, redisReply *r, unsigned slot)
     e = r->element[0];
     if (e->type != REDIS_REPLY_ARRAY || e->elements < 2
         || e->element[0]->type != REDIS_REPLY_STRING
-        || cfcost_record_parse(e->element[1], &rec) != 0
+        || cfcost_record_parse(e->element[1], &rec) < 0
         || !cfcost_logs_match(l, &rec))
     {
         return;

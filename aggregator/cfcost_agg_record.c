@@ -33,6 +33,66 @@ static const struct {
 };
 
 
+/* where each field of cfcost_rec_field_e is in a schema 2 record */
+static const cfcost_packed_e  cfcost_rec_packed[CFCOST_REC_NFIELDS] = {
+    CFCOST_P_REQUEST_ID, CFCOST_P_TS_MS, CFCOST_P_KEY_ID, CFCOST_P_USER,
+    CFCOST_P_MODEL, CFCOST_P_ROUTE, CFCOST_P_STATUS, CFCOST_P_INPUT_TOKENS,
+    CFCOST_P_OUTPUT_TOKENS, CFCOST_P_CACHED_TOKENS, CFCOST_P_COST,
+    CFCOST_P_LATENCY_US, CFCOST_P_FLAGS, CFCOST_P_ERROR
+};
+
+
+/*
+ * A schema 2 record: netstrings, the first the version.  Fields past the
+ * last one known are ignored (a later version).  Returns 0, or 1 when
+ * the value is not that (no gateway writes it so): the fields read up to
+ * there are kept, the rest read as empty.
+ */
+static int
+cfcost_record_unpack(const char *p, size_t len, cfcost_record_t *rec)
+{
+    int            rc;
+    size_t         k, n;
+    const char    *end = p + len;
+    cfcost_span_t  f[CFCOST_P_NFIELDS];
+
+    rc = 0;
+
+    for (k = 0; k < CFCOST_P_NFIELDS; k++) {
+        f[k].p = "";
+        f[k].len = 0;
+    }
+
+    for (k = 0; k < CFCOST_P_NFIELDS && p < end; k++) {
+        n = 0;
+        while (p < end && *p >= '0' && *p <= '9' && n < 1000000) {
+            n = n * 10 + (size_t) (*p++ - '0');
+        }
+
+        if (p == end || *p++ != ':' || (size_t) (end - p) < n + 1
+            || p[n] != ',')
+        {
+            rc = 1;
+            break;
+        }
+
+        f[k].p = p;
+        f[k].len = n;
+        p += n + 1;
+    }
+
+    if (k <= CFCOST_P_NEURONS) {
+        rc = 1;                     /* short of schema 2's fields */
+    }
+
+    for (k = 0; k < CFCOST_REC_NFIELDS; k++) {
+        rec->f[k] = f[cfcost_rec_packed[k]];
+    }
+
+    return rc;
+}
+
+
 int
 cfcost_record_parse(const redisReply *fields, cfcost_record_t *rec)
 {
@@ -46,6 +106,17 @@ cfcost_record_parse(const redisReply *fields, cfcost_record_t *rec)
 
     if (fields == NULL || fields->type != REDIS_REPLY_ARRAY) {
         return -1;
+    }
+
+    if (fields->elements == 2
+        && fields->element[0]->type == REDIS_REPLY_STRING
+        && fields->element[1]->type == REDIS_REPLY_STRING
+        && fields->element[0]->len == sizeof(CFCOST_R_PACKED) - 1
+        && memcmp(fields->element[0]->str, CFCOST_R_PACKED,
+                  sizeof(CFCOST_R_PACKED) - 1) == 0)
+    {
+        return cfcost_record_unpack(fields->element[1]->str,
+                                    (size_t) fields->element[1]->len, rec);
     }
 
     for (i = 0; i + 1 < fields->elements; i += 2) {

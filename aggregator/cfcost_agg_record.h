@@ -44,8 +44,11 @@ typedef struct {
 
 
 /*
- * Locates the fields of one entry's field/value array.  Returns 0, or -1
- * when fields is not an array (a deleted entry reads as nil).
+ * Locates the fields of one entry's field/value array: schema 2 (one
+ * packed field, cfcost_schema.h) or 1 (named pairs).  Returns 0; 1 when
+ * the packed field is malformed (what could be read is, the rest reads
+ * as empty); -1 when fields is not an array (a deleted entry reads as
+ * nil).
  */
 int cfcost_record_parse(const redisReply *fields, cfcost_record_t *rec);
 

@@ -1,14 +1,15 @@
 /*
  * Log phase: one usage record per request that passed authentication,
- * formatted once, as the field/value pairs of an XADD command, straight
- * into the writer's queue.
+ * formatted once, as the one field/value pair of an XADD command (schema
+ * 2: the fields packed as netstrings, cfcost_schema.h), straight into the
+ * writer's queue.
  */
 
 #include "ngx_http_cfcost_redis.h"
 #include "ngx_http_cfcost_writer.h"
 
 
-#define NGX_HTTP_CFCOST_FIELDS   22
+#define NGX_HTTP_CFCOST_FIELDS   CFCOST_P_NFIELDS
 
 
 typedef struct {
@@ -90,7 +91,7 @@ ngx_int_t
 ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 {
     u_char                        nums[12][32], flags[64];
-    u_char                       *pairs, *p;
+    u_char                       *pairs, *p, *q, *v;
     size_t                        len;
     uint64_t                      ts, us;
     ngx_str_t                     route;
@@ -219,10 +220,8 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
     ngx_http_cfcost_field(f, CFCOST_R_MODEL, ctx->model.data,
                           ctx->model.len);
 
-    if (ctx->model_asked.len) {
-        ngx_http_cfcost_field(f, CFCOST_R_MODEL_ASKED, ctx->model_asked.data,
-                              ctx->model_asked.len);
-    }
+    ngx_http_cfcost_field(f, CFCOST_R_MODEL_ASKED, ctx->model_asked.data,
+                          ctx->model_asked.len);
 
     ngx_http_cfcost_field(f, CFCOST_R_ROUTE, route.data, route.len);
     ngx_http_cfcost_field(f, CFCOST_R_STATUS, nums[1], ngx_strlen(nums[1]));
@@ -255,26 +254,46 @@ ngx_http_cfcost_log_handler(ngx_http_request_t *r)
 
     n = f - fields;
 
+    /* in the order of cfcost_packed_e, every field, as a netstring */
     len = 0;
 
     for (i = 0; i < n; i++) {
-        len += ngx_http_cfcost_bulk_len(fields[i].name_len)
-               + ngx_http_cfcost_bulk_len(fields[i].len);
+        len += NGX_SIZE_T_LEN + 2 + fields[i].len;
     }
 
-    pairs = ngx_http_cfcost_writer_alloc(len);
+    pairs = ngx_http_cfcost_writer_alloc(
+                ngx_http_cfcost_bulk_len(sizeof(CFCOST_R_PACKED) - 1)
+                + ngx_http_cfcost_bulk_len(len));
     if (pairs == NULL) {
         return NGX_OK;                     /* queue full: counted there */
     }
 
-    p = pairs;
+    p = ngx_http_cfcost_bulk(pairs, CFCOST_R_PACKED,
+                             sizeof(CFCOST_R_PACKED) - 1);
+
+    /* the value's length is known once it is written: room for the
+     * longest header, then the header moved up to the value */
+    v = p + 1 + NGX_SIZE_T_LEN + 2;
+    q = v;
 
     for (i = 0; i < n; i++) {
-        p = ngx_http_cfcost_bulk(p, fields[i].name, fields[i].name_len);
-        p = ngx_http_cfcost_bulk(p, fields[i].value, fields[i].len);
+        q = (u_char *) cfcost_dec((char *) q, fields[i].len);
+        *q++ = ':';
+        if (fields[i].len) {
+            q = ngx_cpymem(q, fields[i].value, fields[i].len);
+        }
+        *q++ = ',';
     }
 
-    ngx_http_cfcost_writer_push(pairs, p - pairs, n);
+    *p++ = '$';
+    p = (u_char *) cfcost_dec((char *) p, q - v);
+    *p++ = '\r';
+    *p++ = '\n';
+    p = ngx_movemem(p, v, q - v);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    ngx_http_cfcost_writer_push(pairs, p - pairs, 1);
 
     return NGX_OK;
 }

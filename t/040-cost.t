@@ -115,7 +115,7 @@ for my $u (@usages) {
             'x-cfcost-request-id'    => qr/^[0-9a-f]{32}$/,
         },
         record => {
-            v               => '1',
+            v               => '2',
             cost_pusd       => $p->bstr,
             input_tokens    => "$in",
             output_tokens   => "$out",

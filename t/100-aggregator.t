@@ -376,8 +376,18 @@ sub next_id {
     return "$l->[0]-$l->[1]";
 }
 
+# A record as schema 2 writes it: one field, the fields as netstrings.
+sub packed {
+    my ($r) = @_;
+    my %f = (%$r, v => '2');
+    return join '', map { length($_) . ":$_," }
+        map { my $v = $f{$_} // ''; utf8::encode($v) if utf8::is_utf8($v); $v }
+        @CfcostTest::PACKED;
+}
+
 # XADDs records (pipelined) as writers do, spread over @writers (default
-# @WRITERS), and accounts for them.
+# @WRITERS), and accounts for them: every other one as the gateway writes
+# it now (schema 2), the others as an older gateway did (schema 1).
 sub add_records_by {
     my ($writers, @recs) = @_;
     my $i = 0;
@@ -385,7 +395,7 @@ sub add_records_by {
     for my $r (@recs) {
         my $w = $writers->[$i++ % @$writers];
         push @cmds, [ 'XADD', stream_of($w), next_id($w),
-            map { ($_, $r->{$_}) } @FIELDS ];
+            $i % 2 ? ('r', packed($r)) : map { ($_, $r->{$_}) } @FIELDS ];
     }
     my $res = $R->pipeline(\@cmds);
     for my $k (0 .. $#$res) {

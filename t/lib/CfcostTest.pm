@@ -994,6 +994,35 @@ sub record_streams {
 }
 
 
+# The fields of a schema 2 record, in the order of cfcost_packed_e
+# (common/cfcost_schema.h): its one field "r" holds them as netstrings.
+our @PACKED = qw(v request_id ts_ms key_id user model model_asked route
+    status upstream_status input_tokens output_tokens cached_tokens
+    cost_pusd price_input price_output price_cached pricing_version
+    latency_us flags error neurons);
+
+# An entry's field/value list as a hash: schema 1's pairs, or schema 2's
+# packed field unpacked (an empty model_asked left out, as schema 1 did);
+# a packed value that is not netstrings dies.
+sub record_fields {
+    my (@kv) = @_;
+    return {@kv} unless @kv == 2 && $kv[0] eq 'r';
+    my ($v, %h, @f) = ($kv[1]);
+    while (length $v) {
+        $v =~ s/^(\d+)://s or die "not a netstring: $v\n";
+        my $n = $1;
+        length($v) > $n && substr($v, $n, 1) eq ','
+            or die "not a netstring: $v\n";
+        push @f, substr($v, 0, $n);
+        $v = substr($v, $n + 1);
+    }
+    my $last = $#f < $#PACKED ? $#f : $#PACKED;
+    @h{ @PACKED[0 .. $last] } = @f[0 .. $last];
+    delete $h{model_asked} if defined $h{model_asked} && $h{model_asked} eq '';
+    return \%h;
+}
+
+
 # All records of every writer, oldest first (by ts_ms, then stream and
 # entry id), each a hashref (plus _id and _stream).
 sub records {
@@ -1005,7 +1034,7 @@ sub records {
         next unless ref $r eq 'ARRAY';
         for my $e (@$r) {
             my ($id, $fields) = @$e;
-            my %h = @{ $fields || [] };
+            my %h = %{ record_fields(@{ $fields || [] }) };
             $h{_id} = $id;
             $h{_stream} = $s;
             push @out, \%h;

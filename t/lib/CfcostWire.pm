@@ -493,7 +493,7 @@ sub check_record {
     my $model = $e{model};
     my ($pi, $po, $pc) = !ref $model && $PRICE{$model} ? @{ $PRICE{$model} } : ();
     my %exp = (
-        v               => '1',
+        v               => '2',
         route           => $CTX{route},
         user            => $CTX{user},
         key_id          => $CTX{key}{id},

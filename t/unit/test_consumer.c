@@ -392,6 +392,8 @@ typedef struct {
     const char  *cached;
     const char  *cost;
     int          gone;      /* deleted while pending: fields read as nil */
+    const char  *packed;    /* schema 2: NULL, or "" to pack the above,
+                               or this value as it is */
 } ent_t;
 
 
@@ -400,6 +402,40 @@ resp_field(const char *name, const char *value)
 {
     fake_resp_bulk(&R, name);
     fake_resp_bulk(&R, value);
+}
+
+
+/* schema 2's one field: the netstrings of the fields, in order */
+static const char *
+packed_value(const ent_t *e, const char *ts)
+{
+    size_t       i;
+    const char  *s, *f[CFCOST_P_NFIELDS];
+
+    for (i = 0; i < CFCOST_P_NFIELDS; i++) {
+        f[i] = "";
+    }
+
+    f[CFCOST_P_VERSION] = "2";
+    f[CFCOST_P_REQUEST_ID] = e->rid;
+    f[CFCOST_P_TS_MS] = ts;
+    f[CFCOST_P_KEY_ID] = e->key;
+    f[CFCOST_P_USER] = e->user;
+    f[CFCOST_P_MODEL] = e->model;
+    f[CFCOST_P_ROUTE] = "chat";
+    f[CFCOST_P_STATUS] = "200";
+    f[CFCOST_P_UPSTREAM_STATUS] = "200";
+    f[CFCOST_P_INPUT_TOKENS] = e->in;
+    f[CFCOST_P_OUTPUT_TOKENS] = e->out;
+    f[CFCOST_P_CACHED_TOKENS] = e->cached;
+    f[CFCOST_P_COST] = e->cost;
+    f[CFCOST_P_FLAGS] = "streamed,estimated";
+
+    for (i = 0, s = ""; i < CFCOST_P_NFIELDS; i++) {
+        s = strf("%s%zu:%s,", s, strlen(f[i]), f[i]);
+    }
+
+    return s;
 }
 
 
@@ -423,6 +459,13 @@ resp_entries(const ent_t *e, size_t n)
 
         snprintf(ts, sizeof(ts), "%.*s", (int) strcspn(e[i].id, "-"),
                  e[i].id);
+
+        if (e[i].packed != NULL) {
+            fake_resp_array(&R, 2);
+            resp_field(CFCOST_R_PACKED, e[i].packed[0] ? e[i].packed
+                                        : packed_value(&e[i], ts));
+            continue;
+        }
 
         fake_resp_array(&R, 2 * 11);
         resp_field(CFCOST_R_VERSION, "1");
@@ -701,8 +744,8 @@ static const char  *k1_only[] = { K1 };
 
 static const ent_t  e12[] = {
     { "1767225600123-0", "r1", "alice", "k1", "@cf/m", "10", "20", "3",
-      "1500000000000", 0 },
-    { "1767225600124-0", "r2", "bob", "k2", "@cf/m", "5", "0", "0", "7", 0 },
+      "1500000000000", 0, NULL },
+    { "1767225600124-0", "r2", "bob", "k2", "@cf/m", "5", "0", "0", "7", 0, NULL },
 };
 
 
@@ -889,7 +932,7 @@ test_batch(void)
     const char  *k12[] = { K1, K2 };
     const ent_t  e3[] = {
         { "1767225600200-0", "r3", "carol", "k3", "@cf/x", "1", "2", "0",
-          "3", 0 },
+          "3", 0, NULL },
     };
 
     world_start();
@@ -977,15 +1020,15 @@ test_sum(void)
     const char  *want, *all, *a, *b, *m1, *m2, *m3, *log, *exact;
     const ent_t  e123[] = {
         { "1767225600123-0", "r1", "alice", "k1", "@cf/m", "10", "20", "3",
-          "1500000000000", 0 },
+          "1500000000000", 0, NULL },
         { "1767225600124-0", "r2", "bob", "k2", "@cf/m", "5", "0", "0", "7",
-          0 },
+          0, NULL },
         { "1767225600125-5", "r3", "alice", "k1", "@cf/m", "1", "1", "0",
-          "1", 0 },
+          "1", 0, NULL },
     };
     const ent_t  e4[] = {
         { "1767225600200-0", "r4", "carol", "k3", "@cf/x", "1", "2", "0",
-          "3", 0 },
+          "3", 0, NULL },
     };
 
     world_start();
@@ -1382,7 +1425,7 @@ test_malformed(void)
     const char  *log, *want;
     const ent_t  bad[] = {
         { "1767225600300-0", "r9", "alice", "k1", "@cf/m", "12x",
-          "99999999999", "", "-5", 0 },
+          "99999999999", "", "-5", 0, NULL },
     };
 
     world_start();
@@ -1410,6 +1453,72 @@ test_malformed(void)
 }
 
 
+/* Schema 2: one packed field, read as schema 1's pairs are; a later
+ * version's extra fields ignored; a value that is not netstrings still a
+ * request, with what could be read. */
+static void
+test_packed(void)
+{
+    char         later[1024];
+    const char  *log, *want;
+    ent_t        p12[2], bad[3];
+
+    /* strf()'s strings do not last: this one must */
+    snprintf(later, sizeof(later), "%s7:a later,",
+             packed_value(&e12[1], "1767225600124"));
+
+    p12[0] = e12[0];
+    p12[1] = e12[1];
+    p12[0].packed = "";
+    p12[1].packed = later;
+
+    world_start();
+    ok(connect_and_read(one_writer, 1, 1), "packed: reading");
+    resp_read(K1, p12, 2);
+    ok(answer(block_line(k1_only, 1)), "packed: 2 packed entries");
+    is_str(sent(), apply_line(W1, e12, 2), "packed: the arguments of the "
+           "same records in pairs");
+    resp_applied(2, 0, 0);
+    ok(answer(apply_line(W1, e12, 2)), "packed: applied");
+    world_end();
+
+    bad[0] = e12[0];
+    bad[0].id = "1767225600300-0";
+    bad[0].packed = "1:2,2:r9,13:1767225600300,2:k1,5:alice,5:@cf/m,0:,"
+                    "4:chat,3:200,3:200,2:12,1:3,0:,9:";
+    bad[1] = bad[0];
+    bad[1].id = "1767225600301-0";
+    bad[1].packed = "1:2,2:r8,";
+    bad[2] = bad[0];
+    bad[2].id = "1767225600302-0";
+    bad[2].packed = "junk";
+
+    world_start();
+    ok(connect_and_read(one_writer, 1, 1), "packed: reading again");
+    cap_start();
+    resp_read(K1, bad, 3);
+    ok(answer(block_line(k1_only, 1)), "packed: 3 broken ones");
+    log = cap_end();
+
+    want = "EVALSHA " SHA_APPLY " 0 " K1 " g 1 3 "
+           "1767225600300-0 r9 " DAY0 " " DNUM0 " alice k1 @cf/m 12 3 0 0 0 "
+           "001767225600300:" W1 ":1767225600300-0 "
+           "0000000176722560030000000000000000000000 "
+           "1767225600301-0 r8 " DAY0 " " DNUM0 "    0 0 0 0 0 "
+           "001767225600301:" W1 ":1767225600301-0 "
+           "0000000176722560030100000000000000000000 "
+           "1767225600302-0 entry:1767225600302-0 " DAY0 " " DNUM0
+           "    0 0 0 0 0 001767225600302:" W1 ":1767225600302-0 "
+           "0000000176722560030200000000000000000000";
+    is_str(sent(), want, "packed: each counted with what could be read");
+    ok(strstr(log, "entry 1767225600300-0 is not a record a gateway "
+              "writes") != NULL
+       && strstr(log, "entry 1767225600302-0 is not a record") != NULL,
+       "packed: logged");
+    world_end();
+}
+
+
 /* Entries a dead consumer left pending: below the applied position, the
  * script counts them as the holes they are. */
 static void
@@ -1417,13 +1526,13 @@ test_claim(void)
 {
     const char  *log, *want;
     const ent_t  claimed[] = {
-        { "1767225600050-0", "", "", "", "", "", "", "", "", 1 },
+        { "1767225600050-0", "", "", "", "", "", "", "", "", 1, NULL },
         { "1767225600051-0", "r5", "dave", "k5", "@cf/m", "4", "4", "0",
-          "8", 0 },
+          "8", 0, NULL },
     };
     const ent_t  more[] = {
         { "1767225600052-0", "r6", "dave", "k5", "@cf/m", "1", "1", "0",
-          "2", 0 },
+          "2", 0, NULL },
     };
 
     world_start();
@@ -1480,9 +1589,9 @@ test_poison(void)
     ent_t        e[17];
     char         ids[17][32], rids[17][8];
     const ent_t  three[] = {
-        { "1767225600400-0", "p1", "u", "k", "@cf/m", "1", "1", "0", "1", 0 },
-        { "1767225600401-0", "p2", "u", "k", "@cf/m", "1", "1", "0", "1", 0 },
-        { "1767225600402-0", "p3", "u", "k", "@cf/m", "1", "1", "0", "1", 0 },
+        { "1767225600400-0", "p1", "u", "k", "@cf/m", "1", "1", "0", "1", 0, NULL },
+        { "1767225600401-0", "p2", "u", "k", "@cf/m", "1", "1", "0", "1", 0, NULL },
+        { "1767225600402-0", "p3", "u", "k", "@cf/m", "1", "1", "0", "1", 0, NULL },
     };
 
     world_start();
@@ -1719,6 +1828,7 @@ main(int argc, char **argv)
     test_no_writers();
     test_writer_cap();
     test_batch();
+    test_packed();
     test_sum();
     test_apply_retry();
     test_noscript_nogroup();
