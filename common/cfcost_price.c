@@ -655,20 +655,27 @@ cfcost_cost_pusd(const cfcost_model_t *m, uint64_t input, uint64_t cached,
 char *
 cfcost_dec(char *dst, uint64_t v)
 {
-    char    tmp[20], *p;
-    size_t  n;
+    char  tmp[20], *p, *end;
 
-    p = tmp + sizeof(tmp);
+    /* most are lengths and counts of a digit or two: a record has 40 */
+    if (v < 10) {
+        *dst = (char) ('0' + v);
+        return dst + 1;
+    }
+
+    end = tmp + sizeof(tmp);
+    p = end;
 
     do {
         *--p = (char) ('0' + v % 10);
         v /= 10;
     } while (v);
 
-    n = (size_t) (tmp + sizeof(tmp) - p);
-    memcpy(dst, p, n);
+    while (p < end) {
+        *dst++ = *p++;
+    }
 
-    return dst + n;
+    return dst;
 }
 
 
