@@ -17,6 +17,7 @@
  *     cfcost_agg_consumer_trim.c     retention: trim script, idle consumers
  *     cfcost_agg_consumer_fail.c     error replies, pauses, reconnect, stop
  *     cfcost_agg_consumer_batch.c    stream entries -> apply script commands
+ *     cfcost_agg_consumer_sum.c      a batch summed for the summed script
  *     cfcost_agg_consumer_streams.c  the writers' streams being read
  *   cfcost_agg_lua        the three server-side scripts; the apply
  *                         script's ARGV by name
