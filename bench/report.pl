@@ -16,7 +16,8 @@ my ($in, $out) = @ARGV;
 die "usage: report.pl RESULTS.jsonl OUT.json\n" unless defined $out;
 
 my $J = JSON::PP->new->utf8->canonical->pretty;
-my (@wrk, @records, @ttfb, @usage_load, @cpu, %rss, %meta, $dropped, %errlog);
+my (@wrk, @records, @ttfb, @usage_load, @cpu, %rss, %meta, $dropped, %errlog,
+    %stale);
 
 open my $fh, '<', $in or do { warn "report.pl: $in: $!\n"; exit 2 };
 while (my $line = <$fh>) {
@@ -27,6 +28,7 @@ while (my $line = <$fh>) {
     if    ($t eq 'wrk')        { push @wrk, $r }
     elsif ($t eq 'records')    { push @records, $r }
     elsif ($t eq 'ttfb')       { push @ttfb, $r }
+    elsif ($t eq 'staleness')  { %stale = %$r }
     elsif ($t eq 'usage_load') { push @usage_load, $r }
     elsif ($t eq 'cpu')        { push @cpu, $r }
     elsif ($t eq 'rss')        { %rss = %$r }
@@ -223,6 +225,15 @@ if (my $t = $ttfb[-1]) {
 }
 $result{ttfb_stream} = \%ttfb_out;
 
+if (%stale) {
+    $result{staleness} = { map { $_ => $stale{$_} }
+                           qw(idle loaded load_connections load_s) };
+    my $lost = ($stale{idle}{lost} // 0) + ($stale{loaded}{lost} // 0);
+    check('/api/usage counted every staleness probe', !$lost,
+          $lost ? "$lost not counted within 30 s"
+                : "idle $stale{idle}{n}, under load $stale{loaded}{n}");
+}
+
 my @rec_bad = grep { $_->{xlen} != $_->{expected} } @records;
 my $last = $records[-1];
 check('records in Redis == requests sent', @records && !@rec_bad,
@@ -405,6 +416,18 @@ if (%ttfb_out) {
             fmt($ttfb_out{baseline}{"${p}_us"}, '%.1f'),
             fmt($ttfb_out{cfcost}{"${p}_us"}, '%.1f'),
             fmt($ttfb_out{"added_${p}_us"}, '%+.1f');
+    }
+}
+if (my $s = $result{staleness}) {
+    print "\n";
+    printf "%-38s %8s %8s %8s %8s %8s\n",
+        'staleness: answer to /api/usage (ms)', 'n', 'p50', 'p90', 'p99', 'max';
+    for my $k (qw(idle loaded)) {
+        my $x = $s->{$k};
+        printf "%-38s %8s %8s %8s %8s %8s\n",
+            $k eq 'idle' ? '  idle'
+                         : "  beside wrk -c$s->{load_connections}",
+            $x->{n}, map { fmt($x->{$_}, '%.1f') } qw(p50_ms p90_ms p99_ms max_ms);
     }
 }
 if (my $r = $result{rss}) {

@@ -19,6 +19,8 @@
 #                round's records (their work lags the traffic)
 #   RSS          cfcost worker RSS before and after BENCH_RSS_REQUESTS
 #   TTFB         streamed chat, time to the first body byte (bench/ttfb.c)
+#   staleness    how long after its answer /api/usage counts a request,
+#                idle and beside a saturating wrk -c32 (bench/staleness.pl)
 #   /api/usage   p50/p99 at 10^3, 10^5 (and 10^7 with BENCH_BIG=1)
 #                synthetic records, through the gateway with the admin token
 #
@@ -29,9 +31,11 @@
 # Environment (defaults in brackets):
 #   BENCH_ROUNDS [5]  BENCH_DURATION [10] s  BENCH_RSS_REQUESTS [1000000]
 #   BENCH_TTFB_SAMPLES [200]  BENCH_USAGE_DURATION [3] s  BENCH_BIG [0]
+#   BENCH_STALE_SAMPLES [200]  BENCH_STALE_LOAD [10] s
 #   BENCH_CONNECTIONS [64]  BENCH_THREADS [2]  BENCH_WORKERS [2]
 #   BENCH_TINY=1      1 round of 1 s, 2000 RSS requests, 10 TTFB samples,
-#                     10^3 records only (the `make test` smoke run)
+#                     10 staleness samples (3 s of load), 10^3 records only
+#                     (the `make test` smoke run)
 #   BENCH_OUT         where results go [build/bench]
 #   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
 #   BENCH_PERF=1      perf record -g the nginx workers (both systems), Redis
@@ -54,6 +58,8 @@ if [ "${BENCH_TINY:-0}" = 1 ]; then
     duration=${BENCH_DURATION:-1}
     rss_requests=${BENCH_RSS_REQUESTS:-2000}
     ttfb_samples=${BENCH_TTFB_SAMPLES:-10}
+    stale_samples=${BENCH_STALE_SAMPLES:-10}
+    stale_load_s=${BENCH_STALE_LOAD:-3}
     usage_duration=${BENCH_USAGE_DURATION:-1}
     usage_sizes="1000"
     tiny=1
@@ -62,6 +68,8 @@ else
     duration=${BENCH_DURATION:-10}
     rss_requests=${BENCH_RSS_REQUESTS:-1000000}
     ttfb_samples=${BENCH_TTFB_SAMPLES:-200}
+    stale_samples=${BENCH_STALE_SAMPLES:-200}
+    stale_load_s=${BENCH_STALE_LOAD:-10}
     usage_duration=${BENCH_USAGE_DURATION:-3}
     usage_sizes="1000 100000"
     tiny=0
@@ -72,8 +80,8 @@ threads=${BENCH_THREADS:-2}
 workers=${BENCH_WORKERS:-2}
 out=${BENCH_OUT:-$root/build/bench}
 
-for v in rounds duration rss_requests ttfb_samples usage_duration \
-         connections threads workers; do
+for v in rounds duration rss_requests ttfb_samples stale_samples \
+         stale_load_s usage_duration connections threads workers; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
 done
 
@@ -624,6 +632,51 @@ ttfb_json=$(timeout -k 5 $((ttfb_samples + 60)) "$ttfb_bin" -n "$ttfb_samples" \
 emit "{\"type\":\"ttfb\",\"samples\":$ttfb_samples,\"result\":$ttfb_json}"
 records_expected=$((records_expected + ttfb_samples))
 check_records ttfb
+
+
+# --------------------------------------------------------------------------
+# staleness: how long after its answer /api/usage counts a request, idle
+# and with the gateway saturated by other traffic (bench/staleness.pl, a
+# key of its own user)
+
+stale_sent() {          # the requests a staleness.pl result says it sent
+    printf '%s' "$1" | sed -n 's/.*"n":\([0-9]*\).*"lost":\([0-9]*\).*/\1 \2/p' |
+        awk '{ print $1 + $2 }'
+}
+
+if [ -n "$agg_bin" ]; then
+    stale_key=$("$root/build/cfcost" --redis "unix:$run/redis.sock" \
+        --redis-auth "$run/gw/redis-cli.auth" \
+        keys create --user staleness --name "bench/run.sh" | tail -n 1)
+    [[ $stale_key == cfk_* ]] || die "could not create an API key: $stale_key"
+
+    say "staleness: up to $stale_samples requests, idle"
+    stale_idle=$(perl "$bench/staleness.pl" "$gw_port" "$stale_key" \
+        "$chat_body" "$stale_samples" 60) || die "staleness.pl failed (idle)"
+    records_expected=$((records_expected + $(stale_sent "$stale_idle")))
+
+    say "staleness: up to $stale_samples requests, wrk -c32 for ${stale_load_s}s beside"
+    BENCH_MODE=rate BENCH_BODY=$chat_body BENCH_METHOD=POST \
+    BENCH_HEADERS="X-API-Key: $key" \
+        timeout -k 5 $((stale_load_s + 60)) \
+        wrk --timeout 10s -s "$bench/chat.lua" -t"$threads" -c32 \
+            -d"${stale_load_s}s" "http://127.0.0.1:$gw_port/api/ai/chat" \
+            > "$run/wrk-staleness.out" 2>&1 &
+    PIDS[wrk]=$!
+    sleep 1                 # the load first
+    stale_load=$(perl "$bench/staleness.pl" "$gw_port" "$stale_key" \
+        "$chat_body" "$stale_samples" $((stale_load_s - 2))) ||
+        die "staleness.pl failed (under load)"
+    wait "${PIDS[wrk]}" || true
+    unset 'PIDS[wrk]'
+    line=$(sed -n 's/^BENCH_JSON //p' "$run/wrk-staleness.out")
+    [ -n "$line" ] || die "wrk printed no result for staleness (see $run/wrk-staleness.out)"
+    emit "{\"type\":\"wrk\",\"system\":\"cfcost\",\"phase\":\"staleness\",\"round\":0,\"path\":\"/api/ai/chat\",\"result\":$line}"
+    records_expected=$((records_expected + $(stale_sent "$stale_load")
+        + $(printf '%s' "$line" | sed -n 's/.*"sent":\([0-9]*\).*/\1/p')))
+    emit "{\"type\":\"staleness\",\"idle\":$stale_idle,\"loaded\":$stale_load,\"load_connections\":32,\"load_s\":$stale_load_s}"
+    check_records staleness
+fi
 
 dropped=$(rcli hget cfcost:gateway records_dropped)
 emit "{\"type\":\"dropped\",\"records_dropped\":${dropped:-0}}"

@@ -184,6 +184,13 @@ my $ua = $res->{usage_api} || {};
 if (-x "$ROOT/build/cfcost-aggregator") {
     my @rows = @{ $ua->{rows} || [] };
     ok(@rows >= 1, '/api/usage measured (the aggregator is built)');
+    my $st = $res->{staleness} || {};
+    for my $phase (qw(idle loaded)) {
+        my $s = $st->{$phase} || {};
+        cmp_ok($s->{n} // 0, '>', 0, "staleness $phase: requests timed");
+        is($s->{lost}, 0, "staleness $phase: every request counted");
+        cmp_ok($s->{p50_ms} // 0, '>', 0, "staleness $phase: p50 > 0");
+    }
     for my $row (@rows) {
         cmp_ok($row->{p50_us} // 0, '>', 0,
             "/api/usage p50 at $row->{records} records: $row->{query}");
