@@ -6,7 +6,10 @@
  * workers in a shared-memory zone (rbtree + LRU, evicting when the slab is
  * full): an entry is trusted for `ttl` (so a revocation reaches every
  * worker within ttl), and an expired valid entry still serves for `stale`
- * while Redis cannot be reached.
+ * while Redis cannot be reached.  A key in use is looked up again in the
+ * background once its entry is half its ttl old (one worker does it, for
+ * all): its requests are decided from the cache and never wait for Redis,
+ * and a revocation still reaches them within ttl.
  *
  * A lookup never blocks the worker: the request waits on an async hiredis
  * reply, on a connection of its own (records never delay it).  The reply
@@ -36,6 +39,7 @@ typedef struct {
     ngx_http_cfcost_keytree_node_t  tn;       /* first: _keytree.c */
     ngx_queue_t                   queue;      /* LRU, most recent first */
     ngx_msec_t                    fetched;
+    ngx_msec_t                    refreshing; /* since; 0: not */
     u_char                        state;
     u_char                        id_len;
     u_char                        user_len;
@@ -58,6 +62,7 @@ typedef struct {
 
 typedef struct {
     u_char                        state;
+    u_char                        refresh;    /* look it up, for all */
     ngx_msec_t                    age;
     ngx_str_t                     id;
     ngx_str_t                     user;
@@ -164,11 +169,16 @@ ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
 }
 
 
-/* copies the cached identity, if any, into the request's pool */
+/*
+ * Copies the cached identity, if any, into the request's pool.  id->refresh
+ * is set for the one caller that should look the key up in the background:
+ * the entry is at least refresh_after old (0: never) and no refresh began
+ * within ttl.
+ */
 static void
 ngx_http_cfcost_cache_get(ngx_http_request_t *r,
     ngx_http_cfcost_cache_t *cache, u_char *hash,
-    ngx_http_cfcost_identity_t *id)
+    ngx_http_cfcost_identity_t *id, ngx_msec_t refresh_after, ngx_msec_t ttl)
 {
     u_char                      *p;
     ngx_http_cfcost_key_node_t  *kn;
@@ -192,6 +202,14 @@ ngx_http_cfcost_cache_get(ngx_http_request_t *r,
             id->user.data = p + kn->id_len;
             id->user.len = kn->user_len;
             ngx_memcpy(p, kn->data, kn->id_len + kn->user_len);
+
+            if (refresh_after && id->age >= refresh_after && id->age < ttl
+                && (kn->refreshing == 0
+                    || ngx_current_msec - kn->refreshing >= ttl))
+            {
+                kn->refreshing = ngx_current_msec;
+                id->refresh = 1;
+            }
 
             ngx_queue_remove(&kn->queue);
             ngx_queue_insert_head(&cache->sh->queue, &kn->queue);
@@ -254,6 +272,7 @@ ngx_http_cfcost_cache_put(ngx_http_cfcost_cache_t *cache, u_char *hash,
     }
 
     kn->fetched = ngx_current_msec;
+    kn->refreshing = 0;
     kn->state = id->state;
     kn->id_len = (u_char) id->id.len;
     kn->user_len = (u_char) id->user.len;
@@ -458,7 +477,7 @@ ngx_http_cfcost_lookup_stale(ngx_http_request_t *r,
     ngx_http_cfcost_identity_t   cached;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
-    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &cached);
+    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &cached, 0, 0);
 
     return ngx_http_cfcost_auth_decide(r, ctx, &cached, 1);
 }
@@ -557,6 +576,67 @@ ngx_http_cfcost_lookup_patience_handler(ngx_event_t *ev)
 }
 
 
+/* asks Redis about lk->hash; ngx_http_cfcost_lookup_done gets the reply */
+static ngx_int_t
+ngx_http_cfcost_lookup_send(ngx_http_cfcost_lookup_t *lk)
+{
+    u_char       hex[NGX_HTTP_CFCOST_HASH_LEN * 2], *p;
+    u_char       name[CFCOST_KEYS_RECORD_LEN + 1];
+    size_t       argvlen[5];
+    const char  *argv[5];
+
+    ngx_hex_dump(hex, lk->hash, NGX_HTTP_CFCOST_HASH_LEN);
+    p = name + cfcost_keys_record((char *) name, (char *) hex);
+
+    argv[0] = "HMGET";
+    argv[1] = (char *) name;
+    argv[2] = CFCOST_KEY_F_ID;
+    argv[3] = CFCOST_KEY_F_USER;
+    argv[4] = CFCOST_KEY_F_REVOKED;
+    argvlen[0] = sizeof("HMGET") - 1;
+    argvlen[1] = p - name;
+    argvlen[2] = sizeof(CFCOST_KEY_F_ID) - 1;
+    argvlen[3] = sizeof(CFCOST_KEY_F_USER) - 1;
+    argvlen[4] = sizeof(CFCOST_KEY_F_REVOKED) - 1;
+
+    return ngx_http_cfcost_redis_argv(&ngx_http_cfcost_lookups,
+                                      ngx_http_cfcost_lookup_done, lk, 5,
+                                      argv, argvlen);
+}
+
+
+/*
+ * A background lookup of a cached key in use, so that its entry is fresh
+ * before it expires: no request waits for it (lk->request stays NULL), and
+ * the reply only refreshes the cache.  Skipped while Redis is stalled: the
+ * requests are decided from the cache anyway.
+ */
+static void
+ngx_http_cfcost_lookup_refresh(ngx_http_request_t *r,
+    ngx_http_cfcost_cache_t *cache, u_char *hash)
+{
+    ngx_http_cfcost_lookup_t  *lk;
+
+    if (ngx_http_cfcost_redis_stalled(&ngx_http_cfcost_lookups,
+                                      NGX_HTTP_CFCOST_LOOKUP_PATIENCE))
+    {
+        return;
+    }
+
+    lk = ngx_calloc(sizeof(ngx_http_cfcost_lookup_t), r->connection->log);
+    if (lk == NULL) {
+        return;
+    }
+
+    lk->cache = cache;
+    ngx_memcpy(lk->hash, hash, NGX_HTTP_CFCOST_HASH_LEN);
+
+    if (ngx_http_cfcost_lookup_send(lk) != NGX_OK) {
+        ngx_free(lk);
+    }
+}
+
+
 /*
  * Acts on what is known of a key: returns NGX_OK with ctx's identity set
  * when the request may go on; otherwise sends the error and returns
@@ -607,11 +687,7 @@ ngx_int_t
 ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ngx_uint_t admin_ok)
 {
-    u_char                        hex[NGX_HTTP_CFCOST_HASH_LEN * 2], *p;
-    u_char                        name[CFCOST_KEYS_RECORD_LEN + 1];
-    size_t                        argvlen[5];
     ngx_str_t                     key;
-    const char                   *argv[5];
     ngx_pool_cleanup_t           *cln;
     ngx_http_cfcost_cache_t      *cache;
     ngx_http_cfcost_lookup_t     *lk;
@@ -658,9 +734,14 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
     cache = mcf->cache_zone->data;
 
-    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &id);
+    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &id,
+                              mcf->cache_ttl / 2, mcf->cache_ttl);
 
     if (id.state && id.age < mcf->cache_ttl) {
+        if (id.refresh) {
+            ngx_http_cfcost_lookup_refresh(r, cache, ctx->key_hash);
+        }
+
         return ngx_http_cfcost_auth_decide(r, ctx, &id, 0);
     }
 
@@ -685,30 +766,12 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
                                           "out of memory");
     }
 
-    ngx_hex_dump(hex, ctx->key_hash, NGX_HTTP_CFCOST_HASH_LEN);
-    p = name + cfcost_keys_record((char *) name, (char *) hex);
-
-    argv[0] = "HMGET";
-    argv[1] = (char *) name;
-    argv[2] = CFCOST_KEY_F_ID;
-    argv[3] = CFCOST_KEY_F_USER;
-    argv[4] = CFCOST_KEY_F_REVOKED;
-    argvlen[0] = sizeof("HMGET") - 1;
-    argvlen[1] = p - name;
-    argvlen[2] = sizeof(CFCOST_KEY_F_ID) - 1;
-    argvlen[3] = sizeof(CFCOST_KEY_F_USER) - 1;
-    argvlen[4] = sizeof(CFCOST_KEY_F_REVOKED) - 1;
-
     lk->request = r;
     lk->cleanup = cln;
     lk->cache = cache;
     ngx_memcpy(lk->hash, ctx->key_hash, NGX_HTTP_CFCOST_HASH_LEN);
 
-    if (ngx_http_cfcost_redis_argv(&ngx_http_cfcost_lookups,
-                                   ngx_http_cfcost_lookup_done, lk, 5,
-                                   argv, argvlen)
-        != NGX_OK)
-    {
+    if (ngx_http_cfcost_lookup_send(lk) != NGX_OK) {
         ngx_free(lk);
         return ngx_http_cfcost_auth_decide(r, ctx, &id, 1);
     }
