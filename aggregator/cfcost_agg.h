@@ -63,6 +63,7 @@ typedef struct {
     unsigned         batch;             /* XREADGROUP COUNT */
     unsigned         block_ms;          /* XREADGROUP BLOCK */
     unsigned         linger_ms;         /* after a short read, wait */
+    unsigned         linger_rate;       /* ...while more records/s come */
     unsigned         claim_idle_ms;
     unsigned         retention_days;    /* 0: no age limit */
     unsigned         retention_max;     /* 0: no length limit */

@@ -447,6 +447,41 @@ cfcost_consumer_queue_failed(cfcost_consumer_t *c)
 }
 
 
+/*
+ * Whether to wait --linger after a read of n entries at now (ms): when
+ * the read was less than a batch and records come faster than
+ * --linger-rate a second.  The rate is the entries read in this window
+ * of CFCOST_RATE_WINDOW ms and the one before, over the time they span;
+ * an idle gap empties both.
+ */
+#define CFCOST_RATE_WINDOW  100
+
+static int
+cfcost_consumer_linger(cfcost_consumer_t *c, uint64_t now, size_t n)
+{
+    const cfcost_agg_conf_t  *conf = &c->agg->conf;
+
+    if (now - c->rate_at >= CFCOST_RATE_WINDOW) {
+        c->rate_prev = (now - c->rate_at < 2 * CFCOST_RATE_WINDOW)
+                       ? c->rate_n : 0;
+        c->rate_n = 0;
+        c->rate_at = now;
+    }
+
+    c->rate_n += n;
+
+    if (conf->linger_ms == 0 || n >= conf->batch) {
+        return 0;
+    }
+
+    /* records a second > linger_rate, over CFCOST_RATE_WINDOW + (now -
+     * rate_at) ms */
+    return (c->rate_prev + c->rate_n) * 1000
+           > (uint64_t) conf->linger_rate
+             * (CFCOST_RATE_WINDOW + (now - c->rate_at));
+}
+
+
 /* The entries of an XREADGROUP reply, over its streams. */
 static size_t
 cfcost_consumer_read_count(const redisReply *r)
@@ -473,6 +508,7 @@ cfcost_consumer_read_count(const redisReply *r)
 static void
 cfcost_consumer_on_new(cfcost_redis_t *rd, redisReply *r, void *data)
 {
+    size_t              n;
     cfcost_consumer_t  *c = data;
 
     (void) rd;
@@ -500,11 +536,12 @@ cfcost_consumer_on_new(cfcost_redis_t *rd, redisReply *r, void *data)
      * Less than a batch: the traffic is light, and the next read would
      * return as soon as one record came, one script run per record or
      * so.  Waiting --linger first makes the batches, and so the scripts,
-     * fewer and larger, for at most that much more delay.
+     * fewer and larger, for at most that much more delay -- when records
+     * come often enough for the scripts' fixed cost to matter.
      */
-    if (c->agg->conf.linger_ms && cfcost_consumer_read_count(r)
-                                  < c->agg->conf.batch)
-    {
+    n = cfcost_consumer_read_count(r);
+
+    if (cfcost_consumer_linger(c, cfcost_mono_ms(), n)) {
         c->linger_until = cfcost_mono_ms() + c->agg->conf.linger_ms;
     }
 

@@ -68,6 +68,9 @@ struct cfcost_consumer_s {
 
     uint64_t            next_discover;  /* monotonic ms; 0: now */
     uint64_t            linger_until;   /* no new read before (--linger) */
+    uint64_t            rate_at;        /* this rate window's start, ms */
+    uint64_t            rate_n;         /* entries read in it */
+    uint64_t            rate_prev;      /* ... and in the window before */
 
     int                 single;         /* isolating a failing entry */
     int                 exact;          /* the summed script declined: our

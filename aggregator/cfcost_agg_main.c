@@ -75,6 +75,10 @@ CFCOST_WRITERS_SET "\";\n"                                                   \
 "                       this long before the next (default 20; 0: never):\n"\
 "                       fewer, larger batches under light load, for at\n"   \
 "                       most that much more delay before a record counts\n" \
+"  --linger-rate N      linger only while more than N records a second\n"   \
+"                       arrive (default 1000; 0: always): below it a\n"     \
+"                       script per record costs little, and a record\n"    \
+"                       counts within a millisecond or so\n"               \
 "  --claim-idle MS      take over entries pending that long with another\n"  \
 "                       (dead) consumer, via XAUTOCLAIM (default 30000)\n"   \
 "  --retention-days N   trim stream entries older than N days (XTRIM\n"      \
@@ -133,7 +137,7 @@ typedef struct {
 
 enum {
     F_LISTEN, F_SOCKET_MODE, F_REDIS, F_REDIS_AUTH, F_REDIS_TIMEOUT, F_GROUP, F_CONSUMER,
-    F_BATCH, F_BLOCK, F_LINGER, F_CLAIM_IDLE, F_RET_DAYS, F_RET_MAX, F_TRIM_INTERVAL,
+    F_BATCH, F_BLOCK, F_LINGER, F_LINGER_RATE, F_CLAIM_IDLE, F_RET_DAYS, F_RET_MAX, F_TRIM_INTERVAL,
     F_DEDUP_TTL, F_METRICS_OPEN, F_METRICS_USERS, F_TRUST_USER,
     F_LOG_LEVEL, F_HELP, F_VERSION
 };
@@ -150,6 +154,7 @@ static const cfcost_flag_t  cfcost_flags[] = {
     { "batch",           1, F_BATCH },
     { "block",           1, F_BLOCK },
     { "linger",          1, F_LINGER },
+    { "linger-rate",     1, F_LINGER_RATE },
     { "claim-idle",      1, F_CLAIM_IDLE },
     { "retention-days",  1, F_RET_DAYS },
     { "retention-max",   1, F_RET_MAX },
@@ -276,6 +281,9 @@ cfcost_flag_set(cfcost_agg_conf_t *c, const cfcost_flag_t *f, const char *v)
         return cfcost_flag_num(f->name, v, 10, 60000, 10, &c->block_ms);
     case F_LINGER:
         return cfcost_flag_num(f->name, v, 0, 1000, 10, &c->linger_ms);
+    case F_LINGER_RATE:
+        return cfcost_flag_num(f->name, v, 0, 100000000, 10,
+                               &c->linger_rate);
     case F_CLAIM_IDLE:
         return cfcost_flag_num(f->name, v, 100, 86400000, 10,
                                &c->claim_idle_ms);
@@ -376,6 +384,7 @@ cfcost_conf_defaults(cfcost_agg_conf_t *c)
     c->batch = 512;
     c->block_ms = 2000;
     c->linger_ms = 20;
+    c->linger_rate = 1000;
     c->claim_idle_ms = 30000;
     c->retention_days = 30;
     c->retention_max = 0;

@@ -37,6 +37,8 @@
 #                     10 staleness samples (3 s of load), 10^3 records only
 #                     (the `make test` smoke run)
 #   BENCH_OUT         where results go [build/bench]
+#   BENCH_AGG_ARGS    more cfcost-aggregator flags, split at spaces (to
+#                     compare settings: BENCH_AGG_ARGS='--linger-rate 0')
 #   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
 #   BENCH_PERF=1      perf record -g the nginx workers (both systems), Redis
 #                     and the aggregator during round 1's saturated runs:
@@ -294,6 +296,7 @@ if [ -n "$agg_bin" ]; then
     "$agg_bin" --listen "unix:$run/gw/agg.sock" --redis "unix:$run/redis.sock" \
         --redis-auth "$run/gw/redis-aggregator.auth" \
         --consumer "bench-$$" --retention-days 0 --log-level warn "${trust[@]}" \
+        ${BENCH_AGG_ARGS:-} \
         > "$run/aggregator.log" 2>&1 &
     PIDS[aggregator]=$!
     wait_for 15 "the aggregator" curl -sf -o /dev/null \
