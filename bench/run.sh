@@ -39,6 +39,10 @@
 #   BENCH_OUT         where results go [build/bench]
 #   BENCH_AGG_ARGS    more cfcost-aggregator flags, split at spaces (to
 #                     compare settings: BENCH_AGG_ARGS='--linger-rate 0')
+#   BENCH_LAT_AGG_STOP=1  freeze the aggregator (SIGSTOP) during cfcost's
+#                     one-connection runs, SIGCONT after: the latency
+#                     without the accounting's work beside it (records
+#                     wait in the streams; the checks still count them)
 #   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
 #   BENCH_PERF=1      perf record -g the nginx workers (both systems), Redis
 #                     and the aggregator during round 1's saturated runs:
@@ -149,7 +153,9 @@ cleanup() {
         [ -n "${PIDS[$name]:-}" ] && stop_nginx "${PIDS[$name]}"
     done
     for name in aggregator redis; do
-        [ -n "${PIDS[$name]:-}" ] && stop_pid "${PIDS[$name]}"
+        [ -n "${PIDS[$name]:-}" ] || continue
+        kill -CONT "${PIDS[$name]}" 2>/dev/null    # BENCH_LAT_AGG_STOP
+        stop_pid "${PIDS[$name]}"
     done
     wait 2>/dev/null || true
     if [ "$rc" -ne 0 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
@@ -591,7 +597,14 @@ for ((r = 1; r <= rounds; r++)); do
     done
     say "round $r/$rounds: one connection ($order), ${duration} s each"
     for system in $order; do
+        lat_stop=
+        if [ "$system" = cfcost ] && [ "${BENCH_LAT_AGG_STOP:-0}" = 1 ] &&
+           [ -n "${PIDS[aggregator]:-}" ]; then
+            lat_stop=${PIDS[aggregator]}
+            kill -STOP "$lat_stop"
+        fi
         run_wrk "$system" latency "$r" latency -- "${lat_args[@]}"
+        [ -z "$lat_stop" ] || kill -CONT "$lat_stop"
         after_run "$system" "latency-$r"
     done
 done
