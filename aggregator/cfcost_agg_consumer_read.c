@@ -76,13 +76,18 @@ cfcost_consumer_pending_read(cfcost_consumer_t *c, size_t si,
 
 /*
  * The BLOCK read of every stream: its reply may take block_ms more than
- * any other command, and the reply deadline says so.
+ * any other command, and the reply deadline says so.  It blocks no longer
+ * than until the next look at cfcost:writers, so that a new writer's
+ * records (a worker started by a reload, say) wait at most that, not
+ * block_ms more.
  */
 int
 cfcost_consumer_read_new(cfcost_consumer_t *c, cfcost_redis_reply_pt handler)
 {
     int                       rc, argc;
     char                      count[24], block[24];
+    unsigned                  block_ms;
+    uint64_t                  now;
     size_t                    i, *lens;
     const char              **argv;
     const cfcost_agg_conf_t  *conf = &c->agg->conf;
@@ -98,7 +103,18 @@ cfcost_consumer_read_new(cfcost_consumer_t *c, cfcost_redis_reply_pt handler)
     }
 
     snprintf(count, sizeof(count), "%u", conf->batch);
-    snprintf(block, sizeof(block), "%u", conf->block_ms);
+    block_ms = conf->block_ms;
+    now = cfcost_mono_ms();
+
+    if (c->next_discover > now && c->next_discover - now < block_ms) {
+        block_ms = (unsigned) (c->next_discover - now);
+    }
+
+    if (block_ms < 10) {
+        block_ms = 10;
+    }
+
+    snprintf(block, sizeof(block), "%u", block_ms);
 
     argv[0] = "XREADGROUP";
     argv[1] = "GROUP";
@@ -120,7 +136,7 @@ cfcost_consumer_read_new(cfcost_consumer_t *c, cfcost_redis_reply_pt handler)
     }
 
     c->blocked = 1;
-    rc = cfcost_redis_argv(c->rd, handler, c, conf->block_ms, argc, argv,
+    rc = cfcost_redis_argv(c->rd, handler, c, block_ms, argc, argv,
                            lens);
 
     free(argv);

@@ -41,7 +41,7 @@
 "writer (\"" CFCOST_RECORD_STREAM_PREFIX "<writer>"                        \
 CFCOST_RECORD_STREAM_SUFFIX "\", the writers listed in \""                 \
 CFCOST_WRITERS_SET "\";\n"                                                   \
-"new ones are found within a second, or --block when idle), through a\n"    \
+"new ones are found within a second, idle or not), through a\n"             \
 "consumer group, keeps rollups per user, API key, model and UTC day\n"      \
 "(requests, input/output/cached tokens, exact cost in picodollars), and\n"  \
 "serves them over HTTP.  Each record is counted exactly once: across\n"     \
@@ -70,7 +70,8 @@ CFCOST_WRITERS_SET "\";\n"                                                   \
 "  --batch N            entries per read and per apply script, 1..4096\n"    \
 "                       (default 512)\n"                                     \
 "  --block MS           how long a read waits for new entries (default\n"    \
-"                       2000)\n"                                             \
+"                       2000; at most until the next look for new\n"     \
+"                       writers, once a second)\n"                          \
 "  --linger MS          after a read of less than --batch entries, wait\n"  \
 "                       this long before the next (default 20; 0: never):\n"\
 "                       fewer, larger batches under light load, for at\n"   \
