@@ -406,6 +406,7 @@ cfcost_consumer_on_apply(cfcost_redis_t *rd, redisReply *r, void *data)
         c->agg->applied += (uint64_t) r->element[0]->integer;
         c->agg->duplicates += (uint64_t) r->element[1]->integer;
         c->agg->stale += (uint64_t) r->element[2]->integer;
+        c->agg->invalid += c->queue[c->qnext].invalid;
         if (r->element[0]->integer > 0) {
             c->poison_run = 0;
         }

@@ -41,8 +41,8 @@ typedef struct {
  * is not counted: acknowledged only.
  */
 static void
-cfcost_consumer_entry_read(cfcost_consumer_t *c, const char *writer,
-    const redisReply *e, cfcost_entry_t *ent)
+cfcost_consumer_entry_read(const char *writer, const redisReply *e,
+    cfcost_entry_t *ent)
 {
     int        bad, k;
     int64_t    ts;
@@ -57,7 +57,6 @@ cfcost_consumer_entry_read(cfcost_consumer_t *c, const char *writer,
     if (bad < 0) {
         cfcost_log_warn("consumer: entry %.*s has no fields (trimmed?): "
                         "acknowledged", (int) ent->idlen, ent->id);
-        c->agg->invalid++;
         return;
     }
 
@@ -336,7 +335,7 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
         if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1
             && e->element[0]->type == REDIS_REPLY_STRING)
         {
-            cfcost_consumer_entry_read(c, writer, e, &ents[n++]);
+            cfcost_consumer_entry_read(writer, e, &ents[n++]);
         }
     }
 
@@ -359,6 +358,13 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
     q->stream = si;
     q->n = (unsigned) n;
     q->sum = sum;
+
+    /* counted once the script applied them: a batch read again (the
+     * summed script declined it) would count them twice */
+    for (i = 0; i < n; i++) {
+        q->invalid += ents[i].counted ? 0 : 1;
+    }
+
     c->qlen++;
 
 failed:

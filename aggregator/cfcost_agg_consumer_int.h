@@ -41,6 +41,7 @@ typedef struct {
     size_t              len;
     size_t              stream;         /* index in streams */
     unsigned            n;
+    unsigned            invalid;        /* entries without fields */
     char                one_id[CFCOST_STREAM_ID_MAX + 1];  /* n == 1 */
     int                 sum;            /* the summed script */
 } cfcost_apply_t;
