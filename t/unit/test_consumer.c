@@ -55,7 +55,7 @@
 #define DAY0        "2026-01-01"
 #define DNUM0       "20454"
 
-#define BLOCK_MS    2000
+#define BLOCK_MS    1000
 #define TIMEOUT_MS  5000
 #define PAUSE_MS    1000
 
@@ -1366,6 +1366,39 @@ test_block_deadline(void)
 }
 
 
+/*
+ * A read blocks no longer than until the next look for new writers (once a
+ * second), whatever --block says: a new writer's records would wait for it.
+ */
+static void
+test_block_bound(void)
+{
+    world_start();
+    ok(connect_and_read(one_writer, 1, 1), "block bound: reading");
+
+    mono += 400;
+    resp_read(K1, e12, 2);
+    ok(answer(block_line(k1_only, 1)), "block bound: 2 new entries, "
+       "400 ms after the discovery");
+    resp_applied(2, 0, 0);
+    ok(answer(apply_line(W1, e12, 2)), "block bound: applied");
+    is_str(sent(), "XREADGROUP GROUP g c1 COUNT 512 BLOCK 600 STREAMS " K1
+           " >", "block bound: the next read blocks 600 ms, until the next "
+           "discovery");
+    is_u64(fake_redis_peek(rd)->extra_ms, 600,
+           "block bound: its reply deadline says so");
+
+    mono += 600;
+    fake_resp_array(&R, 0);
+    ok(answer("XREADGROUP GROUP g c1 COUNT 512 BLOCK 600 STREAMS " K1 " >"),
+       "block bound: nothing came");
+    ok(discover(one_writer, 1), "block bound: discovery");
+    is_str(sent(), block_line(k1_only, 1), "block bound: a full --block "
+           "after it");
+    world_end();
+}
+
+
 static void
 test_reconnect(void)
 {
@@ -1834,6 +1867,7 @@ main(int argc, char **argv)
     test_noscript_nogroup();
     test_reply_lost();
     test_block_deadline();
+    test_block_bound();
     test_reconnect();
     test_malformed();
     test_claim();
