@@ -17,11 +17,11 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
 
 #include "cfcost_agg.h"
 #include "cfcost_agg_util.h"
 #include "cfcost_agg_redis.h"
+#include "cfcost_agg_redis_ev.h"
 #include "cfcost_reply.h"
 #include "cfcost_redis_auth.h"
 
@@ -362,7 +362,7 @@ cfcost_redis_connect(cfcost_redis_t *rd)
 
     ac->data = rd;
 
-    if (redisLibeventAttach(ac, rd->base) != REDIS_OK) {
+    if (cfcost_redis_ev_attach(ac, rd->base) != REDIS_OK) {
         redisAsyncFree(ac);
         cfcost_redis_retry(rd);
         return;

@@ -1,8 +1,8 @@
 /*
- * One asynchronous Redis connection on the libevent loop (hiredis 0.14 and
- * its libevent adapter), with what hiredis 0.14 lacks: a connect timeout,
- * a reply timeout per command, and reconnection with capped, jittered
- * backoff.
+ * One asynchronous Redis connection on the libevent loop (hiredis 0.14 on
+ * an event adapter of our own, cfcost_agg_redis_ev.h), with what hiredis
+ * 0.14 lacks: a connect timeout, a reply timeout per command, and
+ * reconnection with capped, jittered backoff.
  *
  * Every command's callback runs exactly once: with the reply, or with NULL
  * when the connection failed, timed out or is being destroyed.  The reply
