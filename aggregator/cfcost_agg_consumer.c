@@ -510,6 +510,7 @@ static void
 cfcost_consumer_on_new(cfcost_redis_t *rd, redisReply *r, void *data)
 {
     size_t              n;
+    uint64_t            now;
     cfcost_consumer_t  *c = data;
 
     (void) rd;
@@ -541,9 +542,10 @@ cfcost_consumer_on_new(cfcost_redis_t *rd, redisReply *r, void *data)
      * come often enough for the scripts' fixed cost to matter.
      */
     n = cfcost_consumer_read_count(r);
+    now = cfcost_mono_ms();
 
-    if (cfcost_consumer_linger(c, cfcost_mono_ms(), n)) {
-        c->linger_until = cfcost_mono_ms() + c->agg->conf.linger_ms;
+    if (cfcost_consumer_linger(c, now, n)) {
+        c->linger_until = now + c->agg->conf.linger_ms;
     }
 
     cfcost_consumer_apply_queued(c);

@@ -64,9 +64,7 @@ cfcost_redis_ev_add_read(void *data)
 {
     cfcost_redis_ev_t  *e = data;
 
-    if (!event_pending(e->rev, EV_READ, NULL)) {
-        event_add(e->rev, NULL);
-    }
+    event_add(e->rev, NULL);          /* added already: nothing to do */
 }
 
 

@@ -170,15 +170,15 @@ ngx_http_cfcost_cache_init_conf(ngx_conf_t *cf,
 
 
 /*
- * Copies the cached identity, if any, into the request's pool.  id->refresh
- * is set for the one caller that should look the key up in the background:
- * the entry is at least refresh_after old (0: never) and no refresh began
- * within ttl.
+ * Copies the cached identity, if any, into the request's pool.  With a ttl
+ * (0: none), id->refresh is set for the one caller that should look the
+ * key up in the background: the entry is between half its ttl and its ttl
+ * old, and no refresh began within ttl.
  */
 static void
 ngx_http_cfcost_cache_get(ngx_http_request_t *r,
     ngx_http_cfcost_cache_t *cache, u_char *hash,
-    ngx_http_cfcost_identity_t *id, ngx_msec_t refresh_after, ngx_msec_t ttl)
+    ngx_http_cfcost_identity_t *id, ngx_msec_t ttl)
 {
     u_char                      *p;
     ngx_http_cfcost_key_node_t  *kn;
@@ -203,7 +203,7 @@ ngx_http_cfcost_cache_get(ngx_http_request_t *r,
             id->user.len = kn->user_len;
             ngx_memcpy(p, kn->data, kn->id_len + kn->user_len);
 
-            if (refresh_after && id->age >= refresh_after && id->age < ttl
+            if (ttl / 2 && id->age >= ttl / 2 && id->age < ttl
                 && (kn->refreshing == 0
                     || ngx_current_msec - kn->refreshing >= ttl))
             {
@@ -477,7 +477,7 @@ ngx_http_cfcost_lookup_stale(ngx_http_request_t *r,
     ngx_http_cfcost_identity_t   cached;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
-    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &cached, 0, 0);
+    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &cached, 0);
 
     return ngx_http_cfcost_auth_decide(r, ctx, &cached, 1);
 }
@@ -734,8 +734,7 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
 
     cache = mcf->cache_zone->data;
 
-    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &id,
-                              mcf->cache_ttl / 2, mcf->cache_ttl);
+    ngx_http_cfcost_cache_get(r, cache, ctx->key_hash, &id, mcf->cache_ttl);
 
     if (id.state && id.age < mcf->cache_ttl) {
         if (id.refresh) {
