@@ -107,7 +107,10 @@ cfcost_consumer_on_load(cfcost_redis_t *rd, redisReply *r, void *data)
 
     sha = (c->apply_sha[0] == '\0') ? c->apply_sha
           : (c->sum_sha[0] == '\0') ? c->sum_sha
-          : (c->group_sha[0] == '\0') ? c->group_sha : c->trim_sha;
+          : (c->group_sha[0] == '\0') ? c->group_sha
+          : (c->trim_sha[0] == '\0') ? c->trim_sha
+          : (c->logb_trim_sha[0] == '\0') ? c->logb_trim_sha
+          : c->logb_move_sha;
     memcpy(sha, r->str, 40);
     sha[40] = '\0';
 
@@ -130,6 +133,49 @@ cfcost_consumer_on_client_id(cfcost_redis_t *rd, redisReply *r, void *data)
     c->client_id = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
     c->busy = 0;
 
+    cfcost_consumer_init(c);
+}
+
+
+/*
+ * An error moving the old index (but a script to load again) leaves it
+ * where it is until the next connection, loudly: it must not hold up the
+ * accounting.  Returns 1 when the caller should stop.
+ */
+static int
+cfcost_consumer_move_failed(cfcost_consumer_t *c, redisReply *r)
+{
+    if (r != NULL && r->type == REDIS_REPLY_ERROR
+        && strncmp(r->str, "NOSCRIPT", 8) != 0)
+    {
+        cfcost_log_error("log index: moving the old index: %s; left as it "
+                         "is until the next connection", r->str);
+        c->agg->redis_errors++;
+        c->busy = 0;
+        c->move_cursor[0] = '\0';
+        return 0;
+    }
+
+    return cfcost_consumer_failed(c, r, "moving the old log index");
+}
+
+
+static void
+cfcost_consumer_on_move_first(cfcost_redis_t *rd, redisReply *r, void *data)
+{
+    cfcost_consumer_t  *c = data;
+
+    (void) rd;
+
+    if (cfcost_consumer_move_failed(c, r)) {
+        return;
+    }
+
+    c->move_first = 0;
+    c->busy = 0;
+    if (c->move_cursor[0] != '\0') {
+        cfcost_consumer_moved_index(c, r);
+    }
     cfcost_consumer_init(c);
 }
 
@@ -165,6 +211,18 @@ cfcost_consumer_init(cfcost_consumer_t *c)
         rc = cfcost_redis_cmd(c->rd, cfcost_consumer_on_load, c,
                               "SCRIPT LOAD %s", cfcost_lua_trim);
 
+    } else if (c->logb_trim_sha[0] == '\0') {
+        rc = cfcost_redis_cmd(c->rd, cfcost_consumer_on_load, c,
+                              "SCRIPT LOAD %s", cfcost_lua_logb_trim);
+
+    } else if (c->logb_move_sha[0] == '\0') {
+        rc = cfcost_redis_cmd(c->rd, cfcost_consumer_on_load, c,
+                              "SCRIPT LOAD %s", cfcost_lua_logb_move);
+
+    } else if (c->move_first) {
+        /* the old index's first chunk: the rest between reads */
+        rc = cfcost_consumer_move_index(c, cfcost_consumer_on_move_first);
+
     } else {
         c->ready = 1;
         c->next_claim = cfcost_mono_ms();
@@ -196,6 +254,13 @@ cfcost_consumer_redis_up(cfcost_redis_t *rd, void *data)
     c->sum_sha[0] = '\0';
     c->group_sha[0] = '\0';
     c->trim_sha[0] = '\0';
+    c->logb_trim_sha[0] = '\0';
+    c->logb_move_sha[0] = '\0';
+
+    /* an index an earlier version left: moved on each new connection */
+    strcpy(c->move_cursor, CFCOST_SCOPE_ALL);
+    c->moved = 0;
+    c->move_first = 1;
 
     cfcost_consumer_init(c);
 }
@@ -682,6 +747,41 @@ cfcost_consumer_on_trim(cfcost_redis_t *rd, redisReply *r, void *data)
 }
 
 
+static void
+cfcost_consumer_on_trim_index(cfcost_redis_t *rd, redisReply *r, void *data)
+{
+    cfcost_consumer_t  *c = data;
+
+    (void) rd;
+
+    if (cfcost_consumer_failed(c, r, "log index retention")) {
+        return;
+    }
+
+    cfcost_consumer_trimmed_index(c, r);
+    cfcost_consumer_next(c);
+}
+
+
+static void
+cfcost_consumer_on_move_index(cfcost_redis_t *rd, redisReply *r, void *data)
+{
+    cfcost_consumer_t  *c = data;
+
+    (void) rd;
+
+    if (cfcost_consumer_move_failed(c, r)) {
+        return;
+    }
+
+    c->busy = 0;
+    if (c->move_cursor[0] != '\0') {
+        cfcost_consumer_moved_index(c, r);
+    }
+    cfcost_consumer_next(c);
+}
+
+
 /* ---- the loop ----------------------------------------------------------- */
 
 
@@ -720,6 +820,15 @@ cfcost_consumer_step(cfcost_consumer_t *c, uint64_t now)
 
     c->exact = 0;
 
+    /* a chunk of the old index, then a step of the rest (reads block
+     * briefly meanwhile), until it is all moved */
+    if (c->move_cursor[0] != '\0' && !c->move_turn) {
+        c->move_turn = 1;
+        return cfcost_consumer_move_index(c, cfcost_consumer_on_move_index);
+    }
+
+    c->move_turn = 0;
+
     if (c->nstreams == 0) {
         c->busy = 0;
         cfcost_consumer_wait(c, (unsigned) (c->next_discover - now));
@@ -734,6 +843,10 @@ cfcost_consumer_step(cfcost_consumer_t *c, uint64_t now)
                         && (conf->retention_days || conf->retention_max)))
     {
         return cfcost_consumer_trim(c, cfcost_consumer_on_trim);
+    }
+
+    if (c->trim_index) {
+        return cfcost_consumer_trim_index(c, cfcost_consumer_on_trim_index);
     }
 
     if (now < c->linger_until) {

@@ -153,6 +153,7 @@ cfcost_consumer_reset(cfcost_consumer_t *c)
     c->client_id = 0;
     c->claiming = 0;
     c->trimming = 0;
+    c->trim_index = 0;
     c->single = 0;
     c->exact = 0;
     c->next_discover = 0;

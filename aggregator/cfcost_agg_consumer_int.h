@@ -62,6 +62,8 @@ struct cfcost_consumer_s {
     char                sum_sha[41];
     char                group_sha[41];
     char                trim_sha[41];
+    char                logb_trim_sha[41];
+    char                logb_move_sha[41];
 
     cfcost_stream_t    *streams;        /* sorted by key */
     size_t              nstreams;
@@ -86,6 +88,15 @@ struct cfcost_consumer_s {
     int                 trimming;
     size_t              trim_i;
     uint64_t            next_trim;
+    int                 trim_index;     /* the log index's turn, after a
+                                           trim pass */
+
+    char                move_cursor[32];  /* moving the old log index:
+                                           cfcost_lua_logb_move's cursor;
+                                           "": done */
+    uint64_t            moved;
+    int                 move_turn;      /* a chunk was the last step */
+    int                 move_first;     /* the first chunk: in the set-up */
 
     cfcost_apply_t     *queue;          /* the scripts of one read */
     size_t              qlen;
@@ -157,8 +168,20 @@ void cfcost_consumer_reap(cfcost_consumer_t *c, const redisReply *r);
 /* The trim pass moves on to the next stream, or ends. */
 void cfcost_consumer_trim_next(cfcost_consumer_t *c);
 
-/* Ends the trim pass when trim_i is past the last stream. */
+/* Ends the trim pass when trim_i is past the last stream; the log
+ * index's turn comes then. */
 void cfcost_consumer_trim_check(cfcost_consumer_t *c);
+
+/* The log index's retention (cfcost_lua_logb_trim), and its reply. */
+int cfcost_consumer_trim_index(cfcost_consumer_t *c,
+    cfcost_redis_reply_pt handler);
+void cfcost_consumer_trimmed_index(cfcost_consumer_t *c, const redisReply *r);
+
+/* A chunk of the old log index into buckets (cfcost_lua_logb_move), and
+ * its reply: move_cursor is then the next chunk's, "" when done. */
+int cfcost_consumer_move_index(cfcost_consumer_t *c,
+    cfcost_redis_reply_pt handler);
+void cfcost_consumer_moved_index(cfcost_consumer_t *c, const redisReply *r);
 
 
 /* ---- cfcost_agg_consumer_fail.c ----------------------------------------- */

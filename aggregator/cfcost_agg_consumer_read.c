@@ -110,7 +110,7 @@ cfcost_consumer_read_new(cfcost_consumer_t *c, cfcost_redis_reply_pt handler)
         block_ms = (unsigned) (c->next_discover - now);
     }
 
-    if (block_ms < 10) {
+    if (block_ms < 10 || c->move_cursor[0] != '\0') {
         block_ms = 10;
     }
 

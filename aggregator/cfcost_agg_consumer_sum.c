@@ -3,8 +3,8 @@
  * cfcost_agg_lua.h): the records are grouped by (user, key, model, day),
  * each group adds to the fields of its rollups, and each (rollup, field)
  * gets one increment, whatever the number of records.  What the script
- * then does per entry is only what cannot be summed: its id (checked and
- * acknowledged) and its log-index members.
+ * then does per entry is only its id (checked and acknowledged); the
+ * log-index members come grouped by bucket, one append per bucket.
  *
  * The sums are those cfcost_lua_apply makes of the same entries: the
  * same keys, fields and values, so either script can apply a batch.
@@ -442,18 +442,125 @@ cfcost_sum_merge(cfcost_sum_t *b, int add)
 /* ---- the index ---------------------------------------------------------- */
 
 
+/* an entry's bucket: its member's first CFCOST_LOGB_DIGITS ("": none) */
+static size_t
+cfcost_sum_bucket(const cfcost_entry_t *e, const char **p)
+{
+    *p = e->member;
+
+    return e->mlen > CFCOST_LOGB_DIGITS ? CFCOST_LOGB_DIGITS : 0;
+}
+
+
+static int
+cfcost_sum_bytes_cmp(const char *a, size_t alen, const char *c, size_t clen)
+{
+    int  rc;
+
+    rc = memcmp(a, c, alen < clen ? alen : clen);
+
+    return rc ? rc : (alen > clen) - (alen < clen);
+}
+
+
+/* entries by bucket, then in batch order */
+static int
+cfcost_sum_bucket_cmp(const void *x, const void *y)
+{
+    int                    rc;
+    size_t                 alen, clen;
+    const char            *a, *c;
+    const cfcost_entry_t  *ea = *(const cfcost_entry_t * const *) x;
+    const cfcost_entry_t  *ec = *(const cfcost_entry_t * const *) y;
+
+    alen = cfcost_sum_bucket(ea, &a);
+    clen = cfcost_sum_bucket(ec, &c);
+    rc = cfcost_sum_bytes_cmp(a, alen, c, clen);
+
+    return rc ? rc : (ea > ec) - (ea < ec);
+}
+
+
 static int
 cfcost_sum_user_cmp(const void *x, const void *y)
 {
-    int                    rc;
     const cfcost_span_t   *a = &(*(const cfcost_entry_t * const *) x)
                                 ->rec.f[CFCOST_REC_USER];
     const cfcost_span_t   *c = &(*(const cfcost_entry_t * const *) y)
                                 ->rec.f[CFCOST_REC_USER];
 
-    rc = memcmp(a->p, c->p, a->len < c->len ? a->len : c->len);
+    return cfcost_sum_bytes_cmp(a->p, a->len, c->p, c->len);
+}
 
-    return rc ? rc : (a->len > c->len) - (a->len < c->len);
+
+/* entries by user, then bucket, then in batch order */
+static int
+cfcost_sum_user_bucket_cmp(const void *x, const void *y)
+{
+    int  rc;
+
+    rc = cfcost_sum_user_cmp(x, y);
+
+    return rc ? rc : cfcost_sum_bucket_cmp(x, y);
+}
+
+
+/*
+ * The index words of one scope (scope[0..slen) then sval[0..vlen)) for
+ * the entries e[0..n), sorted by bucket: per bucket, its key, the
+ * scope's set, the bucket and its members, each followed by "\n".
+ */
+static void
+cfcost_sum_scope(cfcost_sum_t *b, const char *scope, size_t slen,
+    const char *sval, size_t vlen, const cfcost_entry_t **e, size_t n)
+{
+    size_t             i, j, k, blen, clen, start;
+    const char        *bp, *cp;
+    cfcost_sum_str_t   set;
+
+    set.len = 0;
+
+    for (i = 0; i < n; i = j) {
+        blen = cfcost_sum_bucket(e[i], &bp);
+
+        for (j = i + 1; j < n; j++) {
+            clen = cfcost_sum_bucket(e[j], &cp);
+            if (cfcost_sum_bytes_cmp(bp, blen, cp, clen) != 0) {
+                break;              /* the end of the bucket's run */
+            }
+        }
+
+        if (blen == 0) {
+            continue;               /* no member */
+        }
+
+        start = b->len;
+        cfcost_sum_cat(b, CFCOST_LOGB_PREFIX, sizeof(CFCOST_LOGB_PREFIX) - 1);
+        cfcost_sum_cat(b, bp, blen);
+        cfcost_sum_cat(b, ":", 1);
+        cfcost_sum_cat(b, scope, slen);
+        cfcost_sum_cat(b, sval, vlen);
+        cfcost_sum_word(b, cfcost_sum_end(b, start));
+
+        if (set.len == 0) {
+            start = b->len;
+            cfcost_sum_cat(b, CFCOST_LOGB_SET_PREFIX,
+                           sizeof(CFCOST_LOGB_SET_PREFIX) - 1);
+            cfcost_sum_cat(b, scope, slen);
+            cfcost_sum_cat(b, sval, vlen);
+            set = cfcost_sum_end(b, start);
+        }
+
+        cfcost_sum_word(b, set);
+        cfcost_sum_word(b, cfcost_sum_lit(bp, blen));
+
+        start = b->len;
+        for (k = i; k < j; k++) {
+            cfcost_sum_cat(b, e[k]->member, e[k]->mlen);
+            cfcost_sum_cat(b, "\n", 1);
+        }
+        cfcost_sum_word(b, cfcost_sum_end(b, start));
+    }
 }
 
 
@@ -463,29 +570,22 @@ cfcost_sum_user_cmp(const void *x, const void *y)
  */
 static size_t
 cfcost_sum_index(cfcost_sum_t *b, const cfcost_entry_t *ents, size_t n,
-    size_t counted, const cfcost_entry_t **by, size_t *m)
+    const cfcost_entry_t **by, size_t *m)
 {
-    size_t                 i, j, k, start, first;
+    size_t                 i, j, first;
     const cfcost_span_t   *u;
-
-    static const cfcost_sum_str_t  zero = { "0", 0, 1 };
 
     first = b->nwords;
 
-    if (counted > 0) {
-        cfcost_sum_word(b, cfcost_sum_lit(CFCOST_LOGIDX_PREFIX
-                                          CFCOST_SCOPE_ALL,
-                                          sizeof(CFCOST_LOGIDX_PREFIX
-                                                 CFCOST_SCOPE_ALL) - 1));
-        cfcost_sum_word(b, cfcost_sum_num(b, (int64_t) counted));
-        for (i = 0; i < n; i++) {
-            if (ents[i].counted) {
-                cfcost_sum_word(b, zero);
-                cfcost_sum_word(b, cfcost_sum_lit(ents[i].member,
-                                                  ents[i].mlen));
-            }
+    for (i = 0, *m = 0; i < n; i++) {
+        if (ents[i].counted) {
+            by[(*m)++] = &ents[i];
         }
     }
+
+    qsort(by, *m, sizeof(by[0]), cfcost_sum_bucket_cmp);
+    cfcost_sum_scope(b, CFCOST_SCOPE_ALL, sizeof(CFCOST_SCOPE_ALL) - 1,
+                     "", 0, by, *m);
 
     for (i = 0, *m = 0; i < n; i++) {
         if (ents[i].counted && ents[i].rec.f[CFCOST_REC_USER].len > 0) {
@@ -493,7 +593,7 @@ cfcost_sum_index(cfcost_sum_t *b, const cfcost_entry_t *ents, size_t n,
         }
     }
 
-    qsort(by, *m, sizeof(by[0]), cfcost_sum_user_cmp);
+    qsort(by, *m, sizeof(by[0]), cfcost_sum_user_bucket_cmp);
 
     for (i = 0; i < *m; i = j) {
         for (j = i + 1; j < *m && cfcost_sum_user_cmp(&by[i], &by[j]) == 0;
@@ -503,17 +603,8 @@ cfcost_sum_index(cfcost_sum_t *b, const cfcost_entry_t *ents, size_t n,
         }
 
         u = &by[i]->rec.f[CFCOST_REC_USER];
-        start = b->len;
-        cfcost_sum_cat(b, CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER,
-                       sizeof(CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER) - 1);
-        cfcost_sum_cat(b, u->p, u->len);
-        cfcost_sum_word(b, cfcost_sum_end(b, start));
-        cfcost_sum_word(b, cfcost_sum_num(b, (int64_t) (j - i)));
-
-        for (k = i; k < j; k++) {
-            cfcost_sum_word(b, zero);
-            cfcost_sum_word(b, cfcost_sum_lit(by[k]->member, by[k]->mlen));
-        }
+        cfcost_sum_scope(b, CFCOST_SCOPE_USER, sizeof(CFCOST_SCOPE_USER) - 1,
+                         u->p, u->len, &by[i], j - i);
     }
 
     return b->nwords - first;
@@ -607,7 +698,7 @@ cfcost_consumer_sum(cfcost_consumer_t *c, size_t si,
         cfcost_sum_word(&b, cfcost_sum_lit(ents[i].id, ents[i].idlen));
     }
 
-    nidx = cfcost_sum_index(&b, ents, n, counted, by, &nby);
+    nidx = cfcost_sum_index(&b, ents, n, by, &nby);
 
     /* the rollups, then the days: each sorted, each (key, field) once */
     for (i = 0; i < size; i++) {

@@ -19,7 +19,8 @@
 
 #define CFCOST_TRIM_SKEW_MS      300000     /* gateway clock vs Redis's */
 #define CFCOST_TRIM_SCAN_CAP     4096
-#define CFCOST_TRIM_INDEX_CAP    20000
+#define CFCOST_TRIM_INDEX_CAP    4000       /* buckets per pass */
+#define CFCOST_MOVE_CHUNK        2000       /* old index members per call */
 #define CFCOST_REAP_IDLE_MS      3600000        /* forget dead consumers */
 
 
@@ -27,7 +28,7 @@
 int
 cfcost_consumer_trim(cfcost_consumer_t *c, cfcost_redis_reply_pt handler)
 {
-    char                      args[6][24];
+    char                      args[4][24];
     const char               *key;
     const cfcost_agg_conf_t  *conf = &c->agg->conf;
 
@@ -42,15 +43,88 @@ cfcost_consumer_trim(cfcost_consumer_t *c, cfcost_redis_reply_pt handler)
     snprintf(args[1], sizeof(args[1]), "%lld",
              (long long) conf->retention_days * CFCOST_DAY_MS);
     snprintf(args[2], sizeof(args[2]), "%u", conf->retention_max);
-    snprintf(args[3], sizeof(args[3]), "%d", CFCOST_TRIM_SKEW_MS);
-    snprintf(args[4], sizeof(args[4]), "%d", CFCOST_TRIM_SCAN_CAP);
-    snprintf(args[5], sizeof(args[5]), "%d", CFCOST_TRIM_INDEX_CAP);
+    snprintf(args[3], sizeof(args[3]), "%d", CFCOST_TRIM_SCAN_CAP);
 
     return cfcost_redis_cmd(c->rd, handler, c,
-                            "EVALSHA %s 0 %s %s %s %s %s %s %s %b",
+                            "EVALSHA %s 0 %s %s %s %s %s %b",
                             c->trim_sha, key, args[0], args[1], args[2],
-                            args[3], args[4], args[5], CFCOST_WRITER_OF(key),
+                            args[3], CFCOST_WRITER_OF(key),
                             (size_t) CFCOST_WRITER_ID_LEN);
+}
+
+
+/* The log index's retention, once after each trim pass. */
+int
+cfcost_consumer_trim_index(cfcost_consumer_t *c,
+    cfcost_redis_reply_pt handler)
+{
+    return cfcost_redis_cmd(c->rd, handler, c, "EVALSHA %s 0 %d %d",
+                            c->logb_trim_sha, CFCOST_TRIM_SKEW_MS,
+                            CFCOST_TRIM_INDEX_CAP);
+}
+
+
+void
+cfcost_consumer_trimmed_index(cfcost_consumer_t *c, const redisReply *r)
+{
+    c->trim_index = 0;
+
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
+        && r->element[0]->type == REDIS_REPLY_INTEGER
+        && r->element[1]->type == REDIS_REPLY_INTEGER
+        && r->element[0]->integer > 0)
+    {
+        cfcost_log_info("retention: %lld log index buckets removed%s",
+                        r->element[0]->integer,
+                        r->element[1]->integer ? "; more next pass" : "");
+    }
+}
+
+
+/* Moves a chunk of the old log index into buckets. */
+int
+cfcost_consumer_move_index(cfcost_consumer_t *c,
+    cfcost_redis_reply_pt handler)
+{
+    return cfcost_redis_cmd(c->rd, handler, c, "EVALSHA %s 0 %s %d",
+                            c->logb_move_sha, c->move_cursor,
+                            CFCOST_MOVE_CHUNK);
+}
+
+
+void
+cfcost_consumer_moved_index(cfcost_consumer_t *c, const redisReply *r)
+{
+    const redisReply  *cur, *n, *st;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3
+        || (cur = r->element[0])->type != REDIS_REPLY_STRING
+        || (n = r->element[1])->type != REDIS_REPLY_INTEGER
+        || (st = r->element[2])->type != REDIS_REPLY_STRING
+        || (size_t) cur->len >= sizeof(c->move_cursor))
+    {
+        cfcost_log_error("log index: moving the old index: unexpected "
+                         "reply; left as it is");
+        c->move_cursor[0] = '\0';
+        return;
+    }
+
+    c->moved += (uint64_t) n->integer;
+
+    if (strcmp(st->str, "more") != 0) {
+        cfcost_log_error("log index: moving the old index: %s; left as it "
+                         "is (%llu members moved)", st->str,
+                         (unsigned long long) c->moved);
+        c->move_cursor[0] = '\0';
+        return;
+    }
+
+    memcpy(c->move_cursor, cur->str, (size_t) cur->len + 1);
+
+    if (c->move_cursor[0] == '\0' && c->moved > 0) {
+        cfcost_log_info("log index: %llu members of the old index moved "
+                        "into buckets", (unsigned long long) c->moved);
+    }
 }
 
 
@@ -179,6 +253,7 @@ cfcost_consumer_trim_check(cfcost_consumer_t *c)
 {
     if (c->trim_i >= c->nstreams) {
         c->trimming = 0;
+        c->trim_index = 1;
         c->next_trim = cfcost_mono_ms()
                        + (uint64_t) c->agg->conf.trim_interval_s * 1000;
     }

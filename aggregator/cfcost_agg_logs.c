@@ -3,14 +3,18 @@
  * newest first, read through the log index so that no other user's
  * records are scanned.
  *
- * A round: ZREVRANGEBYLEX on the index (members "<ts_ms>:<writer>:<entry
- * id>"), then XRANGE id id on the writer's stream for each member,
- * pipelined.  A row's id is "<writer>:<entry id>", unique across
- * streams.  Filters (model, status) apply to the entries; a page that is
- * not full after a round goes on from the last member read, for a bounded
- * number of rounds.  The cursor
- * is the last member consumed, so a page never repeats or skips a record,
- * whatever arrives meanwhile (new records are newer than any cursor).
+ * The index (common/cfcost_schema.h) holds members "<ts_ms>:<writer>:
+ * <entry id>" in buckets of 100 ms per scope.  A round: the scope's
+ * buckets from the newest bound down (ZREVRANGEBYSCORE, a few, then more
+ * while too few members came), each bucket's members (GET, pipelined;
+ * a bucket is whole once read), sorted newest first, the page's share of
+ * them; then XRANGE id id on the writer's stream for each, pipelined.  A
+ * row's id is "<writer>:<entry id>", unique across streams.  Filters
+ * (model, status) apply to the entries; a page that is not full after a
+ * round goes on from the last member read, for a bounded number of
+ * rounds.  The cursor is the last member consumed, so a page never
+ * repeats or skips a record that was indexed when the page before it was
+ * read, whatever arrives meanwhile.
  *
  * format=csv streams the same rows, a round per chunk, waiting for each
  * chunk to be written before reading more.
@@ -37,6 +41,9 @@
 #define CFCOST_LOGS_LIMIT_MAX       1000
 #define CFCOST_LOGS_ROUNDS          8       /* per JSON page */
 #define CFCOST_LOGS_CSV_FETCH       500
+#define CFCOST_LOGS_BUCKETS_FIRST   2       /* buckets asked for first */
+#define CFCOST_LOGS_BUCKETS_MAX     256     /* ... then twice, up to */
+#define CFCOST_LOGS_BUCKET_ROUNDS   12      /* per round of members */
 
 #define CFCOST_LOGS_CSV_HEADER                                               \
     "id,request_id,timestamp,model,input_tokens,output_tokens,"              \
@@ -45,9 +52,10 @@
 
 
 typedef struct {
-    char             *index;        /* the index key */
-    char              max[CFCOST_MEMBER_MAX + 2];  /* ZREVRANGEBYLEX bounds */
-    char              min[CFCOST_MEMBER_MAX + 2];
+    char             *scope;        /* u:<user> or all */
+    char             *set;          /* its buckets */
+    char              max[CFCOST_MEMBER_MAX + 2];  /* "+" or "(<member>" */
+    char              min[CFCOST_MEMBER_MAX + 2];  /* "-" or "[<ts15>" */
     int64_t           from_ms;      /* -1: no from */
 
     unsigned          limit;        /* 0: no limit (CSV only) */
@@ -63,7 +71,23 @@ typedef struct {
     int64_t           trimmed_ms;   /* cfcost:retention; 0: never */
     int64_t           missing_ms;   /* newest indexed entry found gone */
 
-    char            **members;      /* this round */
+    /* this round's buckets: asked for from hi down, k at a time */
+    char              hi[CFCOST_LOGB_DIGITS + 2];  /* "+inf" or "(<b>" */
+    char              low[CFCOST_LOGB_DIGITS + 1]; /* the lowest read */
+    unsigned          k;
+    unsigned          bucket_rounds;
+    int               exhausted;    /* no bucket below those read */
+    char            **buckets;      /* the names read, until their GETs */
+    size_t            nbuckets;
+    size_t            bcap;
+    char            **bufs;         /* contents, members cut in place */
+    size_t            nbufs;
+    size_t            fcap;
+    char            **cand;         /* members in the bounds */
+    size_t            ncand;
+    size_t            ccap;
+
+    char            **members;      /* this round: into bufs */
     size_t            nmembers;
     int               full;         /* limit reached this round */
     char              last[CFCOST_MEMBER_MAX + 1];  /* last consumed */
@@ -77,16 +101,27 @@ static void cfcost_logs_round(cfcost_req_t *rq);
 
 
 static void
-cfcost_logs_members_free(cfcost_logs_ctx_t *l)
+cfcost_logs_strs_free(char **v, size_t n)
 {
     size_t  i;
 
-    for (i = 0; i < l->nmembers; i++) {
-        free(l->members[i]);
+    for (i = 0; i < n; i++) {
+        free(v[i]);
     }
 
-    free(l->members);
-    l->members = NULL;
+    free(v);
+}
+
+
+/* Forgets this round's buckets and members. */
+static void
+cfcost_logs_members_free(cfcost_logs_ctx_t *l)
+{
+    cfcost_logs_strs_free(l->buckets, l->nbuckets);
+    cfcost_logs_strs_free(l->bufs, l->nbufs);
+    free(l->cand);
+    l->buckets = l->bufs = l->cand = l->members = NULL;
+    l->nbuckets = l->nbufs = l->bcap = l->fcap = l->ncand = l->ccap = 0;
     l->nmembers = 0;
 }
 
@@ -98,7 +133,8 @@ cfcost_logs_ctx_free(void *p)
 
     cfcost_logs_members_free(l);
     cfcost_buf_free(&l->out);
-    free(l->index);
+    free(l->scope);
+    free(l->set);
     free(l);
 }
 
@@ -392,15 +428,50 @@ cfcost_logs_on_entry(cfcost_req_t *rq, redisReply *r, unsigned slot)
 }
 
 
+/* ---- the index: buckets, then their members ---------------------------- */
+
+
+static int
+cfcost_logs_push(cfcost_req_t *rq, char ***v, size_t *n, size_t *cap,
+    char *p)
+{
+    char  **nv;
+
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 64;
+        nv = realloc(*v, *cap * sizeof(char *));
+        if (nv == NULL) {
+            rq->failed = 1;
+            return -1;
+        }
+        *v = nv;
+    }
+
+    (*v)[(*n)++] = p;
+    return 0;
+}
+
+
+/* a member within the page's bounds */
+static int
+cfcost_logs_within(const cfcost_logs_ctx_t *l, const char *m)
+{
+    return (l->max[0] != '(' || strcmp(m, l->max + 1) < 0)
+           && (l->min[0] != '[' || strcmp(m, l->min + 1) >= 0);
+}
+
+
+/* ZREVRANGEBYSCORE of the buckets (slot 0), HGET of the retention
+ * (slot 1, the first round) */
 static void
-cfcost_logs_on_members(cfcost_req_t *rq, redisReply *r, unsigned slot)
+cfcost_logs_on_buckets(cfcost_req_t *rq, redisReply *r, unsigned slot)
 {
     size_t              i;
-    cfcost_logs_ctx_t  *l = rq->ctx;
+    char               *b;
     uint64_t            v;
+    cfcost_logs_ctx_t  *l = rq->ctx;
 
     if (slot == 1) {
-        /* HGET cfcost:retention trimmed_before_ms */
         if (r->type == REDIS_REPLY_STRING
             && cfcost_u64_parse(r->str, (size_t) r->len, INT64_MAX, &v) == 0)
         {
@@ -415,32 +486,203 @@ cfcost_logs_on_members(cfcost_req_t *rq, redisReply *r, unsigned slot)
         return;
     }
 
-    l->more = (r->elements == l->fetch);
+    l->exhausted = (r->elements < l->k);
 
-    if (r->elements == 0) {
+    for (i = 0; i < r->elements; i++) {
+        if (r->element[i]->type != REDIS_REPLY_STRING
+            || r->element[i]->len != CFCOST_LOGB_DIGITS)
+        {
+            continue;               /* not a bucket of ours */
+        }
+
+        b = strdup(r->element[i]->str);
+        if (b == NULL
+            || cfcost_logs_push(rq, &l->buckets, &l->nbuckets, &l->bcap, b)
+               != 0)
+        {
+            free(b);
+            rq->failed = 1;
+            return;
+        }
+
+        memcpy(l->low, b, CFCOST_LOGB_DIGITS + 1);
+    }
+}
+
+
+/* GET of a bucket: its members within the bounds become candidates */
+static void
+cfcost_logs_on_bucket(cfcost_req_t *rq, redisReply *r, unsigned slot)
+{
+    char               *buf, *p, *nl;
+    cfcost_logs_ctx_t  *l = rq->ctx;
+
+    (void) slot;
+
+    if (r->type == REDIS_REPLY_NIL) {
+        return;                     /* removed since: trimmed */
+    }
+
+    if (cfcost_req_bad(rq, r, REDIS_REPLY_STRING, "log bucket")
+        || r->type != REDIS_REPLY_STRING || r->len == 0)
+    {
         return;
     }
 
-    l->members = calloc(r->elements, sizeof(char *));
-    if (l->members == NULL) {
+    buf = malloc((size_t) r->len + 1);
+    if (buf == NULL) {
         rq->failed = 1;
         return;
     }
 
-    for (i = 0; i < r->elements; i++) {
-        if (r->element[i]->type != REDIS_REPLY_STRING
-            || (size_t) r->element[i]->len > CFCOST_MEMBER_MAX)
-        {
-            continue;
+    memcpy(buf, r->str, (size_t) r->len + 1);
+
+    if (cfcost_logs_push(rq, &l->bufs, &l->nbufs, &l->fcap, buf) != 0) {
+        free(buf);
+        return;
+    }
+
+    for (p = buf; *p != '\0'; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (nl == NULL) {
+            break;                  /* not one of ours: no end */
         }
 
-        l->members[l->nmembers] = strdup(r->element[i]->str);
-        if (l->members[l->nmembers] == NULL) {
-            rq->failed = 1;
+        *nl = '\0';
+
+        if ((size_t) (nl - p) <= CFCOST_MEMBER_MAX && cfcost_logs_within(l, p)
+            && cfcost_logs_push(rq, &l->cand, &l->ncand, &l->ccap, p) != 0)
+        {
             return;
         }
-        l->nmembers++;
     }
+}
+
+
+static int
+cfcost_logs_desc(const void *x, const void *y)
+{
+    return strcmp(*(char * const *) y, *(char * const *) x);
+}
+
+
+/*
+ * The round's members: the candidates newest first (each once: a record
+ * indexed twice by an interrupted move of an old index is one row), the
+ * round's share of them.
+ */
+static void
+cfcost_logs_take(cfcost_logs_ctx_t *l)
+{
+    size_t  i, n;
+
+    qsort(l->cand, l->ncand, sizeof(char *), cfcost_logs_desc);
+
+    for (i = 0, n = 0; i < l->ncand; i++) {
+        if (n == 0 || strcmp(l->cand[n - 1], l->cand[i]) != 0) {
+            l->cand[n++] = l->cand[i];
+        }
+    }
+
+    l->members = l->cand;
+    l->nmembers = n < l->fetch ? n : l->fetch;
+    l->more = (n > l->fetch) || !l->exhausted;
+
+    if (l->nmembers == 0 && l->more) {
+        /*
+         * Only when the buckets read held nothing within the bounds (and
+         * more remain): go on below the lowest one.  No member is below
+         * this one in its bucket (no writer id is lower, no stream id).
+         */
+        snprintf(l->last, sizeof(l->last), "%s00:%s:0-0", l->low,
+                 CFCOST_WRITER_TAG "0000000000000000");
+    }
+}
+
+
+static void cfcost_logs_fetch(cfcost_req_t *rq);
+static void cfcost_logs_buckets(cfcost_req_t *rq);
+
+
+/* After the GETs of some buckets: more buckets, or the entries. */
+static void
+cfcost_logs_on_bucketed(cfcost_req_t *rq)
+{
+    cfcost_logs_ctx_t  *l = rq->ctx;
+
+    if (l->ncand < l->fetch && !l->exhausted
+        && l->bucket_rounds < CFCOST_LOGS_BUCKET_ROUNDS)
+    {
+        snprintf(l->hi, sizeof(l->hi), "(%s", l->low);
+        l->k = l->k * 2 < CFCOST_LOGS_BUCKETS_MAX ? l->k * 2
+                                                  : CFCOST_LOGS_BUCKETS_MAX;
+        cfcost_logs_buckets(rq);
+        return;
+    }
+
+    cfcost_logs_take(l);
+    cfcost_logs_fetch(rq);
+}
+
+
+/* After the bucket names: their contents. */
+static void
+cfcost_logs_get_buckets(cfcost_req_t *rq)
+{
+    size_t              i, n;
+    char               *key;
+    cfcost_logs_ctx_t  *l = rq->ctx;
+
+    cfcost_req_phase(rq, cfcost_logs_on_bucket, cfcost_logs_on_bucketed);
+
+    n = sizeof(CFCOST_LOGB_PREFIX) + CFCOST_LOGB_DIGITS + 1
+        + strlen(l->scope);
+    key = malloc(n);
+    if (key == NULL) {
+        rq->failed = 1;
+    }
+
+    for (i = 0; key != NULL && i < l->nbuckets; i++) {
+        snprintf(key, n, CFCOST_LOGB_PREFIX "%s:%s", l->buckets[i], l->scope);
+        cfcost_req_cmd(rq, "GET %s", key);
+    }
+
+    free(key);
+    cfcost_logs_strs_free(l->buckets, l->nbuckets);
+    l->buckets = NULL;
+    l->nbuckets = 0;
+    l->bcap = 0;
+
+    cfcost_req_go(rq);
+}
+
+
+/* The next k buckets from hi down (to the lowest the range allows). */
+static void
+cfcost_logs_buckets(cfcost_req_t *rq)
+{
+    char                lo[CFCOST_LOGB_DIGITS + 1];
+    cfcost_logs_ctx_t  *l = rq->ctx;
+
+    l->bucket_rounds++;
+
+    if (l->min[0] == '[') {
+        snprintf(lo, sizeof(lo), "%.*s", CFCOST_LOGB_DIGITS, l->min + 1);
+    } else {
+        strcpy(lo, "-inf");
+    }
+
+    /* the bucket list is kept for the GETs; the contents are the bufs */
+    cfcost_req_phase(rq, cfcost_logs_on_buckets, cfcost_logs_get_buckets);
+    cfcost_req_cmd(rq, "ZREVRANGEBYSCORE %s %s %s LIMIT 0 %u", l->set, l->hi,
+                   lo, l->k);
+
+    if (l->rounds == 1 && l->bucket_rounds == 1) {
+        cfcost_req_cmd(rq, "HGET " CFCOST_RETENTION_HASH " "
+                       CFCOST_RETENTION_F_BEFORE);
+    }
+
+    cfcost_req_go(rq);
 }
 
 
@@ -531,7 +773,6 @@ cfcost_logs_fetch(cfcost_req_t *rq)
     cfcost_logs_ctx_t  *l = rq->ctx;
 
     if (l->nmembers == 0) {
-        l->more = 0;
         cfcost_logs_on_round(rq);
         return;
     }
@@ -579,16 +820,19 @@ cfcost_logs_round(cfcost_req_t *rq)
         l->fetch = l->limit * 4 < 1000 ? l->limit * 4 + 1 : 1000;
     }
 
-    cfcost_req_phase(rq, cfcost_logs_on_members, cfcost_logs_fetch);
-    cfcost_req_cmd(rq, "ZREVRANGEBYLEX %s %s %s LIMIT 0 %u", l->index,
-                   l->max, l->min, l->fetch);
-
-    if (l->rounds == 1) {
-        cfcost_req_cmd(rq, "HGET " CFCOST_RETENTION_HASH " "
-                       CFCOST_RETENTION_F_BEFORE);
+    /* the newest bucket a member below max can be in */
+    if (l->max[0] == '(') {
+        snprintf(l->hi, sizeof(l->hi), "%.*s", CFCOST_LOGB_DIGITS,
+                 l->max + 1);
+    } else {
+        strcpy(l->hi, "+inf");
     }
 
-    cfcost_req_go(rq);
+    l->k = CFCOST_LOGS_BUCKETS_FIRST;
+    l->bucket_rounds = 0;
+    l->exhausted = 0;
+
+    cfcost_logs_buckets(rq);
 }
 
 
@@ -611,21 +855,23 @@ cfcost_route_logs(cfcost_req_t *rq)
         return;
     }
 
-    n = sizeof(CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER)
+    n = sizeof(CFCOST_LOGB_SET_PREFIX CFCOST_SCOPE_USER)
         + (rq->subject ? strlen(rq->subject) : sizeof(CFCOST_SCOPE_ALL));
 
-    l->index = malloc(n);
-    if (l->index == NULL) {
+    l->scope = malloc(n);
+    l->set = malloc(n);
+    if (l->scope == NULL || l->set == NULL) {
         cfcost_req_error(rq, 500, "out of memory");
         return;
     }
 
     if (rq->subject) {
-        snprintf(l->index, n, CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER "%s",
-                 rq->subject);
+        snprintf(l->scope, n, CFCOST_SCOPE_USER "%s", rq->subject);
     } else {
-        snprintf(l->index, n, CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_ALL);
+        snprintf(l->scope, n, CFCOST_SCOPE_ALL);
     }
+
+    snprintf(l->set, n, CFCOST_LOGB_SET_PREFIX "%s", l->scope);
 
     if (l->csv) {
         cfcost_req_stream_start(rq, "text/csv; charset=utf-8");

@@ -150,14 +150,16 @@ const char  cfcost_lua_apply[] =
     "  t[d] = dnum\n"
     "end\n"
 
+    /* the log index: members by (bucket, scope), in entry order */
     "local idx, marks, seen, grp, gorder = {}, {}, {}, {}, {}\n"
-    "local function index(k, member)\n"
+    "local function index(scope, member)\n"
+    "  local b = string.sub(member, 1, " CFCOST_LUA_STR(CFCOST_LOGB_DIGITS) ")\n"
+    "  local k = '" CFCOST_LOGB_PREFIX "' .. b .. ':' .. scope\n"
     "  local t = idx[k]\n"
     "  if t == nil then\n"
-    "    t = {}\n"
+    "    t = { set = '" CFCOST_LOGB_SET_PREFIX "' .. scope, b = b }\n"
     "    idx[k] = t\n"
     "  end\n"
-    "  t[#t + 1] = 0\n"
     "  t[#t + 1] = member\n"
     "end\n"
 
@@ -197,10 +199,11 @@ const char  cfcost_lua_apply[] =
     "      local member = " CFCOST_LUA_ENTRY_ARG(CFCOST_LUA_ENTRY_MEMBER) "\n"
     "      if user ~= '' then\n"
     "        users[user] = true\n"
-    "        index('" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER "' .. user,"
-                  " member)\n"
+    "        if member ~= '' then\n"
+    "          index('" CFCOST_SCOPE_USER "' .. user, member)\n"
+    "        end\n"
     "      end\n"
-    "      index('" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_ALL "', member)\n"
+    "      if member ~= '' then index('" CFCOST_SCOPE_ALL "', member) end\n"
     /* summed per (user, key, model, day) first: the rollup fields and
      * keys are made once per group, not once per record */
     "      local gk = user .. '\\0' .. key .. '\\0' .. m .. '\\0' .. d\n"
@@ -252,7 +255,10 @@ const char  cfcost_lua_apply[] =
     "if newid or #unhole > 0 then want(holes, 'zset') end\n"
     "if newid then want('" CFCOST_APPLIED_POS "', 'hash') end\n"
     "for _, key in ipairs(order) do want(key, 'hash') end\n"
-    "for k in pairs(idx) do want(k, 'zset') end\n"
+    "for k, t in pairs(idx) do\n"
+    "  want(k, 'string')\n"
+    "  want(t.set, 'zset')\n"
+    "end\n"
     "for k in pairs(days) do want(k, 'zset') end\n"
     "if next(users) then want('" CFCOST_ROLLUP_USERS "', 'set') end\n"
     "if bad then\n"
@@ -281,9 +287,11 @@ const char  cfcost_lua_apply[] =
     "  redis.call('SET', '" CFCOST_APPLIED_PREFIX "' .. rid, seen[rid],"
                  " 'EX', ttl)\n"
     "end\n"
+    /* a bucket the append creates joins its scope's set */
     "for k, t in pairs(idx) do\n"
-    "  for i = 1, #t, 1000 do\n"
-    "    redis.call('ZADD', k, unpack(t, i, math.min(i + 999, #t)))\n"
+    "  local s = table.concat(t, '\\n') .. '\\n'\n"
+    "  if redis.call('APPEND', k, s) == #s then\n"
+    "    redis.call('ZADD', t.set, t.b, t.b)\n"
     "  end\n"
     "end\n"
 
@@ -358,12 +366,15 @@ const char  cfcost_lua_sum[] =
     "  end\n"
     "end\n"
     "want('" CFCOST_APPLIED_POS "', 'hash')\n"
-    "local i = ia\n"
-    "while i < ra do\n"
-    "  want(ARGV[i], 'zset')\n"
-    "  i = i + 2 + 2 * tonumber(ARGV[i + 1])\n"
+    "local set\n"
+    "for j = ia, ra - 1, 4 do\n"
+    "  want(ARGV[j], 'string')\n"
+    "  if ARGV[j + 1] ~= set then\n"
+    "    set = ARGV[j + 1]\n"
+    "    want(set, 'zset')\n"
+    "  end\n"
     "end\n"
-    "i = ra\n"
+    "local i = ra\n"
     "while i < da do\n"
     "  want(ARGV[i], 'hash')\n"
     "  i = i + 2 + 2 * tonumber(ARGV[i + 1])\n"
@@ -376,13 +387,10 @@ const char  cfcost_lua_sum[] =
 
     /* the writes */
     "redis.call('HSET', '" CFCOST_APPLIED_POS "', stream, top)\n"
-    "i = ia\n"
-    "while i < ra do\n"
-    "  local e = i + 1 + 2 * tonumber(ARGV[i + 1])\n"
-    "  for j = i + 2, e, 1000 do\n"
-    "    redis.call('ZADD', ARGV[i], unpack(ARGV, j, math.min(j + 999, e)))\n"
+    "for j = ia, ra - 1, 4 do\n"
+    "  if redis.call('APPEND', ARGV[j], ARGV[j + 3]) == #ARGV[j + 3] then\n"
+    "    redis.call('ZADD', ARGV[j + 1], ARGV[j + 2], ARGV[j + 2])\n"
     "  end\n"
-    "  i = e + 1\n"
     "end\n"
     "local P = 1000000000000\n"
     "local plen = string.len('" CFCOST_ROLLUP_F_COST "')\n"
@@ -460,10 +468,9 @@ const char  cfcost_lua_group[] =
 
 
 const char  cfcost_lua_trim[] =
-    "local stream, writer = ARGV[1], ARGV[8]\n"
+    "local stream, writer = ARGV[1], ARGV[6]\n"
     "local now, maxage = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local maxlen, skew = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
-    "local cap, icap = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local maxlen, cap = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local holes = '" CFCOST_APPLIED_HOLES_PREFIX "' .. stream\n"
     CFCOST_LUA_PAD
     /* no stream: 1 when its writer was retired (by another aggregator),
@@ -606,31 +613,129 @@ const char  cfcost_lua_trim[] =
                  " string.format('%d', fms))\n"
     "end\n"
 
-    /* index members sort by ts_ms, entries by id: look at the members
-     * older than the beginning (plus clock skew) and remove exactly those
-     * whose entry id is gone; also on passes that trimmed nothing, to
-     * finish what an earlier pass left beyond its cap */
-    "local bound = '(' .. string.format('%015d', fms + skew)\n"
-    "local function trim_index(key)\n"
-    "  local gone = {}\n"
-    "  local ms = redis.call('ZRANGEBYLEX', key, '-', bound, 'LIMIT', 0,"
-                             " icap)\n"
-    "  for _, m in ipairs(ms) do\n"
-    "    local w, a, b = string.match(m, '^%d+:(w%x+):(%d+)%-(%d+)$')\n"
-    "    a, b = tonumber(a), tonumber(b)\n"
-    "    if a == nil or (w == writer and (a < fms"
-                                   " or (a == fms and b < fseq))) then\n"
-    "      gone[#gone + 1] = m\n"
-    "      if #gone == 1000 then\n"
-    "        redis.call('ZREM', key, unpack(gone))\n"
-    "        gone = {}\n"
+    "return { removed, fms, skipped, retired }\n";
+
+
+/* the first entry's time of every record stream, as oldest */
+#define CFCOST_LUA_OLDEST                                                    \
+    "local oldest\n"                                                         \
+    "for _, w in ipairs(redis.call('SMEMBERS', '" CFCOST_WRITERS_SET "'))"   \
+        " do\n"                                                              \
+    "  local s = '" CFCOST_RECORD_STREAM_PREFIX "' .. w .. '"                \
+               CFCOST_RECORD_STREAM_SUFFIX "'\n"                             \
+    "  local ms\n"                                                           \
+    "  local f = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)\n"           \
+    "  if #f > 0 then\n"                                                     \
+    "    ms = tonumber(string.match(f[1][1], '^(%d+)'))\n"                  \
+    "  elseif redis.call('EXISTS', s) == 1 then\n"                          \
+    "    local info = redis.call('XINFO', 'STREAM', s)\n"                   \
+    "    for k = 1, #info, 2 do\n"                                          \
+    "      if info[k] == 'last-generated-id'"                                \
+             " and info[k + 1] ~= '0-0' then\n"                             \
+    "        ms = tonumber(string.match(info[k + 1], '^(%d+)'))\n"          \
+    "      end\n"                                                           \
+    "    end\n"                                                             \
+    "  end\n"                                                               \
+    "  if ms and (oldest == nil or ms < oldest) then oldest = ms end\n"      \
+    "end\n"
+
+
+const char  cfcost_lua_logb_trim[] =
+    "local skew, cap = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    CFCOST_LUA_OLDEST
+    "if oldest == nil then return { 0, 0 } end\n"
+    /* buckets below this one end before oldest - skew */
+    "local bound = math.floor((oldest - skew) / " CFCOST_LUA_STR(CFCOST_LOGB_MS)
+                               ")\n"
+    "local removed, left = 0, 0\n"
+    "local function trim(scope)\n"
+    "  if removed >= cap then\n"
+    "    left = 1\n"
+    "    return\n"
+    "  end\n"
+    "  local set = '" CFCOST_LOGB_SET_PREFIX "' .. scope\n"
+    "  local bs = redis.call('ZRANGEBYSCORE', set, '-inf',"
+                  " string.format('(%d', bound), 'LIMIT', 0, cap - removed)\n"
+    "  if #bs == cap - removed then left = 1 end\n"
+    "  for i = 1, #bs, 1000 do\n"
+    "    local e, keys = math.min(i + 999, #bs), {}\n"
+    "    for j = i, e do\n"
+    "      keys[#keys + 1] = '" CFCOST_LOGB_PREFIX "' .. bs[j] .. ':' .. scope\n"
+    "    end\n"
+    "    redis.call('DEL', unpack(keys))\n"
+    "    redis.call('ZREM', set, unpack(bs, i, e))\n"
+    "  end\n"
+    "  removed = removed + #bs\n"
+    "end\n"
+    "trim('" CFCOST_SCOPE_ALL "')\n"
+    "for _, u in ipairs(redis.call('SMEMBERS', '" CFCOST_ROLLUP_USERS "')) do\n"
+    "  trim('" CFCOST_SCOPE_USER "' .. u)\n"
+    "end\n"
+    "return { removed, left }\n";
+
+
+const char  cfcost_lua_logb_move[] =
+    "local cur, limit = ARGV[1], tonumber(ARGV[2])\n"
+    "local moved, looked = 0, 0\n"
+    "local function wrong(key, want)\n"
+    "  local t = redis.call('TYPE', key)['ok']\n"
+    "  if t ~= 'none' and t ~= want then\n"
+    "    return key .. ' is a ' .. t .. ', not a ' .. want\n"
+    "  end\n"
+    "end\n"
+    /* the scope's old members into buckets, up to the limit, a chunk at a
+     * time (each checked, then written whole): 'done' when the old index
+     * is gone, 'more', or what is wrong */
+    "local function move(scope)\n"
+    "  local old = '" CFCOST_LOGIDX_PREFIX "' .. scope\n"
+    "  local set = '" CFCOST_LOGB_SET_PREFIX "' .. scope\n"
+    "  local bad = wrong(old, 'zset') or wrong(set, 'zset')\n"
+    "  if bad then return bad end\n"
+    "  while moved < limit do\n"
+    "    local ms = redis.call('ZRANGE', old, 0,"
+                            " math.min(limit - moved, 1000) - 1)\n"
+    "    if #ms == 0 then return 'done' end\n"
+    "    local byb = {}\n"
+    "    for _, m in ipairs(ms) do\n"
+    "      local b = string.match(m, '^(" "%d%d%d%d%d%d%d%d%d%d%d%d%d"
+                                     ")%d%d:w')\n"
+    "      if b then\n"
+    "        if byb[b] == nil then byb[b] = {} end\n"
+    "        byb[b][#byb[b] + 1] = m\n"
     "      end\n"
     "    end\n"
+    "    for b in pairs(byb) do\n"
+    "      bad = wrong('" CFCOST_LOGB_PREFIX "' .. b .. ':' .. scope,"
+                      " 'string')\n"
+    "      if bad then return bad end\n"
+    "    end\n"
+    "    for b, l in pairs(byb) do\n"
+    "      local s = table.concat(l, '\\n') .. '\\n'\n"
+    "      if redis.call('APPEND', '" CFCOST_LOGB_PREFIX "' .. b .. ':' .. scope,"
+                     " s) == #s then\n"
+    "        redis.call('ZADD', set, b, b)\n"
+    "      end\n"
+    "    end\n"
+    "    redis.call('ZREM', old, unpack(ms))\n"
+    "    moved = moved + #ms\n"
     "  end\n"
-    "  if #gone > 0 then redis.call('ZREM', key, unpack(gone)) end\n"
+    "  return 'more'\n"
     "end\n"
-    "for _, u in ipairs(redis.call('SMEMBERS', '" CFCOST_ROLLUP_USERS "')) do\n"
-    "  trim_index('" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_USER "' .. u)\n"
+    "local r\n"
+    "if cur == '" CFCOST_SCOPE_ALL "' then\n"
+    "  r = move('" CFCOST_SCOPE_ALL "')\n"
+    "  if r ~= 'done' then return { cur, moved, r } end\n"
+    "  cur = '0'\n"
     "end\n"
-    "trim_index('" CFCOST_LOGIDX_PREFIX CFCOST_SCOPE_ALL "')\n"
-    "return { removed, fms, skipped, retired }\n";
+    "repeat\n"
+    "  local sc = redis.call('SSCAN', '" CFCOST_ROLLUP_USERS "', cur, 'COUNT',"
+                          " 100)\n"
+    "  for _, u in ipairs(sc[2]) do\n"
+    "    r = move('" CFCOST_SCOPE_USER "' .. u)\n"
+    "    if r ~= 'done' then return { cur, moved, r } end\n"
+    "  end\n"
+    "  looked = looked + #sc[2]\n"
+    "  cur = sc[1]\n"
+    "until cur == '0' or moved >= limit or looked >= 1000\n"
+    "if cur == '0' then cur = '' end\n"
+    "return { cur, moved, 'more' }\n";

@@ -93,7 +93,8 @@ extern const char  cfcost_lua_apply[];
  *   EVALSHA <sha> 0 <stream> <group> <n> <counted> <index words>
  *                   <rollup words> <days> <users>
  *       then the n entry ids, in ascending order;
- *       the index: per key, <key> <m> then m times 0 <member>;
+ *       the index: per bucket of a scope, <bucket key> <scope's set>
+ *           <bucket> <its members, each followed by "\n">;
  *       the rollups: per key, <key> <f> then f times <field> <increment>;
  *       the days: per day, <days key> <day number> <YYYY-MM-DD>;
  *       the users.
@@ -133,10 +134,8 @@ extern const char  cfcost_lua_group[];
  * Retention of one record stream: trims it by age and/or length, never
  * past an entry a consumer group has not acknowledged, records where the
  * streams now begin (the latest such time), forgets holes whose entries
- * are gone, and removes from the log indexes the members of this writer
- * whose entries are gone (looking at the oldest <index cap> members per
- * index and pass; stale members left over read as trimmed).  Rollups are
- * not touched.  A stream left empty that no group needs, idle longer
+ * are gone.  Rollups and the log index are not touched (that is
+ * cfcost_lua_logb_trim, once per pass).  A stream left empty that no group needs, idle longer
  * than max(max age, a day) (its last entry; never written: since first
  * seen so, in cfcost:retiring), is retired: deleted with its holes, its
  * writer out of the writers' set; its applied position stays, so that a
@@ -144,7 +143,7 @@ extern const char  cfcost_lua_group[];
  * registers again with its next entry).
  *
  *   EVALSHA <sha> 0 <stream> <now ms> <max age ms|0> <max len|0>
- *                   <clock skew ms> <scan cap> <index cap> <writer>
+ *                   <scan cap> <writer>
  *
  * Returns {entries removed, first remaining ms, skipped length trim 0|1,
  * retired 0|1}; {0, 0, 0, 1} when there is no stream and its writer is
@@ -152,5 +151,36 @@ extern const char  cfcost_lua_group[];
  * yet; three elements when the stream has no group.
  */
 extern const char  cfcost_lua_trim[];
+
+
+/*
+ * Retention of the log index, after a trim pass: removes the buckets
+ * (string and set member, together) of every scope that end before the
+ * oldest first entry of all record streams, less the clock skew
+ * allowance (records are indexed by the gateway's clock, streams ordered
+ * by Redis's), at most <cap> per call.  A record whose time is that old
+ * while its entry is younger (a spool replayed after the retention)
+ * leaves the index with them.
+ *
+ *   EVALSHA <sha> 0 <clock skew ms> <cap>
+ *
+ * Returns {buckets removed, 1 when the cap left some | 0}.
+ */
+extern const char  cfcost_lua_logb_trim[];
+
+
+/*
+ * Moves the index of earlier versions (cfcost:logidx:<scope>, a sorted
+ * set of members) into buckets: everyone's, then each user's (SSCAN of
+ * cfcost:r:users), at most <limit> members and 1,000 users per call.
+ * Each chunk is checked, then appended and removed from the old set in
+ * the same script, so a member is moved once, whatever fails.
+ *
+ *   EVALSHA <sha> 0 <cursor: "all" to begin> <limit>
+ *
+ * Returns {next cursor, "" when done; members moved; "more" or what is
+ * wrong (a key of the wrong type): nothing more is moved then}.
+ */
+extern const char  cfcost_lua_logb_move[];
 
 #endif /* CFCOST_AGG_LUA_H */

@@ -193,14 +193,30 @@ typedef enum {
  *                                         script when --dedup-ttl is set
  *                                         (off by default: the gateway
  *                                         appends each request once)
- *   ZSET   cfcost:logidx:u:<user>         log index of one user
- *   ZSET   cfcost:logidx:all              log index of everyone
+ *   STRING cfcost:logb:<bucket>:<scope>   log index: the members of one
+ *                                         scope (u:<user>, all) whose
+ *                                         time falls in one bucket, each
+ *                                         followed by "\n"
+ *   ZSET   cfcost:logbs:<scope>           the scope's buckets: member the
+ *                                         bucket, score its number
  *
- * Log index members all score 0 and sort by their text:
- * "<ts_ms, 15 digits>:<writer>:<stream entry id>", newest last; the entry
- * is in the writer's record stream.  They are added by the apply script
- * (records counted once, duplicates never) and trimmed with the streams (a
- * member goes when its entry id falls off its writer's stream).
+ * A log index member is "<ts_ms, 15 digits>:<writer>:<stream entry id>";
+ * the entry is in the writer's record stream, and members sort by their
+ * text (time, writer, id).  The bucket is the member's first 13 digits
+ * (its time in 100 ms), so every member of a bucket sorts above every
+ * member of a lower one; inside a bucket, members are in the order they
+ * were applied, which a reader sorts.  The apply script appends each
+ * batch's members to their buckets (records counted once, duplicates
+ * never) and adds a bucket to its scope's set when the append created
+ * it; see docs/log-index.md.  Retention removes whole buckets, once every
+ * record stream begins after them (plus the clock skew allowance): a
+ * member whose entry was trimmed from a stream while its bucket stays
+ * reads as trimmed.
+ *
+ *   ZSET   cfcost:logidx:<scope>          the index of earlier versions
+ *                                         (members score 0); moved into
+ *                                         buckets by the aggregator when
+ *                                         it connects, then gone
  *
  *   HASH   cfcost:applied-pos             <record stream key> -> the
  *                                         highest entry id of that stream
@@ -245,7 +261,11 @@ typedef enum {
 #define CFCOST_RETIRING               "cfcost:retiring"  /* stream -> ms
                                          first seen empty, never written */
 
-#define CFCOST_LOGIDX_PREFIX          "cfcost:logidx:"
+#define CFCOST_LOGB_PREFIX            "cfcost:logb:"   /* <bucket>:<scope> */
+#define CFCOST_LOGB_SET_PREFIX        "cfcost:logbs:"  /* <scope> */
+#define CFCOST_LOGB_DIGITS            13     /* of the member's 15: 100 ms */
+#define CFCOST_LOGB_MS                100
+#define CFCOST_LOGIDX_PREFIX          "cfcost:logidx:" /* earlier versions */
 #define CFCOST_LOGIDX_TS_DIGITS       15
 
 #define CFCOST_RETENTION_HASH         "cfcost:retention"

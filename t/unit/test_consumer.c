@@ -43,6 +43,8 @@
 #define SHA_GROUP   "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 #define SHA_SUM     "dddddddddddddddddddddddddddddddddddddddd"
 #define SHA_TRIM    "cccccccccccccccccccccccccccccccccccccccc"
+#define SHA_LOGBT   "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+#define SHA_MOVE    "ffffffffffffffffffffffffffffffffffffffff"
 
 #define W0          "w0000000000000000"
 #define W1          "w0000000000000001"
@@ -613,7 +615,30 @@ group_line(const char *key)
 /* ---- steps every scenario goes through ---------------------------------- */
 
 
-/* CLIENT ID, then the four scripts, on a new connection. */
+/* The log index's scripts, then the first chunk of moving an old index:
+ * there is none. */
+static int
+load_index_scripts(void)
+{
+    fake_resp_bulk(&R, SHA_LOGBT);
+    if (!answer(strf("SCRIPT LOAD %s", cfcost_lua_logb_trim))) {
+        return 0;
+    }
+
+    fake_resp_bulk(&R, SHA_MOVE);
+    if (!answer(strf("SCRIPT LOAD %s", cfcost_lua_logb_move))) {
+        return 0;
+    }
+
+    fake_resp_array(&R, 3);
+    fake_resp_bulk(&R, "");
+    fake_resp_int(&R, 0);
+    fake_resp_bulk(&R, "more");
+    return answer("EVALSHA " SHA_MOVE " 0 all 2000");
+}
+
+
+/* CLIENT ID, then the scripts, on a new connection. */
 static int
 set_up(void)
 {
@@ -638,7 +663,11 @@ set_up(void)
     }
 
     fake_resp_bulk(&R, SHA_TRIM);
-    return answer(strf("SCRIPT LOAD %s", cfcost_lua_trim));
+    if (!answer(strf("SCRIPT LOAD %s", cfcost_lua_trim))) {
+        return 0;
+    }
+
+    return load_index_scripts();
 }
 
 
@@ -785,10 +814,14 @@ test_setup_and_discovery(void)
     ok(answer(strf("SCRIPT LOAD %s", cfcost_lua_group)),
        "set-up: SCRIPT LOAD of the group script");
     ok(!cfcost_consumer_ready(agg.consumer), "set-up: not ready with three "
-       "scripts of four");
+       "scripts of six");
     fake_resp_bulk(&R, SHA_TRIM);
     ok(answer(strf("SCRIPT LOAD %s", cfcost_lua_trim)),
        "set-up: SCRIPT LOAD of the trim script");
+    ok(!cfcost_consumer_ready(agg.consumer), "set-up: not ready with four "
+       "scripts of six");
+    ok(load_index_scripts(), "set-up: the log index's scripts, then the "
+       "first chunk of an old index to move (none)");
     ok(cfcost_consumer_ready(agg.consumer), "set-up: ready");
 
     /* discovery: only writer ids name streams */
@@ -1014,6 +1047,8 @@ sum_key(const char *key, const char *pairs)
 }
 
 
+#define BKT  "0017672256001"
+
 static void
 test_sum(void)
 {
@@ -1056,11 +1091,16 @@ test_sum(void)
     m2 = "001767225600124:" W1 ":1767225600124-0";
     m3 = "001767225600125:" W1 ":1767225600125-5";
 
-    want = strf("EVALSHA " SHA_SUM " 0 " K1 " g 3 3 18 212 5 2 "
+    /* the index: per bucket (the members' first 13 digits) of each
+     * scope, its key, the scope's set, the bucket, its members */
+    want = strf("EVALSHA " SHA_SUM " 0 " K1 " g 3 3 12 212 5 2 "
                 "1767225600123-0 1767225600124-0 1767225600125-5 "
-                "cfcost:logidx:all 3 0 %s 0 %s 0 %s "
-                "cfcost:logidx:u:alice 2 0 %s 0 %s "
-                "cfcost:logidx:u:bob 1 0 %s"
+                "cfcost:logb:" BKT ":all cfcost:logbs:all " BKT " "
+                "%s\n%s\n%s\n "
+                "cfcost:logb:" BKT ":u:alice cfcost:logbs:u:alice " BKT " "
+                "%s\n%s\n "
+                "cfcost:logb:" BKT ":u:bob cfcost:logbs:u:bob " BKT " "
+                "%s\n"
                 "%s%s%s%s%s%s%s%s%s%s "
                 "cfcost:r:days:all 20454 " DAY0 " "
                 "cfcost:r:days:k:k1 20454 " DAY0 " "
@@ -1748,8 +1788,8 @@ test_retention(void)
     ok(answer(block_line(k1_only, 1)), "retention: nil read");
     ok(discover(one_writer, 1), "retention: discovery");
 
-    want = strf("EVALSHA " SHA_TRIM " 0 " K1 " %lld 2592000000 0 300000 "
-                "4096 20000 " W1, (long long) cfcost_now_ms());
+    want = strf("EVALSHA " SHA_TRIM " 0 " K1 " %lld 2592000000 0 "
+                "4096 " W1, (long long) cfcost_now_ms());
     cap_start();
     fake_resp_array(&R, 3);
     fake_resp_int(&R, 3);
@@ -1788,6 +1828,16 @@ test_retention(void)
     fake_resp_int(&R, 1);
     ok(answer("XGROUP DELCONSUMER " K1 " g old"), "retention: only it "
        "(not us, not one with entries pending)");
+
+    cap_start();
+    fake_resp_array(&R, 2);
+    fake_resp_int(&R, 12);
+    fake_resp_int(&R, 0);
+    ok(answer("EVALSHA " SHA_LOGBT " 0 300000 4000"), "retention: then the "
+       "log index's, once per pass");
+    log = cap_end();
+    ok(strstr(log, "12 log index buckets removed") != NULL,
+       "retention: logged");
     is_str(sent(), block_line(k1_only, 1), "retention: reading on");
     world_end();
 }
