@@ -615,8 +615,13 @@ group_line(const char *key)
 /* ---- steps every scenario goes through ---------------------------------- */
 
 
-/* The log index's scripts, then the first chunk of moving an old index:
- * there is none. */
+/* what the first chunk of moving an old index answers: none by default */
+static const char  *first_move_next = "";
+static long long    first_move_n = 0;
+static const char  *first_move_status = "more";
+
+
+/* The log index's scripts, then the first chunk of moving an old index. */
 static int
 load_index_scripts(void)
 {
@@ -631,10 +636,20 @@ load_index_scripts(void)
     }
 
     fake_resp_array(&R, 3);
-    fake_resp_bulk(&R, "");
-    fake_resp_int(&R, 0);
-    fake_resp_bulk(&R, "more");
+    fake_resp_bulk(&R, first_move_next);
+    fake_resp_int(&R, first_move_n);
+    fake_resp_bulk(&R, first_move_status);
     return answer("EVALSHA " SHA_MOVE " 0 all 2000");
+}
+
+
+static void
+resp_moved(const char *next, long long n)
+{
+    fake_resp_array(&R, 3);
+    fake_resp_bulk(&R, next);
+    fake_resp_int(&R, n);
+    fake_resp_bulk(&R, "more");
 }
 
 
@@ -1770,6 +1785,64 @@ test_poison(void)
 }
 
 
+/* ---- moving an old log index -------------------------------------------- */
+
+
+static void
+test_move_index(void)
+{
+    const char  *log;
+
+    /* more than a chunk: the rest between reads, which block briefly */
+    world_start();
+    first_move_next = "0";
+    first_move_n = 2000;
+    ok(connect_and_read(one_writer, 1, 0), "move: the first chunk in the "
+       "set-up, more to come");
+
+    cap_start();
+    resp_moved("0", 1000);
+    ok(answer("EVALSHA " SHA_MOVE " 0 0 2000"), "move: the next chunk "
+       "before the first read, from the cursor");
+    ok(no_claim(K1), "move: then the claim pass (another step)");
+    resp_moved("0", 0);
+    ok(answer("EVALSHA " SHA_MOVE " 0 0 2000"), "move: a chunk after each "
+       "other step");
+    is_str(sent(), "XREADGROUP GROUP g c1 COUNT 512 BLOCK 10 STREAMS " K1
+           " >", "move: a read between chunks blocks 10 ms at most");
+
+    fake_resp_nil_array(&R);
+    ok(answer("XREADGROUP GROUP g c1 COUNT 512 BLOCK 10 STREAMS " K1 " >"),
+       "move: nothing read");
+    ok(discover(one_writer, 1), "move: discovery, as after any empty read");
+    resp_moved("", 100);
+    ok(answer("EVALSHA " SHA_MOVE " 0 0 2000"), "move: the last chunk");
+    log = cap_end();
+    ok(strstr(log, "3100 members of the old index moved into buckets")
+       != NULL, "move: its end logged with the count");
+    is_str(sent(), block_line(k1_only, 1), "move: done, reads block as "
+           "long as before");
+    world_end();
+
+    /* what is wrong stops the move, loudly, not the accounting */
+    world_start();
+    first_move_next = "all";
+    first_move_n = 0;
+    first_move_status = "cfcost:logbs:all is a string, not a zset";
+    cap_start();
+    ok(connect_and_read(one_writer, 1, 1), "move: a key of the wrong type: "
+       "reading as usual, no more chunks");
+    log = cap_end();
+    ok(strstr(log, "error: log index: moving the old index: cfcost:logbs:all"
+              " is a string, not a zset; left as it is") != NULL,
+       "move: what is wrong logged as an error");
+    world_end();
+
+    first_move_next = "";
+    first_move_status = "more";
+}
+
+
 /* ---- retention ---------------------------------------------------------- */
 
 
@@ -1923,6 +1996,7 @@ main(int argc, char **argv)
     test_claim();
     test_poison();
     test_retention();
+    test_move_index();
     test_stop();
 
     fake_resp_free(&R);
