@@ -344,16 +344,41 @@ const char  cfcost_lua_sum[] =
     "local nu = tonumber(ARGV[8])\n"
     "local top = ARGV[ia - 1]\n"
 
-    /* the batch is the group's pending list from above the position up
-     * to its last id, exactly (both in id order) */
+    /* every id above the applied position: the first is */
+    "local first = ARGV[" CFCOST_LUA_STR(CFCOST_LUA_SUM_FIRST) "]\n"
     "local pos = redis.call('HGET', '" CFCOST_APPLIED_POS "', stream)\n"
-    "local lo = '-'\n"
-    "if pos then lo = '(' .. pos end\n"
-    "local r = redis.pcall('XPENDING', stream, group, lo, top, n + 1)\n"
-    "if type(r) ~= 'table' or r.err or #r ~= n then return { -1, 0, 0 } end\n"
-    "for i = 1, n do\n"
-    "  if r[i][1] ~= ARGV[" CFCOST_LUA_STR(CFCOST_LUA_SUM_FIRST) " + i - 1]"
-         " then return { -1, 0, 0 } end\n"
+    "if pos then\n"
+    "  local function gt(a, b) return #a > #b or (#a == #b and a > b) end\n"
+    "  local fa, fb = string.match(first, '^(%d+)%-(%d+)$')\n"
+    "  local pa, pb = string.match(pos, '^(%d+)%-(%d+)$')\n"
+    "  if not fa or not pa"
+         " or not (gt(fa, pa) or (fa == pa and gt(fb, pb))) then\n"
+    "    return { -1, 0, 0 }\n"
+    "  end\n"
+    "end\n"
+
+    /*
+     * The batch is exactly what the group has pending from above the
+     * position up to its last id.  Commonly the group's whole pending list
+     * is the batch: n entries pending, the first and last the batch's
+     * (XPENDING's summary, nothing per record).  The batch is one read's
+     * entries, n distinct ids in order, and that read was given every
+     * entry of the stream from its first id to its last: another entry
+     * pending in that range would have been given twice.  Otherwise (a
+     * reclaim, our own pending after a reconnect, another consumer's
+     * entries) the pending entries in that range, one by one.
+     */
+    "local r = redis.pcall('XPENDING', stream, group)\n"
+    "if type(r) ~= 'table' or r.err then return { -1, 0, 0 } end\n"
+    "if r[1] ~= n or r[2] ~= first or r[3] ~= top then\n"
+    "  local lo = '-'\n"
+    "  if pos then lo = '(' .. pos end\n"
+    "  r = redis.pcall('XPENDING', stream, group, lo, top, n + 1)\n"
+    "  if type(r) ~= 'table' or r.err or #r ~= n then return { -1, 0, 0 } end\n"
+    "  for i = 1, n do\n"
+    "    if r[i][1] ~= ARGV[" CFCOST_LUA_STR(CFCOST_LUA_SUM_FIRST) " + i - 1]"
+           " then return { -1, 0, 0 } end\n"
+    "  end\n"
     "end\n"
 
     /* reads first (cfcost_lua_apply): nothing may fail once written */

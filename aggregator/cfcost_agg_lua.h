@@ -101,10 +101,12 @@ extern const char  cfcost_lua_apply[];
  *
  * <index words> and <rollup words> count the words of their sections.
  * Each key comes once; increments are sums, as cfcost_lua_apply would
- * make them.  When the ids are exactly the entries the group has pending
- * after the stream's applied position up to the last id, every entry is
- * new (the first rule of cfcost_lua_apply), none is a hole and none
- * becomes one: the script writes the sums, moves the position to the
+ * make them.  The ids must be one read's entries, in order.  When they
+ * are exactly the entries the group has pending after the stream's
+ * applied position up to the last id (commonly: all it has pending, as
+ * many, the same first and last, which says the same of one read's
+ * entries), every entry is new (the first rule of cfcost_lua_apply),
+ * none is a hole and none becomes one: the script writes the sums, moves the position to the
  * last id, acknowledges the ids and returns {counted, 0, 0}.  Otherwise
  * it writes nothing and returns {-1, 0, 0}: the entries are for
  * cfcost_lua_apply to decide.  A key of the wrong type fails it before

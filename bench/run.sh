@@ -46,7 +46,9 @@
 #   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
 #   BENCH_PERF=1      perf record -g the nginx workers (both systems), Redis
 #                     and the aggregator during round 1's saturated runs:
-#                     $BENCH_OUT/perf-SYSTEM-PROCESS.data
+#                     $BENCH_OUT/perf-SYSTEM-PROCESS.data, and Redis's
+#                     INFO commandstats over cfcost's (reset before it):
+#                     $BENCH_OUT/commandstats-cfcost.txt
 
 set -euo pipefail
 
@@ -590,10 +592,20 @@ for ((r = 1; r <= rounds; r++)); do
     if ((r % 2)); then order="baseline cfcost"; else order="cfcost baseline"; fi
     say "round $r/$rounds: saturated ($order), ${duration} s each"
     for system in $order; do
+        stats=
+        if [ "${BENCH_PERF:-0}" = 1 ] && [ "$r" = 1 ] && [ "$system" = cfcost ]
+        then
+            stats=1
+            rcli config resetstat > /dev/null
+        fi
         run_wrk "$system" saturated "$r" rate -- "${sat_args[@]}"
         after_run "$system" "saturated-$r"
         cpu_settled=$(cpu_snapshot)
         emit_cpu "$system" "$r"
+        # Redis's time per command over the round's records
+        [ -z "$stats" ] ||
+            { echo "records $last_sent"; rcli info commandstats; } |
+            tr -d '\r' > "$out/commandstats-cfcost.txt"
     done
     say "round $r/$rounds: one connection ($order), ${duration} s each"
     for system in $order; do

@@ -113,6 +113,14 @@ for my $env ($sum, $exact) {
     is($got, $want, "every record counted once");
 }
 
+# the summing aggregator summed its batches (those it reclaimed from the
+# early consumer too): only what holds stale entries goes to the exact
+# script
+my $declined = () = CfcostTest::_slurp($sum->tmp . '/aggregator.log')
+    =~ /are not all new/g;
+cmp_ok($declined, '<=', 2, "summed: $declined batch(es) declined, the "
+    . 'rest summed');
+
 # everything the scripts write, in a form that compares
 sub state {
     my ($env) = @_;
