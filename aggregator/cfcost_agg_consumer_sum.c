@@ -424,6 +424,10 @@ cfcost_sum_merge(cfcost_sum_t *b, int add)
 {
     size_t  i, j;
 
+    if (b->ninc == 0) {
+        return;                 /* no counted entry: incs may be NULL */
+    }
+
     cfcost_sum_sorting = b;
     qsort(b->incs, b->ninc, sizeof(cfcost_sum_inc_t), cfcost_sum_inc_cmp);
 

@@ -576,7 +576,9 @@ cfcost_logs_take(cfcost_logs_ctx_t *l)
 {
     size_t  i, n;
 
-    qsort(l->cand, l->ncand, sizeof(char *), cfcost_logs_desc);
+    if (l->ncand > 1) {
+        qsort(l->cand, l->ncand, sizeof(char *), cfcost_logs_desc);
+    }
 
     for (i = 0, n = 0; i < l->ncand; i++) {
         if (n == 0 || strcmp(l->cand[n - 1], l->cand[i]) != 0) {

@@ -120,9 +120,9 @@ for my $o (@old) {
 }
 # one member moved already by a move that was cut short: listed once
 my $dup = $old[0][0];
-my $b = substr($dup, 0, 13);
-$env->redis('APPEND', "cfcost:logb:$b:all", "$dup\n");
-$env->redis('ZADD', 'cfcost:logbs:all', $b, $b);
+my $dupb = substr($dup, 0, 13);
+$env->redis('APPEND', "cfcost:logb:$dupb:all", "$dup\n");
+$env->redis('ZADD', 'cfcost:logbs:all', $dupb, $dupb);
 
 $env->start_aggregator('--retention-days', 0);
 ok(wait_for(20, sub { !$env->redis('EXISTS', 'cfcost:logidx:all',
