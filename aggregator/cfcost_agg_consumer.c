@@ -376,7 +376,7 @@ cfcost_consumer_send_apply(cfcost_consumer_t *c)
 static void
 cfcost_consumer_poison(cfcost_consumer_t *c, redisReply *r)
 {
-    size_t           si;
+    size_t           si, k;
     char             id[CFCOST_STREAM_ID_MAX + 1];
     cfcost_apply_t  *q = &c->queue[c->qnext];
 
@@ -391,6 +391,14 @@ cfcost_consumer_poison(cfcost_consumer_t *c, redisReply *r)
 
     si = q->stream;
     strcpy(id, q->one_id);
+
+    /* the scripts of this read not sent yet (other streams') go with the
+     * queue: their entries are ours, pending, read again after the skip */
+    for (k = c->qnext + 1; k < c->qlen; k++) {
+        c->streams[c->queue[k].stream].need_pending = 1;
+        strcpy(c->streams[c->queue[k].stream].pending_from, "0");
+    }
+
     cfcost_consumer_queue_free(c);
 
     if (c->poison_run >= CFCOST_POISON_RUN) {

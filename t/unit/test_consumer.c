@@ -976,7 +976,7 @@ test_writer_cap(void)
 static void
 test_batch(void)
 {
-    const char  *want;
+    const char  *want, *skip, *log;
     const char  *k12[] = { K1, K2 };
     const ent_t  e3[] = {
         { "1767225600200-0", "r3", "carol", "k3", "@cf/x", "1", "2", "0",
@@ -1040,6 +1040,42 @@ test_batch(void)
     is_str(sent(), "SMEMBERS " CFCOST_WRITERS_SET,
            "batch: discovery once the read is applied");
 
+    world_end();
+
+    /* the first stream's one entry cannot be applied: set aside; the
+     * other stream's script of the same read is dropped with the queue,
+     * its entries read again from our pending list (not left until a
+     * reclaim) */
+    world_start();
+    ok(connect_and_read(two_writers, 2, 1), "skip: reading two streams");
+
+    fake_resp_array(&R, 2);
+    fake_resp_array(&R, 2);
+    fake_resp_bulk(&R, K2);
+    resp_entries(e3, 1);
+    fake_resp_array(&R, 2);
+    fake_resp_bulk(&R, K1);
+    resp_entries(e12, 2);
+    ok(answer(block_line(k12, 2)), "skip: entries of both streams");
+
+    cap_start();
+    ok(answer_error(apply_line(W2, e3, 1), "WRONGTYPE Operation against "
+                    "a key holding the wrong kind of value"),
+       "skip: " K2 "'s one entry fails");
+    log = cap_end();
+    ok(strstr(log, "cannot be applied") != NULL, "skip: logged");
+    skip = strf("EVALSHA " SHA_APPLY " 0 " K2 " g %u 1 %s             ",
+                agg.conf.dedup_ttl_s, e3[0].id);
+    is_str(sent(), skip, "skip: acknowledged only");
+    resp_applied(0, 0, 0);
+    ok(answer(skip), "skip: acknowledged");
+    is_str(sent(), pending_line(K1, "0"), "skip: then " K1 "'s entries, "
+           "from our pending list");
+    resp_read(K1, e12, 2);
+    ok(answer(pending_line(K1, "0")), "skip: they come back");
+    resp_applied(2, 0, 0);
+    ok(answer(apply_line(W1, e12, 2)), "skip: and are applied");
+    is_u64(agg.applied, 2, "skip: 2 counted, 1 set aside");
     world_end();
 }
 
