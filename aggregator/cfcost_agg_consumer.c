@@ -160,8 +160,10 @@ cfcost_consumer_move_failed(cfcost_consumer_t *c, redisReply *r)
 }
 
 
+/* A chunk of the old index moved: the set-up's first goes on with the
+ * set-up, the others with the next step. */
 static void
-cfcost_consumer_on_move_first(cfcost_redis_t *rd, redisReply *r, void *data)
+cfcost_consumer_on_move(cfcost_redis_t *rd, redisReply *r, void *data)
 {
     cfcost_consumer_t  *c = data;
 
@@ -171,12 +173,17 @@ cfcost_consumer_on_move_first(cfcost_redis_t *rd, redisReply *r, void *data)
         return;
     }
 
-    c->move_first = 0;
-    c->busy = 0;
-    if (c->move_cursor[0] != '\0') {
+    if (r->type != REDIS_REPLY_ERROR) {
         cfcost_consumer_moved_index(c, r);
     }
-    cfcost_consumer_init(c);
+
+    if (c->move_first) {
+        c->move_first = 0;
+        cfcost_consumer_init(c);
+        return;
+    }
+
+    cfcost_consumer_next(c);
 }
 
 
@@ -221,7 +228,7 @@ cfcost_consumer_init(cfcost_consumer_t *c)
 
     } else if (c->move_first) {
         /* the old index's first chunk: the rest between reads */
-        rc = cfcost_consumer_move_index(c, cfcost_consumer_on_move_first);
+        rc = cfcost_consumer_move_index(c, cfcost_consumer_on_move);
 
     } else {
         c->ready = 1;
@@ -771,25 +778,6 @@ cfcost_consumer_on_trim_index(cfcost_redis_t *rd, redisReply *r, void *data)
 }
 
 
-static void
-cfcost_consumer_on_move_index(cfcost_redis_t *rd, redisReply *r, void *data)
-{
-    cfcost_consumer_t  *c = data;
-
-    (void) rd;
-
-    if (cfcost_consumer_move_failed(c, r)) {
-        return;
-    }
-
-    c->busy = 0;
-    if (c->move_cursor[0] != '\0') {
-        cfcost_consumer_moved_index(c, r);
-    }
-    cfcost_consumer_next(c);
-}
-
-
 /* ---- the loop ----------------------------------------------------------- */
 
 
@@ -832,7 +820,7 @@ cfcost_consumer_step(cfcost_consumer_t *c, uint64_t now)
      * briefly meanwhile), until it is all moved */
     if (c->move_cursor[0] != '\0' && !c->move_turn) {
         c->move_turn = 1;
-        return cfcost_consumer_move_index(c, cfcost_consumer_on_move_index);
+        return cfcost_consumer_move_index(c, cfcost_consumer_on_move);
     }
 
     c->move_turn = 0;

@@ -388,15 +388,22 @@ cfcost_sum_group_incs(cfcost_sum_t *b, const cfcost_sum_group_t *g,
 
 
 static int
-cfcost_sum_strcmp(const cfcost_sum_t *b, const cfcost_sum_str_t *x,
-    const cfcost_sum_str_t *y)
+cfcost_sum_bytes_cmp(const char *a, size_t alen, const char *c, size_t clen)
 {
     int  rc;
 
-    rc = memcmp(cfcost_sum_ptr(b, x), cfcost_sum_ptr(b, y),
-                x->len < y->len ? x->len : y->len);
+    rc = memcmp(a, c, alen < clen ? alen : clen);
 
-    return rc ? rc : (x->len > y->len) - (x->len < y->len);
+    return rc ? rc : (alen > clen) - (alen < clen);
+}
+
+
+static int
+cfcost_sum_strcmp(const cfcost_sum_t *b, const cfcost_sum_str_t *x,
+    const cfcost_sum_str_t *y)
+{
+    return cfcost_sum_bytes_cmp(cfcost_sum_ptr(b, x), x->len,
+                                cfcost_sum_ptr(b, y), y->len);
 }
 
 
@@ -453,17 +460,6 @@ cfcost_sum_bucket(const cfcost_entry_t *e, const char **p)
     *p = e->member;
 
     return e->mlen > CFCOST_LOGB_DIGITS ? CFCOST_LOGB_DIGITS : 0;
-}
-
-
-static int
-cfcost_sum_bytes_cmp(const char *a, size_t alen, const char *c, size_t clen)
-{
-    int  rc;
-
-    rc = memcmp(a, c, alen < clen ? alen : clen);
-
-    return rc ? rc : (alen > clen) - (alen < clen);
 }
 
 

@@ -53,7 +53,6 @@
 
 typedef struct {
     char             *scope;        /* u:<user> or all */
-    char             *set;          /* its buckets */
     char              max[CFCOST_MEMBER_MAX + 2];  /* "+" or "(<member>" */
     char              min[CFCOST_MEMBER_MAX + 2];  /* "-" or "[<ts15>" */
     int64_t           from_ms;      /* -1: no from */
@@ -77,9 +76,8 @@ typedef struct {
     unsigned          k;
     unsigned          bucket_rounds;
     int               exhausted;    /* no bucket below those read */
-    char            **buckets;      /* the names read, until their GETs */
-    size_t            nbuckets;
-    size_t            bcap;
+    char              buckets[CFCOST_LOGS_BUCKETS_MAX][CFCOST_LOGB_DIGITS + 1];
+    size_t            nbuckets;     /* read, until their GETs */
     char            **bufs;         /* contents, members cut in place */
     size_t            nbufs;
     size_t            fcap;
@@ -117,11 +115,10 @@ cfcost_logs_strs_free(char **v, size_t n)
 static void
 cfcost_logs_members_free(cfcost_logs_ctx_t *l)
 {
-    cfcost_logs_strs_free(l->buckets, l->nbuckets);
     cfcost_logs_strs_free(l->bufs, l->nbufs);
     free(l->cand);
-    l->buckets = l->bufs = l->cand = l->members = NULL;
-    l->nbuckets = l->nbufs = l->bcap = l->fcap = l->ncand = l->ccap = 0;
+    l->bufs = l->cand = l->members = NULL;
+    l->nbuckets = l->nbufs = l->fcap = l->ncand = l->ccap = 0;
     l->nmembers = 0;
 }
 
@@ -134,7 +131,6 @@ cfcost_logs_ctx_free(void *p)
     cfcost_logs_members_free(l);
     cfcost_buf_free(&l->out);
     free(l->scope);
-    free(l->set);
     free(l);
 }
 
@@ -467,7 +463,6 @@ static void
 cfcost_logs_on_buckets(cfcost_req_t *rq, redisReply *r, unsigned slot)
 {
     size_t              i;
-    char               *b;
     uint64_t            v;
     cfcost_logs_ctx_t  *l = rq->ctx;
 
@@ -488,24 +483,16 @@ cfcost_logs_on_buckets(cfcost_req_t *rq, redisReply *r, unsigned slot)
 
     l->exhausted = (r->elements < l->k);
 
-    for (i = 0; i < r->elements; i++) {
+    for (i = 0; i < r->elements && l->nbuckets < l->k; i++) {
         if (r->element[i]->type != REDIS_REPLY_STRING
             || r->element[i]->len != CFCOST_LOGB_DIGITS)
         {
             continue;               /* not a bucket of ours */
         }
 
-        b = strdup(r->element[i]->str);
-        if (b == NULL
-            || cfcost_logs_push(rq, &l->buckets, &l->nbuckets, &l->bcap, b)
-               != 0)
-        {
-            free(b);
-            rq->failed = 1;
-            return;
-        }
-
-        memcpy(l->low, b, CFCOST_LOGB_DIGITS + 1);
+        memcpy(l->buckets[l->nbuckets++], r->element[i]->str,
+               CFCOST_LOGB_DIGITS + 1);
+        memcpy(l->low, r->element[i]->str, CFCOST_LOGB_DIGITS + 1);
     }
 }
 
@@ -631,30 +618,17 @@ cfcost_logs_on_bucketed(cfcost_req_t *rq)
 static void
 cfcost_logs_get_buckets(cfcost_req_t *rq)
 {
-    size_t              i, n;
-    char               *key;
+    size_t              i;
     cfcost_logs_ctx_t  *l = rq->ctx;
 
     cfcost_req_phase(rq, cfcost_logs_on_bucket, cfcost_logs_on_bucketed);
 
-    n = sizeof(CFCOST_LOGB_PREFIX) + CFCOST_LOGB_DIGITS + 1
-        + strlen(l->scope);
-    key = malloc(n);
-    if (key == NULL) {
-        rq->failed = 1;
+    for (i = 0; i < l->nbuckets; i++) {
+        cfcost_req_cmd(rq, "GET " CFCOST_LOGB_PREFIX "%s:%s", l->buckets[i],
+                       l->scope);
     }
 
-    for (i = 0; key != NULL && i < l->nbuckets; i++) {
-        snprintf(key, n, CFCOST_LOGB_PREFIX "%s:%s", l->buckets[i], l->scope);
-        cfcost_req_cmd(rq, "GET %s", key);
-    }
-
-    free(key);
-    cfcost_logs_strs_free(l->buckets, l->nbuckets);
-    l->buckets = NULL;
     l->nbuckets = 0;
-    l->bcap = 0;
-
     cfcost_req_go(rq);
 }
 
@@ -674,10 +648,9 @@ cfcost_logs_buckets(cfcost_req_t *rq)
         strcpy(lo, "-inf");
     }
 
-    /* the bucket list is kept for the GETs; the contents are the bufs */
     cfcost_req_phase(rq, cfcost_logs_on_buckets, cfcost_logs_get_buckets);
-    cfcost_req_cmd(rq, "ZREVRANGEBYSCORE %s %s %s LIMIT 0 %u", l->set, l->hi,
-                   lo, l->k);
+    cfcost_req_cmd(rq, "ZREVRANGEBYSCORE " CFCOST_LOGB_SET_PREFIX "%s %s %s "
+                   "LIMIT 0 %u", l->scope, l->hi, lo, l->k);
 
     if (l->rounds == 1 && l->bucket_rounds == 1) {
         cfcost_req_cmd(rq, "HGET " CFCOST_RETENTION_HASH " "
@@ -857,12 +830,11 @@ cfcost_route_logs(cfcost_req_t *rq)
         return;
     }
 
-    n = sizeof(CFCOST_LOGB_SET_PREFIX CFCOST_SCOPE_USER)
+    n = sizeof(CFCOST_SCOPE_USER)
         + (rq->subject ? strlen(rq->subject) : sizeof(CFCOST_SCOPE_ALL));
 
     l->scope = malloc(n);
-    l->set = malloc(n);
-    if (l->scope == NULL || l->set == NULL) {
+    if (l->scope == NULL) {
         cfcost_req_error(rq, 500, "out of memory");
         return;
     }
@@ -872,8 +844,6 @@ cfcost_route_logs(cfcost_req_t *rq)
     } else {
         snprintf(l->scope, n, CFCOST_SCOPE_ALL);
     }
-
-    snprintf(l->set, n, CFCOST_LOGB_SET_PREFIX "%s", l->scope);
 
     if (l->csv) {
         cfcost_req_stream_start(rq, "text/csv; charset=utf-8");

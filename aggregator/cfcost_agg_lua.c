@@ -27,6 +27,16 @@
     "end\n"
 
 
+/* appends s to a log bucket; the append that creates it adds the bucket
+ * b to its scope's set */
+#define CFCOST_LUA_LOGB_APPEND                                               \
+    "local function logb_append(key, set, b, s)\n"                           \
+    "  if redis.call('APPEND', key, s) == #s then\n"                         \
+    "    redis.call('ZADD', set, b, b)\n"                                    \
+    "  end\n"                                                                \
+    "end\n"
+
+
 /*
  * The apply script's ARGV by name (cfcost_agg_lua.h), as Lua text: the
  * numbers are pasted in as they are written.  The script reads an
@@ -64,6 +74,7 @@ const char  cfcost_lua_apply[] =
     "local acc, order, days, users, ids = {}, {}, {}, {}, {}\n"
     "local applied, dup, stale = 0, 0, 0\n"
     CFCOST_LUA_PAD
+    CFCOST_LUA_LOGB_APPEND
 
     /* reads first: once something is written nothing may fail */
     "local pos = redis.call('HGET', '" CFCOST_APPLIED_POS "', stream)\n"
@@ -289,10 +300,7 @@ const char  cfcost_lua_apply[] =
     "end\n"
     /* a bucket the append creates joins its scope's set */
     "for k, t in pairs(idx) do\n"
-    "  local s = table.concat(t, '\\n') .. '\\n'\n"
-    "  if redis.call('APPEND', k, s) == #s then\n"
-    "    redis.call('ZADD', t.set, t.b, t.b)\n"
-    "  end\n"
+    "  logb_append(k, t.set, t.b, table.concat(t, '\\n') .. '\\n')\n"
     "end\n"
 
     /* one HINCRBY per field; picodollars carry into whole dollars */
@@ -343,6 +351,7 @@ const char  cfcost_lua_sum[] =
     "local ua = da + 3 * tonumber(ARGV[7])\n"
     "local nu = tonumber(ARGV[8])\n"
     "local top = ARGV[ia - 1]\n"
+    CFCOST_LUA_LOGB_APPEND
 
     /* every id above the applied position: the first is */
     "local first = ARGV[" CFCOST_LUA_STR(CFCOST_LUA_SUM_FIRST) "]\n"
@@ -413,9 +422,7 @@ const char  cfcost_lua_sum[] =
     /* the writes */
     "redis.call('HSET', '" CFCOST_APPLIED_POS "', stream, top)\n"
     "for j = ia, ra - 1, 4 do\n"
-    "  if redis.call('APPEND', ARGV[j], ARGV[j + 3]) == #ARGV[j + 3] then\n"
-    "    redis.call('ZADD', ARGV[j + 1], ARGV[j + 2], ARGV[j + 2])\n"
-    "  end\n"
+    "  logb_append(ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3])\n"
     "end\n"
     "local P = 1000000000000\n"
     "local plen = string.len('" CFCOST_ROLLUP_F_COST "')\n"
@@ -641,33 +648,29 @@ const char  cfcost_lua_trim[] =
     "return { removed, fms, skipped, retired }\n";
 
 
-/* the first entry's time of every record stream, as oldest */
-#define CFCOST_LUA_OLDEST                                                    \
-    "local oldest\n"                                                         \
-    "for _, w in ipairs(redis.call('SMEMBERS', '" CFCOST_WRITERS_SET "'))"   \
-        " do\n"                                                              \
-    "  local s = '" CFCOST_RECORD_STREAM_PREFIX "' .. w .. '"                \
-               CFCOST_RECORD_STREAM_SUFFIX "'\n"                             \
-    "  local ms\n"                                                           \
-    "  local f = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)\n"           \
-    "  if #f > 0 then\n"                                                     \
-    "    ms = tonumber(string.match(f[1][1], '^(%d+)'))\n"                  \
-    "  elseif redis.call('EXISTS', s) == 1 then\n"                          \
-    "    local info = redis.call('XINFO', 'STREAM', s)\n"                   \
-    "    for k = 1, #info, 2 do\n"                                          \
-    "      if info[k] == 'last-generated-id'"                                \
-             " and info[k + 1] ~= '0-0' then\n"                             \
-    "        ms = tonumber(string.match(info[k + 1], '^(%d+)'))\n"          \
-    "      end\n"                                                           \
-    "    end\n"                                                             \
-    "  end\n"                                                               \
-    "  if ms and (oldest == nil or ms < oldest) then oldest = ms end\n"      \
-    "end\n"
-
-
 const char  cfcost_lua_logb_trim[] =
     "local skew, cap = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    CFCOST_LUA_OLDEST
+    /* the oldest first entry of every record stream */
+    "local oldest\n"
+    "for _, w in ipairs(redis.call('SMEMBERS', '" CFCOST_WRITERS_SET "'))"
+        " do\n"
+    "  local s = '" CFCOST_RECORD_STREAM_PREFIX "' .. w .. '"
+               CFCOST_RECORD_STREAM_SUFFIX "'\n"
+    "  local ms\n"
+    "  local f = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)\n"
+    "  if #f > 0 then\n"
+    "    ms = tonumber(string.match(f[1][1], '^(%d+)'))\n"
+    "  elseif redis.call('EXISTS', s) == 1 then\n"
+    "    local info = redis.call('XINFO', 'STREAM', s)\n"
+    "    for k = 1, #info, 2 do\n"
+    "      if info[k] == 'last-generated-id'"
+             " and info[k + 1] ~= '0-0' then\n"
+    "        ms = tonumber(string.match(info[k + 1], '^(%d+)'))\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  if ms and (oldest == nil or ms < oldest) then oldest = ms end\n"
+    "end\n"
     "if oldest == nil then return { 0, 0 } end\n"
     /* buckets below this one end before oldest - skew */
     "local bound = math.floor((oldest - skew) / " CFCOST_LUA_STR(CFCOST_LOGB_MS)
@@ -702,6 +705,7 @@ const char  cfcost_lua_logb_trim[] =
 const char  cfcost_lua_logb_move[] =
     "local cur, limit = ARGV[1], tonumber(ARGV[2])\n"
     "local moved, looked = 0, 0\n"
+    CFCOST_LUA_LOGB_APPEND
     "local function wrong(key, want)\n"
     "  local t = redis.call('TYPE', key)['ok']\n"
     "  if t ~= 'none' and t ~= want then\n"
@@ -722,9 +726,8 @@ const char  cfcost_lua_logb_move[] =
     "    if #ms == 0 then return 'done' end\n"
     "    local byb = {}\n"
     "    for _, m in ipairs(ms) do\n"
-    "      local b = string.match(m, '^(" "%d%d%d%d%d%d%d%d%d%d%d%d%d"
-                                     ")%d%d:w')\n"
-    "      if b then\n"
+    "      if string.sub(m, 16, 17) == ':w' then\n"
+    "        local b = string.sub(m, 1, " CFCOST_LUA_STR(CFCOST_LOGB_DIGITS) ")\n"
     "        if byb[b] == nil then byb[b] = {} end\n"
     "        byb[b][#byb[b] + 1] = m\n"
     "      end\n"
@@ -735,11 +738,8 @@ const char  cfcost_lua_logb_move[] =
     "      if bad then return bad end\n"
     "    end\n"
     "    for b, l in pairs(byb) do\n"
-    "      local s = table.concat(l, '\\n') .. '\\n'\n"
-    "      if redis.call('APPEND', '" CFCOST_LOGB_PREFIX "' .. b .. ':' .. scope,"
-                     " s) == #s then\n"
-    "        redis.call('ZADD', set, b, b)\n"
-    "      end\n"
+    "      logb_append('" CFCOST_LOGB_PREFIX "' .. b .. ':' .. scope, set, b,"
+                  " table.concat(l, '\\n') .. '\\n')\n"
     "    end\n"
     "    redis.call('ZREM', old, unpack(ms))\n"
     "    moved = moved + #ms\n"
