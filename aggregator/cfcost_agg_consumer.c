@@ -385,6 +385,7 @@ cfcost_consumer_poison(cfcost_consumer_t *c, redisReply *r)
 {
     size_t           si, k;
     char             id[CFCOST_STREAM_ID_MAX + 1];
+    unsigned         records;
     cfcost_apply_t  *q = &c->queue[c->qnext];
 
     if (q->n > 1 || q->one_id[0] == '\0') {
@@ -398,6 +399,7 @@ cfcost_consumer_poison(cfcost_consumer_t *c, redisReply *r)
 
     si = q->stream;
     strcpy(id, q->one_id);
+    records = q->records;
 
     /* the scripts of this read not sent yet (other streams') go with the
      * queue: their entries are ours, pending, read again after the skip */
@@ -419,8 +421,9 @@ cfcost_consumer_poison(cfcost_consumer_t *c, redisReply *r)
     }
 
     cfcost_log_error("consumer: entry %s of %s cannot be applied (%s): "
-                     "acknowledged without counting it", id,
-                     c->streams[si].key, r->str);
+                     "acknowledged without counting its %u record%s", id,
+                     c->streams[si].key, r->str, records,
+                     records == 1 ? "" : "s");
 
     if (cfcost_consumer_skip(c, si, id) != 0) {
         cfcost_log_error("consumer: out of memory");
@@ -430,7 +433,7 @@ cfcost_consumer_poison(cfcost_consumer_t *c, redisReply *r)
     }
 
     c->poison_run++;
-    c->agg->invalid++;
+    c->agg->invalid += records;
     cfcost_consumer_sent(c, cfcost_consumer_send_apply(c));
 }
 
@@ -529,16 +532,17 @@ cfcost_consumer_queue_failed(cfcost_consumer_t *c)
 
 
 /*
- * Whether to wait --linger after a read of n entries at now (ms): when
- * the read was less than a batch and records come faster than
- * --linger-rate a second.  The rate is the entries read in this window
+ * Whether to wait --linger after a read of n entries (nr records) at now
+ * (ms): when the read was less than a batch and records come faster than
+ * --linger-rate a second.  The rate is the records read in this window
  * of CFCOST_RATE_WINDOW ms and the one before, over the time they span;
  * an idle gap empties both.
  */
 #define CFCOST_RATE_WINDOW  100
 
 static int
-cfcost_consumer_linger(cfcost_consumer_t *c, uint64_t now, size_t n)
+cfcost_consumer_linger(cfcost_consumer_t *c, uint64_t now, size_t n,
+    size_t nr)
 {
     const cfcost_agg_conf_t  *conf = &c->agg->conf;
 
@@ -549,7 +553,7 @@ cfcost_consumer_linger(cfcost_consumer_t *c, uint64_t now, size_t n)
         c->rate_at = now;
     }
 
-    c->rate_n += n;
+    c->rate_n += nr;
 
     if (conf->linger_ms == 0 || n >= conf->batch) {
         return 0;
@@ -589,7 +593,7 @@ cfcost_consumer_read_count(const redisReply *r)
 static void
 cfcost_consumer_on_new(cfcost_redis_t *rd, redisReply *r, void *data)
 {
-    size_t              n;
+    size_t              i, n, nr;
     uint64_t            now;
     cfcost_consumer_t  *c = data;
 
@@ -624,7 +628,11 @@ cfcost_consumer_on_new(cfcost_redis_t *rd, redisReply *r, void *data)
     n = cfcost_consumer_read_count(r);
     now = cfcost_mono_ms();
 
-    if (cfcost_consumer_linger(c, now, n)) {
+    for (i = 0, nr = 0; i < c->qlen; i++) {
+        nr += c->queue[i].records;          /* a batch entry holds many */
+    }
+
+    if (cfcost_consumer_linger(c, now, n, nr)) {
         c->linger_until = now + c->agg->conf.linger_ms;
     }
 

@@ -28,7 +28,7 @@
 
 /* what one entry needs for cfcost_lua_apply beyond cfcost_entry_t */
 typedef struct {
-    char                rid[8 + CFCOST_STREAM_ID_MAX];
+    char                rid[8 + CFCOST_STREAM_ID_MAX + 5];
     char                dnum[24];
     char                num[5][24];
     char                padded[41];
@@ -36,13 +36,36 @@ typedef struct {
 
 
 /*
- * Reads entry e of a batch once: its record, what it counts and its log
- * index member.  An entry whose fields are gone (trimmed while pending)
- * is not counted: acknowledged only.
+ * How many records entry e holds, for cfcost_consumer_entry_read: at
+ * least 1 (an entry without a record still is acknowledged).
+ */
+static size_t
+cfcost_consumer_records(const redisReply *e)
+{
+    int     rc;
+    size_t  n;
+
+    rc = cfcost_record_count(e->elements < 2 ? NULL : e->element[1], &n);
+
+    if (rc > 0) {
+        cfcost_log_warn("consumer: entry %.*s is a batch whose framing "
+                        "breaks after %zu records: those counted, the rest "
+                        "cannot be read", (int) e->element[0]->len,
+                        e->element[0]->str, n);
+    }
+
+    return n ? n : 1;
+}
+
+
+/*
+ * Reads record k of entry e of a batch once: its record, what it counts
+ * and its log index member.  An entry whose fields are gone (trimmed
+ * while pending) is not counted: acknowledged only.
  */
 static void
 cfcost_consumer_entry_read(const char *writer, const redisReply *e,
-    cfcost_entry_t *ent)
+    unsigned rk, cfcost_entry_t *ent)
 {
     int        bad, k;
     int64_t    ts;
@@ -50,9 +73,10 @@ cfcost_consumer_entry_read(const char *writer, const redisReply *e,
 
     ent->id = e->element[0]->str;
     ent->idlen = (size_t) e->element[0]->len;
+    ent->k = rk;
     ent->counted = 0;
 
-    bad = (e->elements < 2) ? -1 : cfcost_record_parse(e->element[1],
+    bad = (e->elements < 2) ? -1 : cfcost_record_parse(e->element[1], rk,
                                                        &ent->rec);
     if (bad < 0) {
         cfcost_log_warn("consumer: entry %.*s has no fields (trimmed?): "
@@ -62,8 +86,8 @@ cfcost_consumer_entry_read(const char *writer, const redisReply *e,
 
     if (bad) {
         cfcost_log_warn("consumer: entry %.*s is not a record a gateway "
-                        "writes: counted with what could be read",
-                        (int) ent->idlen, ent->id);
+                        "writes (record %u of it): counted with what could "
+                        "be read", (int) ent->idlen, ent->id, rk);
     }
 
     ent->counted = 1;
@@ -100,14 +124,16 @@ cfcost_consumer_entry_read(const char *writer, const redisReply *e,
     }
 
     ent->mlen = cfcost_member_make(ent->member, ts, writer,
-                                   CFCOST_WRITER_ID_LEN, ent->id, ent->idlen);
+                                   CFCOST_WRITER_ID_LEN, ent->id, ent->idlen,
+                                   rk);
 }
 
 
 /*
- * Fills the arguments of cfcost_lua_apply for one entry read
+ * Fills the arguments of cfcost_lua_apply for one record read
  * (CFCOST_LUA_APPLY_ARGS, from argv, at the offsets CFCOST_LUA_ENTRY_*)
- * and its scratch.  An entry not counted gets an empty request id.
+ * and its scratch.  A record not counted gets an empty request id; a
+ * batch entry's records after its first, an empty entry id.
  */
 static void
 cfcost_consumer_entry(const cfcost_entry_t *ent, cfcost_entry_scratch_t *s,
@@ -129,11 +155,14 @@ cfcost_consumer_entry(const cfcost_entry_t *ent, cfcost_entry_scratch_t *s,
         lens[i] = 0;
     }
 
-    argv[CFCOST_LUA_ENTRY_ID] = ent->id;
-    lens[CFCOST_LUA_ENTRY_ID] = ent->idlen;
-    argv[CFCOST_LUA_ENTRY_PADDED] = s->padded;
-    lens[CFCOST_LUA_ENTRY_PADDED] = cfcost_stream_id_pad(s->padded, ent->id,
-                                                         ent->idlen);
+    if (ent->k == 0) {
+        argv[CFCOST_LUA_ENTRY_ID] = ent->id;
+        lens[CFCOST_LUA_ENTRY_ID] = ent->idlen;
+        argv[CFCOST_LUA_ENTRY_PADDED] = s->padded;
+        lens[CFCOST_LUA_ENTRY_PADDED] = cfcost_stream_id_pad(s->padded,
+                                                             ent->id,
+                                                             ent->idlen);
+    }
 
     if (!ent->counted) {
         return;
@@ -144,10 +173,12 @@ cfcost_consumer_entry(const cfcost_entry_t *ent, cfcost_entry_scratch_t *s,
         lens[CFCOST_LUA_ENTRY_REQUEST_ID] = f[CFCOST_REC_REQUEST_ID].len;
 
     } else {
-        /* no request id: the entry itself is the unit of "once" */
-        lens[CFCOST_LUA_ENTRY_REQUEST_ID] =
-            (size_t) snprintf(s->rid, sizeof(s->rid), "entry:%.*s",
-                              (int) ent->idlen, ent->id);
+        /* no request id: the record itself is the unit of "once" */
+        lens[CFCOST_LUA_ENTRY_REQUEST_ID] = (size_t) (ent->k == 0
+            ? snprintf(s->rid, sizeof(s->rid), "entry:%.*s",
+                       (int) ent->idlen, ent->id)
+            : snprintf(s->rid, sizeof(s->rid), "entry:%.*s.%u",
+                       (int) ent->idlen, ent->id, ent->k));
         argv[CFCOST_LUA_ENTRY_REQUEST_ID] = s->rid;
     }
 
@@ -198,6 +229,10 @@ cfcost_consumer_summable(const cfcost_consumer_t *c,
     pseq = 0;
 
     for (i = 0; i < n; i++) {
+        if (ents[i].k > 0) {
+            continue;               /* another record of the same entry */
+        }
+
         if (cfcost_stream_id_parse(ents[i].id, ents[i].idlen, &ms, &seq) != 0
             || (i > 0 && (ms < pms || (ms == pms && seq <= pseq))))
         {
@@ -226,7 +261,7 @@ cfcost_consumer_apply_head(cfcost_consumer_t *c, size_t si,
 }
 
 
-/* Formats cfcost_lua_apply for the n entries read of stream si. */
+/* Formats cfcost_lua_apply for the n records read of stream si. */
 static int
 cfcost_consumer_exact(cfcost_consumer_t *c, size_t si,
     const cfcost_entry_t *ents, size_t n, char **cmd, size_t *len)
@@ -294,24 +329,43 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
 {
     int                 rc, sum;
     char               *cmd;
-    size_t              i, n, len;
+    size_t              i, k, n, nent, len, *nrec;
     const char         *writer;
     cfcost_entry_t     *ents;
     const redisReply   *e;
     cfcost_apply_t     *q;
 
-    n = 0;
+    nent = 0;
     for (i = 0; i < entries->elements; i++) {
         e = entries->element[i];
         if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1
             && e->element[0]->type == REDIS_REPLY_STRING)
         {
-            n++;
+            nent++;
         }
     }
 
-    if (n == 0) {
+    if (nent == 0) {
         return 1;
+    }
+
+    /* the records of each entry: a batch entry's are several */
+    nrec = malloc(entries->elements * sizeof(size_t));
+    if (nrec == NULL) {
+        cfcost_log_error("consumer: out of memory for a batch of %zu", nent);
+        return -1;
+    }
+
+    n = 0;
+    for (i = 0; i < entries->elements; i++) {
+        e = entries->element[i];
+        nrec[i] = 0;
+        if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1
+            && e->element[0]->type == REDIS_REPLY_STRING)
+        {
+            nrec[i] = cfcost_consumer_records(e);
+            n += nrec[i];
+        }
     }
 
     rc = -1;
@@ -331,15 +385,13 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
     memset(q, 0, sizeof(cfcost_apply_t));
 
     for (i = 0, n = 0; i < entries->elements; i++) {
-        e = entries->element[i];
-        if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1
-            && e->element[0]->type == REDIS_REPLY_STRING)
-        {
-            cfcost_consumer_entry_read(writer, e, &ents[n++]);
+        for (k = 0; k < nrec[i]; k++) {
+            cfcost_consumer_entry_read(writer, entries->element[i],
+                                       (unsigned) k, &ents[n++]);
         }
     }
 
-    if (n == 1 && ents[0].idlen < sizeof(q->one_id)) {
+    if (nent == 1 && ents[0].idlen < sizeof(q->one_id)) {
         memcpy(q->one_id, ents[0].id, ents[0].idlen);
         q->one_id[ents[0].idlen] = '\0';
     }
@@ -356,7 +408,8 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
     q->cmd = cmd;
     q->len = len;
     q->stream = si;
-    q->n = (unsigned) n;
+    q->n = (unsigned) nent;
+    q->records = (unsigned) n;
     q->sum = sum;
 
     /* counted once the script applied them: a batch read again (the
@@ -370,6 +423,7 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
 failed:
 
     free(ents);
+    free(nrec);
 
     return rc;
 }

@@ -40,8 +40,10 @@ typedef struct {
     char               *cmd;
     size_t              len;
     size_t              stream;         /* index in streams */
-    unsigned            n;
-    unsigned            invalid;        /* entries without fields */
+    unsigned            n;              /* entries */
+    unsigned            records;        /* their records */
+    unsigned            invalid;        /* records not read (entries
+                                           without fields...) */
     char                one_id[CFCOST_STREAM_ID_MAX + 1];  /* n == 1 */
     int                 sum;            /* the summed script */
 } cfcost_apply_t;
@@ -220,10 +222,15 @@ void cfcost_consumer_reset(cfcost_consumer_t *c);
 
 /* ---- cfcost_agg_consumer_batch.c ---------------------------------------- */
 
-/* One entry of a batch, read once for either apply script. */
+/*
+ * One record of a batch, read once for either apply script: an entry's
+ * record k (a batch entry has several, each its own cfcost_entry_t, in
+ * order; the entry's id is with each).
+ */
 typedef struct {
     const char         *id;
     size_t              idlen;
+    unsigned            k;              /* record k of the entry */
     int                 counted;        /* 0: no fields: acknowledged only */
     cfcost_record_t     rec;            /* in the reply */
     int64_t             day;
@@ -259,8 +266,8 @@ void cfcost_consumer_queue_free(cfcost_consumer_t *c);
 /* ---- cfcost_agg_consumer_sum.c ------------------------------------------ */
 
 /*
- * Formats the summed apply script (cfcost_lua_sum) for the n entries of
- * stream si, ids in ascending order, into *cmd (*len bytes; free with
+ * Formats the summed apply script (cfcost_lua_sum) for the n records of
+ * stream si, entry ids in ascending order, into *cmd (*len bytes; free with
  * redisFreeCommand).  Returns 0, or -1 when out of memory.
  */
 int cfcost_consumer_sum(cfcost_consumer_t *c, size_t si,

@@ -649,8 +649,8 @@ cfcost_consumer_sum(cfcost_consumer_t *c, size_t si,
     const cfcost_entry_t *ents, size_t n, char **cmd, size_t *len)
 {
     int                     rc;
-    size_t                  i, size, counted, ngroups, nidx, nroll, ndays,
-                            nusers, nby, head, *lens;
+    size_t                  i, size, counted, nids, ngroups, nidx, nroll,
+                            ndays, nusers, nby, head, *lens;
     const char            **argv;
     cfcost_sum_t            b;
     cfcost_sum_group_t     *groups;
@@ -661,9 +661,12 @@ cfcost_consumer_sum(cfcost_consumer_t *c, size_t si,
     argv = NULL;
     lens = NULL;
 
+    /* n records; the ids are their entries' (a batch entry's once) */
     counted = 0;
+    nids = 0;
     for (i = 0; i < n; i++) {
         counted += ents[i].counted ? 1 : 0;
+        nids += ents[i].k ? 0 : 1;
     }
 
     for (size = 16; size < 2 * n; size *= 2) {
@@ -687,7 +690,7 @@ cfcost_consumer_sum(cfcost_consumer_t *c, size_t si,
                                        strlen(c->streams[si].key)));
     cfcost_sum_word(&b, cfcost_sum_lit(c->agg->conf.group,
                                        strlen(c->agg->conf.group)));
-    cfcost_sum_word(&b, cfcost_sum_num(&b, (int64_t) n));
+    cfcost_sum_word(&b, cfcost_sum_num(&b, (int64_t) nids));
     cfcost_sum_word(&b, cfcost_sum_num(&b, (int64_t) counted));
     head = b.nwords;
     for (i = 0; i < 4; i++) {
@@ -695,7 +698,9 @@ cfcost_consumer_sum(cfcost_consumer_t *c, size_t si,
     }
 
     for (i = 0; i < n; i++) {
-        cfcost_sum_word(&b, cfcost_sum_lit(ents[i].id, ents[i].idlen));
+        if (ents[i].k == 0) {
+            cfcost_sum_word(&b, cfcost_sum_lit(ents[i].id, ents[i].idlen));
+        }
     }
 
     nidx = cfcost_sum_index(&b, ents, n, by, &nby);

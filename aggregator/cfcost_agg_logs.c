@@ -213,7 +213,9 @@ cfcost_logs_params(cfcost_req_t *rq, cfcost_logs_ctx_t *l)
 
     s = cfcost_req_arg(rq, "cursor");
     if (s != NULL && s[0] != '\0') {
-        if (cfcost_member_parse(s, strlen(s), &writer, &id, &idlen) != 0) {
+        if (cfcost_member_parse(s, strlen(s), &writer, &id, &idlen, NULL)
+            != 0)
+        {
             cfcost_req_error(rq, 400, "cursor: not one this server gave");
             return -1;
         }
@@ -304,18 +306,24 @@ cfcost_logs_span(cfcost_logs_ctx_t *l, const char *name,
 /* Writes one row (the same columns in JSON and CSV). */
 static void
 cfcost_logs_row(cfcost_logs_ctx_t *l, const char *writer, const redisReply *id,
-    const cfcost_record_t *rec)
+    unsigned k, const cfcost_record_t *rec)
 {
     char      iso[CFCOST_ISO_LEN + 1], cost[32], lat[32];
-    char      rid[CFCOST_WRITER_ID_LEN + 1 + CFCOST_STREAM_ID_MAX + 1];
+    char      rid[CFCOST_WRITER_ID_LEN + 1 + CFCOST_STREAM_ID_MAX + 6];
     size_t    ridlen;
     int64_t   ts;
     uint64_t  in, out, us;
 
+    /* the row's id: "<writer>:<entry id>", ".<k>" after for a batch's
+     * records past the first (as its log index member ends) */
     ts = cfcost_record_ts(rec, id->str, (size_t) id->len);
-    ridlen = (size_t) snprintf(rid, sizeof(rid), "%.*s:%.*s",
-                               (int) CFCOST_WRITER_ID_LEN, writer,
-                               (int) id->len, id->str);
+    ridlen = (size_t) (k == 0
+        ? snprintf(rid, sizeof(rid), "%.*s:%.*s",
+                   (int) CFCOST_WRITER_ID_LEN, writer,
+                   (int) id->len, id->str)
+        : snprintf(rid, sizeof(rid), "%.*s:%.*s.%u",
+                   (int) CFCOST_WRITER_ID_LEN, writer,
+                   (int) id->len, id->str, k));
     cfcost_iso_ms(iso, ts);
 
     in = cfcost_record_u64(rec, CFCOST_REC_INPUT, NULL);
@@ -374,6 +382,7 @@ cfcost_logs_on_entry(cfcost_req_t *rq, redisReply *r, unsigned slot)
 {
     const char          *m, *id, *writer;
     size_t               idlen;
+    unsigned             k;
     int64_t              ts;
     uint64_t             v;
     cfcost_record_t      rec;
@@ -389,7 +398,7 @@ cfcost_logs_on_entry(cfcost_req_t *rq, redisReply *r, unsigned slot)
     m = l->members[slot];
     strcpy(l->last, m);
 
-    if (cfcost_member_parse(m, strlen(m), &writer, &id, &idlen) != 0) {
+    if (cfcost_member_parse(m, strlen(m), &writer, &id, &idlen, &k) != 0) {
         return;                 /* not ours: never indexed by this version */
     }
 
@@ -408,13 +417,13 @@ cfcost_logs_on_entry(cfcost_req_t *rq, redisReply *r, unsigned slot)
     e = r->element[0];
     if (e->type != REDIS_REPLY_ARRAY || e->elements < 2
         || e->element[0]->type != REDIS_REPLY_STRING
-        || cfcost_record_parse(e->element[1], &rec) < 0
+        || cfcost_record_parse(e->element[1], k, &rec) < 0
         || !cfcost_logs_match(l, &rec))
     {
         return;
     }
 
-    cfcost_logs_row(l, writer, e->element[0], &rec);
+    cfcost_logs_row(l, writer, e->element[0], k, &rec);
 
     if (l->limit && l->rows == l->limit) {
         l->full = 1;
@@ -760,7 +769,7 @@ cfcost_logs_fetch(cfcost_req_t *rq)
 
     for (i = 0; i < l->nmembers; i++) {
         if (cfcost_member_parse(l->members[i], strlen(l->members[i]),
-                                &writer, &id, &idlen) != 0)
+                                &writer, &id, &idlen, NULL) != 0)
         {
             /* never indexed by us: reads as nothing */
             writer = "w0000000000000000";

@@ -17,7 +17,10 @@
  *                     <cost: whole USD> <cost: picodollars below>
  *                     <log index member>
  *
- * An entry whose request id is "" is only acknowledged (deleted or
+ * The n argument groups are records: a batch entry's (cfcost_schema.h)
+ * follow each other, the first with the entry id, the others with ""
+ * (they go as the first: applied, stale or left alone together).  A
+ * record whose request id is "" is only acknowledged (deleted or
  * malformed).  With a dedup ttl ("0" turns it off) a request id already
  * marked is a duplicate: acknowledged, not counted.  Numbers are plain
  * decimal strings below 2^40.  Returns {applied, duplicates, stale}.
@@ -58,7 +61,7 @@ extern const char  cfcost_lua_apply[];
 #define CFCOST_LUA_APPLY_STREAM      1
 #define CFCOST_LUA_APPLY_GROUP       2
 #define CFCOST_LUA_APPLY_TTL         3      /* dedup ttl s, "0": off */
-#define CFCOST_LUA_APPLY_N           4      /* the number of entries */
+#define CFCOST_LUA_APPLY_N           4      /* the number of records */
 #define CFCOST_LUA_APPLY_HEAD        4      /* arguments before the entries */
 
 /*
@@ -69,7 +72,8 @@ extern const char  cfcost_lua_apply[];
 #define CFCOST_LUA_APPLY_FIRST       5      /* CFCOST_LUA_APPLY_HEAD + 1 */
 #define CFCOST_LUA_APPLY_ARGS        14     /* arguments per entry */
 
-#define CFCOST_LUA_ENTRY_ID          0      /* stream entry id: first */
+#define CFCOST_LUA_ENTRY_ID          0      /* stream entry id: first;
+                                               "": the entry before's */
 #define CFCOST_LUA_ENTRY_REQUEST_ID  1      /* "": acknowledged only */
 #define CFCOST_LUA_ENTRY_DAY         2      /* YYYY-MM-DD */
 #define CFCOST_LUA_ENTRY_DAY_NUM     3      /* days since 1970-01-01 */
@@ -92,7 +96,8 @@ extern const char  cfcost_lua_apply[];
  *
  *   EVALSHA <sha> 0 <stream> <group> <n> <counted> <index words>
  *                   <rollup words> <days> <users>
- *       then the n entry ids, in ascending order;
+ *       then the n entry ids, in ascending order (<counted> counts
+ *       records: a batch entry holds several);
  *       the index: per bucket of a scope, <bucket key> <scope's set>
  *           <bucket> <its members, each followed by "\n">;
  *       the rollups: per key, <key> <f> then f times <field> <increment>;

@@ -172,7 +172,8 @@ cfcost_metrics_streams(cfcost_buf_t *b, const cfcost_metrics_ctx_t *m)
     cfcost_buf_printf(b, "cfcost_record_streams %zu\n", m->writers_total);
 
     cfcost_metrics_family(b, "cfcost_stream_length", "gauge",
-                          "Records held in the writers' streams");
+                          "Entries held in the writers' streams (a "
+                          "batch entry holds several records)");
     cfcost_buf_printf(b, "cfcost_stream_length %lld\n", m->stream_len);
 
     cfcost_metrics_family(b, "cfcost_consumer_group_pending", "gauge",

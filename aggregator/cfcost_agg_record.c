@@ -93,27 +93,122 @@ cfcost_record_unpack(const char *p, size_t len, cfcost_record_t *rec)
 }
 
 
-int
-cfcost_record_parse(const redisReply *fields, cfcost_record_t *rec)
+/* fields is [name, value] with that name */
+static int
+cfcost_record_one(const redisReply *fields, const char *name, size_t len)
 {
-    size_t             i, k;
+    return fields->elements == 2
+           && fields->element[0]->type == REDIS_REPLY_STRING
+           && fields->element[1]->type == REDIS_REPLY_STRING
+           && (size_t) fields->element[0]->len == len
+           && memcmp(fields->element[0]->str, name, len) == 0;
+}
+
+
+/*
+ * The next netstring of a batch value at *p (before end): its bytes.
+ * Returns 0 and moves *p past it, or -1 when there is none well framed.
+ */
+static int
+cfcost_record_next(const char **p, const char *end, cfcost_span_t *s)
+{
+    size_t       n, digits;
+    const char  *q = *p;
+
+    n = 0;
+    digits = 0;
+
+    while (q < end && *q >= '0' && *q <= '9' && digits < 10) {
+        n = n * 10 + (size_t) (*q++ - '0');
+        digits++;
+    }
+
+    if (digits == 0 || q == end || *q++ != ':' || (size_t) (end - q) < n + 1
+        || q[n] != ',')
+    {
+        return -1;
+    }
+
+    s->p = q;
+    s->len = n;
+    *p = q + n + 1;
+
+    return 0;
+}
+
+
+int
+cfcost_record_count(const redisReply *fields, size_t *n)
+{
+    const char     *p, *end;
+    cfcost_span_t   s;
+
+    *n = 0;
+
+    if (fields == NULL || fields->type != REDIS_REPLY_ARRAY) {
+        return -1;
+    }
+
+    if (!cfcost_record_one(fields, CFCOST_R_BATCH,
+                           sizeof(CFCOST_R_BATCH) - 1))
+    {
+        *n = 1;
+        return 0;
+    }
+
+    p = fields->element[1]->str;
+    end = p + fields->element[1]->len;
+
+    while (p < end && *n < CFCOST_R_BATCH_MAX) {
+        if (cfcost_record_next(&p, end, &s) != 0) {
+            return 1;
+        }
+        (*n)++;
+    }
+
+    return (p == end && *n > 0) ? 0 : 1;
+}
+
+
+int
+cfcost_record_parse(const redisReply *fields, size_t k, cfcost_record_t *rec)
+{
+    size_t             i;
+    const char        *p, *end;
+    cfcost_span_t      s;
     const redisReply  *name, *value;
 
-    for (k = 0; k < CFCOST_REC_NFIELDS; k++) {
-        rec->f[k].p = "";
-        rec->f[k].len = 0;
+    for (i = 0; i < CFCOST_REC_NFIELDS; i++) {
+        rec->f[i].p = "";
+        rec->f[i].len = 0;
     }
 
     if (fields == NULL || fields->type != REDIS_REPLY_ARRAY) {
         return -1;
     }
 
-    if (fields->elements == 2
-        && fields->element[0]->type == REDIS_REPLY_STRING
-        && fields->element[1]->type == REDIS_REPLY_STRING
-        && fields->element[0]->len == sizeof(CFCOST_R_PACKED) - 1
-        && memcmp(fields->element[0]->str, CFCOST_R_PACKED,
-                  sizeof(CFCOST_R_PACKED) - 1) == 0)
+    if (cfcost_record_one(fields, CFCOST_R_BATCH, sizeof(CFCOST_R_BATCH) - 1))
+    {
+        p = fields->element[1]->str;
+        end = p + fields->element[1]->len;
+
+        for (i = 0; i <= k; i++) {
+            if (i == CFCOST_R_BATCH_MAX
+                || cfcost_record_next(&p, end, &s) != 0)
+            {
+                return -1;
+            }
+        }
+
+        return cfcost_record_unpack(s.p, s.len, rec);
+    }
+
+    if (k != 0) {
+        return -1;
+    }
+
+    if (cfcost_record_one(fields, CFCOST_R_PACKED,
+                          sizeof(CFCOST_R_PACKED) - 1))
     {
         return cfcost_record_unpack(fields->element[1]->str,
                                     (size_t) fields->element[1]->len, rec);

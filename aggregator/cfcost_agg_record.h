@@ -44,13 +44,24 @@ typedef struct {
 
 
 /*
- * Locates the fields of one entry's field/value array: schema 2 (one
- * packed field, cfcost_schema.h) or 1 (named pairs).  Returns 0; 1 when
- * the packed field is malformed (what could be read is, the rest reads
- * as empty); -1 when fields is not an array (a deleted entry reads as
- * nil).
+ * How many records one entry's field/value array holds: 1 for a record
+ * (schema 1 or 2), the records of a batch entry (CFCOST_R_BATCH, at most
+ * CFCOST_R_BATCH_MAX).  Returns 0 and sets *n; 1 when a batch's framing is
+ * broken (*n counts the records before the break; 0 when the entry holds
+ * nothing else); -1 when fields is not an array (a deleted entry reads as
+ * nil: *n is 0).
  */
-int cfcost_record_parse(const redisReply *fields, cfcost_record_t *rec);
+int cfcost_record_count(const redisReply *fields, size_t *n);
+
+/*
+ * Locates the fields of record k (from 0; of those cfcost_record_count
+ * counts) of one entry's field/value array: schema 2 (one packed field,
+ * cfcost_schema.h), a batch of them, or 1 (named pairs).  Returns 0; 1
+ * when the packed record is malformed (what could be read is, the rest
+ * reads as empty); -1 when fields is not an array or has no record k.
+ */
+int cfcost_record_parse(const redisReply *fields, size_t k,
+    cfcost_record_t *rec);
 
 /*
  * The field as an integer (<= INT64_MAX).  Missing or empty is 0; anything

@@ -341,7 +341,7 @@ cfcost_stream_key(char *buf, const char *writer)
 
 size_t
 cfcost_member_make(char *buf, int64_t ts_ms, const char *writer, size_t wlen,
-    const char *id, size_t idlen)
+    const char *id, size_t idlen, unsigned k)
 {
     char      *p;
     uint64_t   ms, seq;
@@ -349,7 +349,8 @@ cfcost_member_make(char *buf, int64_t ts_ms, const char *writer, size_t wlen,
     if (ts_ms < 0 || ts_ms > CFCOST_MEMBER_TS_MAX
         || !cfcost_writer_valid(writer, wlen)
         || idlen > CFCOST_STREAM_ID_MAX
-        || cfcost_stream_id_parse(id, idlen, &ms, &seq) != 0)
+        || cfcost_stream_id_parse(id, idlen, &ms, &seq) != 0
+        || k >= CFCOST_R_BATCH_MAX)
     {
         return 0;
     }
@@ -361,6 +362,11 @@ cfcost_member_make(char *buf, int64_t ts_ms, const char *writer, size_t wlen,
     *p++ = ':';
     memcpy(p, id, idlen);
     p += idlen;
+
+    if (k > 0) {
+        p += snprintf(p, 6, ".%u", k);
+    }
+
     *p = '\0';
 
     return (size_t) (p - buf);
@@ -369,9 +375,10 @@ cfcost_member_make(char *buf, int64_t ts_ms, const char *writer, size_t wlen,
 
 int
 cfcost_member_parse(const char *m, size_t len, const char **writer,
-    const char **id, size_t *idlen)
+    const char **id, size_t *idlen, unsigned *k)
 {
-    size_t    i, head;
+    size_t    i, head, end;
+    unsigned  rk;
     uint64_t  ms, seq;
 
     head = 15 + 1 + CFCOST_WRITER_ID_LEN + 1;
@@ -389,13 +396,41 @@ cfcost_member_parse(const char *m, size_t len, const char **writer,
         }
     }
 
-    if (cfcost_stream_id_parse(m + head, len - head, &ms, &seq) != 0) {
+    /* ".<k>": 1 .. CFCOST_R_BATCH_MAX - 1, no leading zero */
+    rk = 0;
+    end = len;
+
+    for (i = len; i > head && m[i - 1] >= '0' && m[i - 1] <= '9'; i--) {
+        /* void */
+    }
+
+    if (i > head && m[i - 1] == '.') {
+        if (i == len || m[i] == '0' || len - i > 4) {
+            return -1;
+        }
+
+        for (end = i; i < len; i++) {
+            rk = rk * 10 + (unsigned) (m[i] - '0');
+        }
+
+        if (rk >= CFCOST_R_BATCH_MAX) {
+            return -1;
+        }
+
+        end--;
+    }
+
+    if (cfcost_stream_id_parse(m + head, end - head, &ms, &seq) != 0) {
         return -1;
     }
 
     *writer = m + 16;
     *id = m + head;
-    *idlen = len - head;
+    *idlen = end - head;
+
+    if (k != NULL) {
+        *k = rk;
+    }
 
     return 0;
 }

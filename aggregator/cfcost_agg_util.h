@@ -22,7 +22,7 @@
 #define CFCOST_ISO_LEN           24         /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
 #define CFCOST_STREAM_ID_MAX     41         /* "<u64>-<u64>" */
 #define CFCOST_MEMBER_MAX        (15 + 1 + CFCOST_WRITER_ID_LEN + 1         \
-                                  + CFCOST_STREAM_ID_MAX)
+                                  + CFCOST_STREAM_ID_MAX + 5)   /* ".<k>" */
 
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (m 1..12, d 1..31). */
@@ -101,21 +101,24 @@ int cfcost_writer_valid(const char *s, size_t len);
 size_t cfcost_stream_key(char *buf, const char *writer);
 
 /*
- * Writes the log-index member of an entry, "<ts_ms, 15 digits>:<writer>:
- * <id>", into buf (>= CFCOST_MEMBER_MAX + 1 bytes).  Returns the length,
- * or 0 when ts_ms is negative or too large, the writer is not a writer id
- * or id is not a stream id.  Members sort by time, then writer, then id.
+ * Writes the log-index member of record k of an entry, "<ts_ms, 15
+ * digits>:<writer>:<id>", followed by ".<k>" when k > 0, into buf (>=
+ * CFCOST_MEMBER_MAX + 1 bytes).  Returns the length, or 0 when ts_ms is
+ * negative or too large, the writer is not a writer id, id is not a
+ * stream id or k is not below CFCOST_R_BATCH_MAX.  Members sort by time,
+ * then writer, then id.
  */
 size_t cfcost_member_make(char *buf, int64_t ts_ms, const char *writer,
-    size_t wlen, const char *id, size_t idlen);
+    size_t wlen, const char *id, size_t idlen, unsigned k);
 
 /*
  * Checks that m[0..len) is a well-formed log-index member (as a cursor
  * from a client must be).  Returns 0 and points writer and id (lengths
- * CFCOST_WRITER_ID_LEN and *idlen) into m, or -1.
+ * CFCOST_WRITER_ID_LEN and *idlen, without ".<k>") into m, and sets *k
+ * (0 without ".<k>"; k may be NULL), or -1.
  */
 int cfcost_member_parse(const char *m, size_t len, const char **writer,
-    const char **id, size_t *idlen);
+    const char **id, size_t *idlen, unsigned *k);
 
 /* Writes the 15-digit, zero-padded form of ts_ms (>= 0) into buf (16). */
 size_t cfcost_member_ts(char *buf, int64_t ts_ms);

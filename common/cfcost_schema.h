@@ -110,8 +110,23 @@
  *
  * Schema 1 (field/value pairs, named as above) is still read: records
  * written before an upgrade, and spool files.
+ *
+ * A batch entry holds several records of one writer: one field,
+ * CFCOST_R_BATCH, whose value is each record packed as above, itself
+ * wrapped as a netstring, in the order the writer made them
+ * ("<len>:<packed record>,<len>:<packed record>,...", at most
+ * CFCOST_R_BATCH_MAX).  The entry is applied, acknowledged and trimmed as
+ * one: its records count together, exactly once.  The entry id is the
+ * id the writer gave its last record (so that, were the entry stored,
+ * any of its records sent again alone is refused as stored).  Record k
+ * of an entry (from 0) is "<entry id>.<k>" where a record is named (the
+ * log index, the log's row ids); record 0 is also just "<entry id>".
+ * One entry instead of one per record is what a stream entry costs
+ * Redis: XADD, XREADGROUP's pending entry and XACK, once per batch.
  */
 #define CFCOST_R_PACKED              "r"
+#define CFCOST_R_BATCH               "b"
+#define CFCOST_R_BATCH_MAX             1024
 
 typedef enum {
     CFCOST_P_VERSION = 0,
@@ -200,7 +215,8 @@ typedef enum {
  *   ZSET   cfcost:logbs:<scope>           the scope's buckets: member the
  *                                         bucket, score its number
  *
- * A log index member is "<ts_ms, 15 digits>:<writer>:<stream entry id>";
+ * A log index member is "<ts_ms, 15 digits>:<writer>:<stream entry id>",
+ * with ".<k>" after the id for record k >= 1 of a batch entry;
  * the entry is in the writer's record stream, and members sort by their
  * text (time, writer, id).  The bucket is the member's first 13 digits
  * (its time in 100 ms), so every member of a bucket sorts above every

@@ -171,7 +171,7 @@ is($all->{cost_usd} * 1e12 + $all->{cost_pusd}, $pusd,
 ok($all->{cost_pusd} < 1e12, 'the picodollars below a dollar');
 
 my $log = CfcostTest::_slurp($sum->tmp . '/aggregator.log');
-my $declined = () = $log =~ /not all new/g;
+$declined = () = $log =~ /not all new/g;
 ok($declined >= 1, "the summed script declined the batch with the stale "
    . "entries ($declined)");
 

@@ -1225,6 +1225,108 @@ test_sum(void)
 }
 
 
+/*
+ * A batch entry (cfcost_schema.h): several records in one entry.  Its
+ * records are each an argument group of the exact script, the first with
+ * the entry id, the others with "" (they go as it goes); the summed
+ * script lists the id once and counts the records; each record has its
+ * own log index member, ".<k>" after the id past the first.
+ */
+static void
+test_batch_entry(void)
+{
+    char         ts[3][16], v[4096], mem[3][80], rec[1024], tail[512];
+    const char  *want, *id = "1767225600130-2";
+    size_t       i, len;
+    const ent_t  rs[] = {
+        { "1767225600127-0", "r1", "alice", "k1", "@cf/m", "10", "20", "3",
+          "1500000000000", 0, NULL },
+        { "1767225600128-0", "r2", "bob", "k2", "@cf/m", "5", "0", "0", "7",
+          0, NULL },
+        { "1767225600130-2", "r3", "alice", "k1", "@cf/m", "1", "1", "0",
+          "1", 0, NULL },
+    };
+    const ent_t  one[] = {
+        { "1767225600200-0", "r4", "carol", "k3", "@cf/x", "1", "2", "0",
+          "3", 0, NULL },
+    };
+
+    /* strf()'s strings do not last (packed_value makes many): copies */
+    for (i = 0, len = 0; i < 3; i++) {
+        snprintf(ts[i], sizeof(ts[i]), "%.*s", 13, rs[i].id);
+        snprintf(rec, sizeof(rec), "%s", packed_value(&rs[i], ts[i]));
+        len += (size_t) snprintf(v + len, sizeof(v) - len, "%zu:%s,",
+                                 strlen(rec), rec);
+        snprintf(mem[i], sizeof(mem[i]), "00%s:" W1 ":%s", ts[i], id);
+        if (i > 0) {
+            snprintf(mem[i] + strlen(mem[i]), 8, ".%zu", i);
+        }
+    }
+
+    snprintf(tail, sizeof(tail), "%s", apply_line(W1, one, 1));
+    snprintf(rec, sizeof(rec), "%s",
+             packed_value(&one[0], "1767225600200"));
+
+    /* the exact script (a dedup ttl): a batch entry, then a plain one */
+    world_start();
+    ok(connect_and_read(one_writer, 1, 1), "batch entry: reading");
+    fake_resp_array(&R, 1);
+    fake_resp_array(&R, 2);
+    fake_resp_bulk(&R, K1);
+    fake_resp_array(&R, 2);
+    fake_resp_array(&R, 2);
+    fake_resp_bulk(&R, id);
+    fake_resp_array(&R, 2);
+    resp_field(CFCOST_R_BATCH, v);
+    fake_resp_array(&R, 2);
+    fake_resp_bulk(&R, one[0].id);
+    fake_resp_array(&R, 2);
+    resp_field(CFCOST_R_PACKED, rec);
+    ok(answer(block_line(k1_only, 1)), "batch entry: 2 entries, 4 records");
+
+    want = strf("EVALSHA " SHA_APPLY " 0 " K1 " g %u 4 "
+                "%s r1 " DAY0 " " DNUM0 " alice k1 @cf/m 10 20 3 1 "
+                "500000000000 %s 0000000176722560013000000000000000000002 "
+                " r2 " DAY0 " " DNUM0 " bob k2 @cf/m 5 0 0 0 7 %s  "
+                " r3 " DAY0 " " DNUM0 " alice k1 @cf/m 1 1 0 0 1 %s  "
+                "%s", agg.conf.dedup_ttl_s, id, mem[0], mem[1], mem[2],
+                tail + strlen("EVALSHA " SHA_APPLY " 0 " K1 " g ")
+                + (size_t) snprintf(NULL, 0, "%u 1 ",
+                                    agg.conf.dedup_ttl_s));
+    is_str(sent(), want, "batch entry: a group per record, the entry's id "
+           "with the first");
+    resp_applied(4, 0, 0);
+    ok(answer(want), "batch entry: applied");
+    is_u64(agg.applied, 4, "batch entry: 4 records counted");
+    world_end();
+
+    /* the summed script: the id once, 3 records counted */
+    world_start();
+    agg.conf.dedup_ttl_s = 0;
+    ok(connect_and_read(one_writer, 1, 1), "batch entry: reading, summed");
+    fake_resp_array(&R, 1);
+    fake_resp_array(&R, 2);
+    fake_resp_bulk(&R, K1);
+    fake_resp_array(&R, 1);
+    fake_resp_array(&R, 2);
+    fake_resp_bulk(&R, id);
+    fake_resp_array(&R, 2);
+    resp_field(CFCOST_R_BATCH, v);
+    ok(answer(block_line(k1_only, 1)), "batch entry: 1 entry, 3 records");
+    want = strf("EVALSHA " SHA_SUM " 0 " K1 " g 1 3 12 212 5 2 %s "
+                "cfcost:logb:" BKT ":all cfcost:logbs:all " BKT " "
+                "%s\n%s\n%s\n ", id, mem[0], mem[1], mem[2]);
+    ok(strncmp(sent(), want, strlen(want)) == 0,
+       "batch entry: the summed script names the entry once and indexes "
+       "each record");
+    resp_applied(3, 0, 0);
+    ok(answer(sent()), "batch entry: applied");
+    is_u64(agg.applied, 3, "batch entry: 3 counted");
+    is_str(sent(), block_line(k1_only, 1), "batch entry: then the next read");
+    world_end();
+}
+
+
 /* ---- errors ------------------------------------------------------------- */
 
 
@@ -2022,6 +2124,7 @@ main(int argc, char **argv)
     test_batch();
     test_packed();
     test_sum();
+    test_batch_entry();
     test_apply_retry();
     test_noscript_nogroup();
     test_reply_lost();

@@ -167,6 +167,7 @@ test_numbers(void)
     char         buf[CFCOST_MEMBER_MAX + 1], buf2[CFCOST_MEMBER_MAX + 1];
     uint64_t     v, ms, seq;
     size_t       n, idlen;
+    unsigned     k;
     const char  *id, *wr;
 
 #define W  "w0123456789abcdef"
@@ -189,23 +190,50 @@ test_numbers(void)
        "an id needs its sequence");
 
     n = cfcost_member_make(buf, 1700000000000LL, W, 17, "1795821966396-10",
-                           16);
+                           16, 0);
     is_str(buf, "001700000000000:w0123456789abcdef:1795821966396-10",
            "member layout");
     ok(n == strlen(buf), "member length");
-    ok(cfcost_member_parse(buf, n, &wr, &id, &idlen) == 0 && idlen == 16
+    ok(cfcost_member_parse(buf, n, &wr, &id, &idlen, &k) == 0 && idlen == 16
        && memcmp(id, "1795821966396-10", 16) == 0
-       && memcmp(wr, W, 17) == 0, "member parses back");
-    ok(cfcost_member_make(buf, -1, W, 17, "1-1", 3) == 0,
+       && memcmp(wr, W, 17) == 0 && k == 0, "member parses back");
+
+    /* record k of a batch entry */
+    n = cfcost_member_make(buf, 1700000000000LL, W, 17, "1795821966396-10",
+                           16, 37);
+    is_str(buf, "001700000000000:w0123456789abcdef:1795821966396-10.37",
+           "a batch record's member");
+    ok(cfcost_member_parse(buf, n, &wr, &id, &idlen, &k) == 0 && idlen == 16
+       && memcmp(id, "1795821966396-10", 16) == 0 && k == 37,
+       "... parses back with its index");
+    ok(cfcost_member_make(buf, 5, W, 17, "1-1", 3, CFCOST_R_BATCH_MAX) == 0,
+       "an index past a batch's records refused");
+    n = cfcost_member_make(buf, 5, W, 17, "1-1", 3, CFCOST_R_BATCH_MAX - 1);
+    ok(n > 0 && cfcost_member_parse(buf, n, &wr, &id, &idlen, &k) == 0
+       && k == CFCOST_R_BATCH_MAX - 1 && idlen == 3, "the last index");
+    ok(cfcost_member_parse("001700000000000:w0123456789abcdef:1-1.0", 39,
+                           &wr, &id, &idlen, &k) != 0,
+       "record 0 has no index in its member");
+    ok(cfcost_member_parse("001700000000000:w0123456789abcdef:1-1.01", 40,
+                           &wr, &id, &idlen, &k) != 0, "no leading zero");
+    ok(cfcost_member_parse("001700000000000:w0123456789abcdef:1-1.", 38,
+                           &wr, &id, &idlen, &k) != 0, "an empty index");
+    ok(cfcost_member_parse("001700000000000:w0123456789abcdef:1-1.99999", 43,
+                           &wr, &id, &idlen, &k) != 0, "an index too large");
+    ok(cfcost_member_parse("001700000000000:w0123456789abcdef:1.2", 37,
+                           &wr, &id, &idlen, &k) != 0,
+       "an index after no stream id");
+    ok(cfcost_member_make(buf, -1, W, 17, "1-1", 3, 0) == 0,
        "negative ts refused");
-    ok(cfcost_member_make(buf, 5, W, 17, "x-1", 3) == 0, "bad id refused");
-    ok(cfcost_member_make(buf, 5, "w0123456789ABCDEF", 17, "1-1", 3) == 0,
+    ok(cfcost_member_make(buf, 5, W, 17, "x-1", 3, 0) == 0, "bad id refused");
+    ok(cfcost_member_make(buf, 5, "w0123456789ABCDEF", 17, "1-1", 3, 0) == 0,
        "bad writer refused");
-    ok(cfcost_member_parse("garbage", 7, &wr, &id, &idlen) != 0,
+    ok(cfcost_member_parse("garbage", 7, &wr, &id, &idlen, &k) != 0,
        "garbage is no cursor");
     ok(cfcost_member_parse("00170000000000x:w0123456789abcdef:1-1", 37, &wr,
-                           &id, &idlen) != 0, "a cursor's time is digits");
-    ok(cfcost_member_parse("001700000000000:1-1", 19, &wr, &id, &idlen) != 0,
+                           &id, &idlen, &k) != 0, "a cursor's time is digits");
+    ok(cfcost_member_parse("001700000000000:1-1", 19, &wr, &id, &idlen, &k)
+       != 0,
        "a member of the one-stream format is no cursor");
     ok(cfcost_writer_valid(W, 17) && !cfcost_writer_valid(W, 16)
        && !cfcost_writer_valid("x0123456789abcdef", 17), "writer ids");
@@ -213,8 +241,8 @@ test_numbers(void)
     is_str(buf, "cfcost:rec:{w0123456789abcdef}", "stream key");
     ok(n == CFCOST_RECORD_STREAM_LEN, "stream key length");
 
-    cfcost_member_make(buf, 999, W, 17, "5-0", 3);
-    cfcost_member_make(buf2, 1000, "w0000000000000000", 17, "4-0", 3);
+    cfcost_member_make(buf, 999, W, 17, "5-0", 3, 0);
+    cfcost_member_make(buf2, 1000, "w0000000000000000", 17, "4-0", 3, 0);
     ok(strcmp(buf, buf2) < 0, "members sort by time first");
 }
 
@@ -419,6 +447,7 @@ static void
 test_record(void)
 {
     int              bad;
+    size_t           n;
     cfcost_record_t  rec;
 
     static const char  *f[] = {
@@ -431,7 +460,8 @@ test_record(void)
 
     npool = 0;
 
-    ok(cfcost_record_parse(array_reply(f, 16), &rec) == 0, "record parses");
+    ok(cfcost_record_parse(array_reply(f, 16), 0, &rec) == 0,
+       "record parses");
     ok(rec.f[CFCOST_REC_USER].len == 5
        && memcmp(rec.f[CFCOST_REC_USER].p, "alice", 5) == 0, "user found");
     is_u64(cfcost_record_u64(&rec, CFCOST_REC_INPUT, NULL), 12, "input");
@@ -445,12 +475,57 @@ test_record(void)
     ok(!bad, "... quietly");
     ok(cfcost_record_ts(&rec, "5-0", 3) == 1700000000123LL, "ts_ms used");
 
-    ok(cfcost_record_parse(array_reply(g, 4), &rec) == 0, "record parses");
+    ok(cfcost_record_parse(array_reply(g, 4), 0, &rec) == 0,
+       "record parses");
     ok(cfcost_record_ts(&rec, "1700000000999-3", 15) == 1700000000999LL,
        "no ts_ms: the stream id's time");
 
-    ok(cfcost_record_parse(NULL, &rec) != 0, "a deleted entry (nil) is "
+    ok(cfcost_record_parse(NULL, 0, &rec) != 0, "a deleted entry (nil) is "
        "refused");
+    ok(cfcost_record_count(NULL, &n) < 0 && n == 0, "... and holds none");
+    ok(cfcost_record_count(array_reply(f, 16), &n) == 0 && n == 1,
+       "a record of named fields is one");
+    ok(cfcost_record_parse(array_reply(f, 16), 1, &rec) < 0,
+       "... and has no second");
+
+    /* a batch entry: records packed (schema 2), each a netstring */
+    {
+        static const char  *b[] = {
+            "b", "57:1:2,32:0123456789abcdef0123456789abcdef,13:1700000000123,,"
+                 "31:1:2,3:bcd,4:1234,5:alice,0:,0:,,"
+                 "0:,"
+        };
+        static const char  *r[] = {
+            "r", "1:2,3:abc,13:1700000000123,0:,5:alice,"
+        };
+        static const char  *broken[] = {
+            "b", "4:1:2,,9:1:2,"
+        };
+        static const char  *empty[] = { "b", "" };
+
+        ok(cfcost_record_count(array_reply(b, 2), &n) == 0 && n == 3,
+           "a batch of three records");
+        ok(cfcost_record_parse(array_reply(b, 2), 0, &rec) == 1
+           && rec.f[CFCOST_REC_REQUEST_ID].len == 32
+           && cfcost_record_ts(&rec, "1-1", 3) == 1700000000123LL,
+           "record 0 (short of schema 2's fields: read as far as it goes)");
+        ok(cfcost_record_parse(array_reply(b, 2), 1, &rec) == 1
+           && rec.f[CFCOST_REC_REQUEST_ID].len == 3
+           && memcmp(rec.f[CFCOST_REC_REQUEST_ID].p, "bcd", 3) == 0
+           && rec.f[CFCOST_REC_KEY_ID].len == 5, "record 1");
+        ok(cfcost_record_parse(array_reply(b, 2), 2, &rec) == 1
+           && rec.f[CFCOST_REC_REQUEST_ID].len == 0, "record 2: empty");
+        ok(cfcost_record_parse(array_reply(b, 2), 3, &rec) < 0,
+           "no record 3");
+        ok(cfcost_record_count(array_reply(r, 2), &n) == 0 && n == 1,
+           "one packed record is one");
+        ok(cfcost_record_parse(array_reply(r, 2), 0, &rec) == 1
+           && rec.f[CFCOST_REC_USER].len == 5, "... read");
+        ok(cfcost_record_count(array_reply(broken, 2), &n) == 1 && n == 1,
+           "a batch whose framing breaks: the records before the break");
+        ok(cfcost_record_count(array_reply(empty, 2), &n) == 1 && n == 0,
+           "an empty batch holds nothing");
+    }
 }
 
 
