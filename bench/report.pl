@@ -238,7 +238,7 @@ my @rec_bad = grep { $_->{xlen} != $_->{expected} } @records;
 my $last = $records[-1];
 check('records in Redis == requests sent', @records && !@rec_bad,
       @rec_bad
-      ? join('; ', map { "$_->{phase}: XLEN $_->{xlen} vs sent $_->{expected}" } @rec_bad)
+      ? join('; ', map { "$_->{phase}: $_->{xlen} records in Redis vs sent $_->{expected}" } @rec_bad)
       : sprintf('%d == %d (checked after each of %d phases)',
                 $last->{xlen}, $last->{expected}, scalar @records));
 check('no record dropped (cfcost:gateway records_dropped)',
@@ -318,7 +318,7 @@ if (@usage_load) {
             };
         }
         check("aggregator counted all $l->{stream} records",
-              $l->{applied}, "total_requests == XLEN: "
+              $l->{applied}, "total_requests == records in Redis: "
               . ($l->{applied} ? 'yes' : 'no, not within the time limit'));
     }
     $result{usage_api} = {

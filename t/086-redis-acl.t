@@ -274,7 +274,7 @@ SKIP: {
        . "($n), none twice") or diag($env->error_log_tail);
     $sent = $n;
 
-    my $until = time + 10;
+    $until = time + 10;
     my $back = 0;
     while (time < $until) { $sent++; if (chat_ok()) { $back = 1; last } sleep 0.2; $sent--; }
     ok($back, 'the gateway serves again with no restart');

@@ -172,7 +172,8 @@ sub wait_until {
 
 
 # The promise of every fault case, checked: authenticated requests =
-# distinct request ids in Redis = stream entries = the aggregator's
+# distinct request ids in Redis = records in the streams (a batch entry
+# holds several) = the aggregator's
 # total_requests, every record where its answer says and at the price
 # table's cost; the aggregator's total cost is the records' sum.  Returns
 # the figures (for the closing line of the test).
@@ -209,7 +210,8 @@ sub account {
 
     Test::More::is($distinct, $n, "$name: distinct request ids in Redis = "
                                   . "authenticated requests ($n)");
-    Test::More::is(scalar @$recs, $n, "$name: stream entries = requests");
+    Test::More::is(scalar @$recs, $n, "$name: records in the streams = "
+                                      . "requests");
     Test::More::is($twice, 0, "$name: no request id twice");
     Test::More::is($stranger, 0, "$name: no record without a request");
     Test::More::is($bad_cost, 0, "$name: every cost = tokens x the price "

@@ -1007,7 +1007,18 @@ our @PACKED = qw(v request_id ts_ms key_id user model model_asked route
 sub record_fields {
     my (@kv) = @_;
     return {@kv} unless @kv == 2 && $kv[0] eq 'r';
-    my ($v, %h, @f) = ($kv[1]);
+    my %h;
+    my @f = netstrings($kv[1]);
+    my $last = $#f < $#PACKED ? $#f : $#PACKED;
+    @h{ @PACKED[0 .. $last] } = @f[0 .. $last];
+    delete $h{model_asked} if defined $h{model_asked} && $h{model_asked} eq '';
+    return \%h;
+}
+
+# The netstrings of a value, in order; dies when it is not netstrings.
+sub netstrings {
+    my ($v) = @_;
+    my @f;
     while (length $v) {
         $v =~ s/^(\d+)://s or die "not a netstring: $v\n";
         my $n = $1;
@@ -1016,10 +1027,15 @@ sub record_fields {
         push @f, substr($v, 0, $n);
         $v = substr($v, $n + 1);
     }
-    my $last = $#f < $#PACKED ? $#f : $#PACKED;
-    @h{ @PACKED[0 .. $last] } = @f[0 .. $last];
-    delete $h{model_asked} if defined $h{model_asked} && $h{model_asked} eq '';
-    return \%h;
+    return @f;
+}
+
+# The records of an entry's field/value list, each a hash: one, or a
+# batch entry's (field "b": each record packed, as a netstring).
+sub entry_records {
+    my (@kv) = @_;
+    return (record_fields(@kv)) unless @kv == 2 && $kv[0] eq 'b';
+    return map { record_fields('r', $_) } netstrings($kv[1]);
 }
 
 
@@ -1034,10 +1050,16 @@ sub records {
         next unless ref $r eq 'ARRAY';
         for my $e (@$r) {
             my ($id, $fields) = @$e;
-            my %h = %{ record_fields(@{ $fields || [] }) };
-            $h{_id} = $id;
-            $h{_stream} = $s;
-            push @out, \%h;
+            my $k = 0;
+            for my $rec (entry_records(@{ $fields || [] })) {
+                my %h = %$rec;
+                # record k of a batch entry: "<id>.<k>" (cfcost_schema.h)
+                $h{_id} = $k ? "$id.$k" : $id;
+                $h{_entry} = $id;
+                $h{_stream} = $s;
+                push @out, \%h;
+                $k++;
+            }
         }
     }
     my $ms = sub { my ($a) = $_[0] =~ /^(\d+)/; $a // 0 };
@@ -1050,17 +1072,43 @@ sub records {
 }
 
 
-# Entries in every writer's stream (-1 when Redis does not answer).
+# Counts the records of every writer's stream, in Redis (a test may have
+# many thousands): a batch entry's are its netstrings.
+our $RECORD_COUNT_LUA = <<'LUA';
+local n = 0
+for _, w in ipairs(redis.call('SMEMBERS', 'cfcost:writers')) do
+  local s, from = 'cfcost:rec:{' .. w .. '}', '-'
+  while true do
+    local r = redis.call('XRANGE', s, from, '+', 'COUNT', 1000)
+    for _, e in ipairs(r) do
+      local f = e[2]
+      if f[1] == 'b' and #f == 2 then
+        local v, p = f[2], 1
+        while p <= #v do
+          local c = string.find(v, ':', p, true)
+          if not c then break end
+          p = c + tonumber(string.sub(v, p, c - 1)) + 2
+          n = n + 1
+        end
+      else
+        n = n + 1
+      end
+    end
+    if #r < 1000 then break end
+    from = '(' .. r[#r][1]
+  end
+end
+return n
+LUA
+
+# Records in every writer's stream (-1 when Redis does not answer): an
+# entry holds one, a batch entry several (cfcost_schema.h).
 sub record_count {
     my ($self) = @_;
-    my $n = 0;
-    for my $s (@{ $self->record_streams }) {
-        my $c = $self->redis('XLEN', $s);
-        return -1 if ref $c;
-        $n += $c;
-    }
-    return $n;
+    my $n = $self->redis('EVAL', $RECORD_COUNT_LUA, 0);
+    return ref $n ? -1 : $n;
 }
+
 
 
 # Polls until the stream holds at least $n records or $timeout s pass;
