@@ -126,6 +126,13 @@ static ngx_command_t  ngx_http_cfcost_commands[] = {
       offsetof(ngx_http_cfcost_main_conf_t, record_drain),
       NULL },
 
+    { ngx_string("cfcost_record_linger"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cfcost_main_conf_t, record_linger),
+      NULL },
+
     { ngx_string("cfcost_spool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
       ngx_http_cfcost_spool,
@@ -288,6 +295,7 @@ ngx_http_cfcost_create_main_conf(ngx_conf_t *cf)
     mcf->cache_stale = NGX_CONF_UNSET_MSEC;
     mcf->queue_max = NGX_CONF_UNSET_UINT;
     mcf->record_drain = NGX_CONF_UNSET_MSEC;
+    mcf->record_linger = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -312,6 +320,7 @@ ngx_http_cfcost_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->cache_stale, 300000);
     ngx_conf_init_uint_value(mcf->queue_max, 100000);
     ngx_conf_init_msec_value(mcf->record_drain, 30000);
+    ngx_conf_init_msec_value(mcf->record_linger, 1);
 
     if (mcf->dead_letter.len == 0) {
         mcf->dead_letter = dead;

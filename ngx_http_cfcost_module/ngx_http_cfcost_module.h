@@ -71,6 +71,7 @@ typedef struct {
     ngx_uint_t                  has_metrics;
     ngx_uint_t                  queue_max;
     ngx_msec_t                  record_drain;   /* exiting with records */
+    ngx_msec_t                  record_linger;  /* fewer, fuller entries */
     ngx_shm_zone_t             *stats_zone;     /* writer counters */
     ngx_str_t                   dead_letter;    /* NUL-terminated path */
     ngx_str_t                   spool_dir;      /* "": no spool */

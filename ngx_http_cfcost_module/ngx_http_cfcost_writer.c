@@ -2,11 +2,22 @@
  * The record writer.  See ngx_http_cfcost_writer.h.
  *
  * Each worker process is a writer with a random id and its own stream.
- * It gives every record an entry id "<ms>-<seq>" above the one before,
- * and sends its records in batches, each one transaction:
+ * It gives every record an id "<ms>-<seq>" above the one before, and
+ * sends its records in batches, each one transaction:
  *
  *   MULTI, XADD <stream> NOMKSTREAM <id> <pairs>..., EXEC
  *                                                  (one XADD: just that)
+ *
+ * A batch of the live lane puts up to NGX_HTTP_CFCOST_ENTRY_MAX records
+ * into one entry (a batch entry, cfcost_schema.h: "b" and the records'
+ * packed values), under the id of its last record: one XADD, one entry
+ * for the aggregator to read, track and acknowledge, instead of one per
+ * record.  An entry is stored whole or not at all, so its records share
+ * what its reply says.  Were it stored, any of its records sent again
+ * alone is refused as stored (its id is not above the stream's top); an
+ * entry whose fate is unknown (the connection went) marks its last
+ * record as a fence: no later entry takes its records past it, so no
+ * record ever goes into two stored entries.
  *
  * The first batch on a connection also creates the stream and lists it,
  * in the same transaction (MULTI, SADD cfcost:writers <id>, XADD <stream>
@@ -203,6 +214,8 @@ ngx_http_cfcost_writer_finish(ngx_http_cfcost_batch_t *b)
             break;
 
         default:                      /* SENT, QUEUED, UNKNOWN */
+            /* its entry may be stored: the next may not reach past it */
+            rec->fence |= rec->last;
             unknown++;
             ngx_http_cfcost_count(retried, 1);
             ngx_queue_insert_head(&lane->queue, &rec->queue);
@@ -271,16 +284,31 @@ ngx_http_cfcost_writer_sadd_reply(redisAsyncContext *ac, void *r,
 }
 
 
+/* what became of an entry's XADD becomes of each of its records */
+static void
+ngx_http_cfcost_writer_entry_state(ngx_http_cfcost_entry_t *e,
+    ngx_uint_t state)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < e->n; i++) {
+        e->batch->recs[e->first + i]->state = state;
+    }
+}
+
+
 static void
 ngx_http_cfcost_writer_xadd_reply(redisAsyncContext *ac, void *r,
     void *data)
 {
-    ngx_http_cfcost_rec_t    *rec = data;
-    ngx_http_cfcost_batch_t  *b = rec->batch;
+    ngx_uint_t                state;
+    ngx_http_cfcost_entry_t  *e = data;
+    ngx_http_cfcost_batch_t  *b = e->batch;
 
-    rec->state = ngx_http_cfcost_writer_classify(r);
+    state = ngx_http_cfcost_writer_classify(r);
+    ngx_http_cfcost_writer_entry_state(e, state);
 
-    if (rec->state != NGX_HTTP_CFCOST_QUEUED) {
+    if (state != NGX_HTTP_CFCOST_QUEUED) {
         ngx_http_cfcost_writer_error(b, r);
 
         if (r != NULL && ((redisReply *) r)->type == REDIS_REPLY_ERROR) {
@@ -310,8 +338,8 @@ ngx_http_cfcost_writer_exec_reply(redisAsyncContext *ac, void *r,
         ngx_http_cfcost_wr.registered = 1;
     }
 
-    for (i = 0; i < b->n; i++) {
-        if (b->recs[i]->state != NGX_HTTP_CFCOST_QUEUED) {
+    for (i = 0; i < b->nent; i++) {
+        if (b->recs[b->ents[i].first]->state != NGX_HTTP_CFCOST_QUEUED) {
             continue;
         }
 
@@ -337,7 +365,7 @@ ngx_http_cfcost_writer_exec_reply(redisAsyncContext *ac, void *r,
             ngx_http_cfcost_count(redis_errors, 1);
         }
 
-        b->recs[i]->state = state;
+        ngx_http_cfcost_writer_entry_state(&b->ents[i], state);
     }
 
     ngx_http_cfcost_writer_callback_done(b);
@@ -389,12 +417,90 @@ ngx_http_cfcost_writer_streams(ngx_http_cfcost_lane_t *lane,
 }
 
 
+/*
+ * The entries of batch b: a record each, but the live lane's records go
+ * NGX_HTTP_CFCOST_ENTRY_MAX to a batch entry (cfcost_schema.h), never
+ * one past a fence (the last record of an entry that may be stored:
+ * a larger entry under a later id would store its records twice).
+ */
+static void
+ngx_http_cfcost_writer_entries(ngx_http_cfcost_batch_t *b, ngx_uint_t live)
+{
+    size_t                    len;
+    ngx_uint_t                i;
+    ngx_http_cfcost_rec_t    *rec;
+    ngx_http_cfcost_entry_t  *e;
+
+    b->nent = 0;
+    e = NULL;
+
+    for (i = 0; i < b->n; i++) {
+        rec = b->recs[i];
+        rec->last = 0;
+
+        if (e != NULL && live && e->n < NGX_HTTP_CFCOST_ENTRY_MAX
+            && !b->recs[i - 1]->fence
+            && ngx_http_cfcost_writer_packed(b->recs[i - 1], &len) != NULL
+            && ngx_http_cfcost_writer_packed(rec, &len) != NULL)
+        {
+            e->n++;
+            continue;
+        }
+
+        if (e != NULL) {
+            b->recs[e->first + e->n - 1]->last = 1;
+        }
+
+        e = &b->ents[b->nent++];
+        e->batch = b;
+        e->first = i;
+        e->n = 1;
+    }
+
+    if (e != NULL) {
+        b->recs[e->first + e->n - 1]->last = 1;
+    }
+}
+
+
+/* queues the XADD of entry e; NGX_OK, or NGX_ERROR when it did not go */
+static ngx_int_t
+ngx_http_cfcost_writer_xadd(ngx_http_cfcost_entry_t *e, ngx_uint_t nomk)
+{
+    u_char                    *cmd;
+    size_t                     len;
+    ngx_int_t                  rc;
+    ngx_http_cfcost_writer_t  *wr = &ngx_http_cfcost_wr;
+
+    if (e->n == 1) {
+        cmd = ngx_http_cfcost_writer_command(e->batch->recs[e->first], nomk,
+                                             &len);
+        return ngx_http_cfcost_redis_formatted(&wr->rd,
+                                            ngx_http_cfcost_writer_xadd_reply,
+                                            e, cmd, len);
+    }
+
+    cmd = ngx_http_cfcost_writer_entry_command(e, nomk, &len);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* hiredis copies the command */
+    rc = ngx_http_cfcost_redis_formatted(&wr->rd,
+                                         ngx_http_cfcost_writer_xadd_reply,
+                                         e, cmd, len);
+    ngx_free(cmd);
+
+    return rc;
+}
+
+
 /* sends the next batch of a lane: one transaction */
 static void
 ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 {
-    u_char                    *cmd, *ids[NGX_HTTP_CFCOST_BATCH_STREAMS];
-    size_t                     len, argvlen[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
+    u_char                    *ids[NGX_HTTP_CFCOST_BATCH_STREAMS];
+    size_t                     argvlen[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
     ngx_uint_t                 i, n, nids, txn, live;
     ngx_queue_t               *q;
     const char                *argv[2 + NGX_HTTP_CFCOST_BATCH_STREAMS];
@@ -407,13 +513,15 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
     }
 
     b = ngx_alloc(offsetof(ngx_http_cfcost_batch_t, recs)
-                  + n * sizeof(ngx_http_cfcost_rec_t *), wr->log);
+                  + n * sizeof(ngx_http_cfcost_rec_t *)
+                  + n * sizeof(ngx_http_cfcost_entry_t), wr->log);
     if (b == NULL) {
         return;
     }
 
     b->lane = lane;
     b->n = n;
+    b->ents = (ngx_http_cfcost_entry_t *) &b->recs[n];
     b->callbacks = 0;
     b->sadd_queued = 0;
     b->err_len = 0;
@@ -428,6 +536,8 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 
     lane->batch = b;
 
+    ngx_http_cfcost_writer_entries(b, lane == &wr->live);
+
     /*
      * One XADD of the live stream needs no transaction (it is atomic by
      * itself, and the stream is registered: NOMKSTREAM keeps it so); the
@@ -435,22 +545,16 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
      * their streams in the same transaction.
      */
     live = (lane == &wr->live && wr->registered);
-    txn = (n > 1 || !live);
+    txn = (b->nent > 1 || !live);
 
     if (!txn) {
-        cmd = ngx_http_cfcost_writer_command(b->recs[0], 1, &len);
+        b->callbacks = 1;
 
-        if (ngx_http_cfcost_redis_formatted(&wr->rd,
-                                            ngx_http_cfcost_writer_xadd_reply,
-                                            b->recs[0], cmd, len)
-            != NGX_OK)
-        {
-            b->callbacks = 1;         /* it did not go: sent again later */
+        if (ngx_http_cfcost_writer_xadd(&b->ents[0], 1) != NGX_OK) {
+            /* it did not go: sent again later */
             ngx_http_cfcost_writer_callback_done(b);
-            return;
         }
 
-        b->callbacks = 1;
         return;
     }
 
@@ -495,14 +599,8 @@ ngx_http_cfcost_writer_send(ngx_http_cfcost_lane_t *lane)
 
 records:
 
-    for (i = 0; i < n; i++) {
-        cmd = ngx_http_cfcost_writer_command(b->recs[i], live, &len);
-
-        if (ngx_http_cfcost_redis_formatted(&wr->rd,
-                                            ngx_http_cfcost_writer_xadd_reply,
-                                            b->recs[i], cmd, len)
-            != NGX_OK)
-        {
+    for (i = 0; i < b->nent; i++) {
+        if (ngx_http_cfcost_writer_xadd(&b->ents[i], live) != NGX_OK) {
             goto broken;
         }
 
@@ -554,6 +652,8 @@ ngx_http_cfcost_writer_unspool(ngx_http_cfcost_spooled_t *sp, void *data)
     }
 
     rec->batch = NULL;
+    rec->last = 0;
+    rec->fence = 0;
     rec->from = data;
     ngx_memcpy(rec->stream, sp->stream, sizeof(rec->stream));
     rec->ms = sp->ms;
@@ -645,6 +745,43 @@ ngx_http_cfcost_writer_report(void)
 }
 
 
+/*
+ * Whether the live lane waits cfcost_record_linger before it sends:
+ * fewer records than fill an entry wait once that long for more, so that
+ * entries are fuller and fewer (one connection's records would otherwise
+ * go one by one).  Never while exiting.
+ */
+static ngx_uint_t
+ngx_http_cfcost_writer_lingers(ngx_http_cfcost_writer_t *wr)
+{
+    if (wr->lingered || wr->mcf->record_linger == 0 || ngx_exiting
+        || ngx_terminate || wr->live_n >= NGX_HTTP_CFCOST_ENTRY_MAX)
+    {
+        wr->lingered = 0;
+
+        if (wr->linger.timer_set) {
+            ngx_del_timer(&wr->linger);
+        }
+
+        return 0;
+    }
+
+    if (!wr->linger.timer_set) {
+        ngx_add_timer(&wr->linger, wr->mcf->record_linger);
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_http_cfcost_writer_linger_handler(ngx_event_t *ev)
+{
+    ngx_http_cfcost_wr.lingered = 1;
+    ngx_http_cfcost_writer_flush();
+}
+
+
 /* sends the next batch of each lane that has none in flight */
 void
 ngx_http_cfcost_writer_flush(void)
@@ -660,7 +797,9 @@ ngx_http_cfcost_writer_flush(void)
 
     flushing = 1;
 
-    if (wr->live.batch == NULL && !ngx_queue_empty(&wr->live.queue)) {
+    if (wr->live.batch == NULL && !ngx_queue_empty(&wr->live.queue)
+        && !ngx_http_cfcost_writer_lingers(wr))
+    {
         ngx_http_cfcost_writer_send(&wr->live);
     }
 
@@ -784,6 +923,11 @@ ngx_http_cfcost_writer_init_process(ngx_cycle_t *cycle,
     wr->pause.log = cycle->log;
     wr->pause.data = wr;
     wr->pause.cancelable = 1;
+
+    wr->linger.handler = ngx_http_cfcost_writer_linger_handler;
+    wr->linger.log = cycle->log;
+    wr->linger.data = wr;
+    wr->linger.cancelable = 1;
 
     wr->drain.handler = ngx_http_cfcost_writer_drain_handler;
     wr->drain.log = cycle->log;

@@ -222,6 +222,10 @@ ngx_http_cfcost_writer_exit_process(ngx_cycle_t *cycle)
     wr->giving_up = 1;                      /* no more sending from here */
     ngx_http_cfcost_redis_close(&wr->rd);   /* batches in flight: back */
 
+    if (wr->linger.timer_set) {
+        ngx_del_timer(&wr->linger);
+    }
+
     if (wr->pause.timer_set) {
         ngx_del_timer(&wr->pause);
     }

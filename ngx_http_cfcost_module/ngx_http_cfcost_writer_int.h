@@ -24,6 +24,7 @@
 
 
 #define NGX_HTTP_CFCOST_BATCH_MAX      1024
+#define NGX_HTTP_CFCOST_ENTRY_MAX      32      /* records in one entry */
 #define NGX_HTTP_CFCOST_BATCH_STREAMS  4       /* streams in one batch */
 #define NGX_HTTP_CFCOST_HEAD_MAX       160     /* "*N XADD <stream> <id>" */
 #define NGX_HTTP_CFCOST_SYNC_TICKS     10      /* x 100 ms: spool fsync */
@@ -44,6 +45,14 @@
 typedef struct ngx_http_cfcost_batch_s  ngx_http_cfcost_batch_t;
 
 
+/* one XADD of a batch: records first .. first + n - 1 of it */
+typedef struct {
+    ngx_http_cfcost_batch_t         *batch;
+    ngx_uint_t                       first;
+    ngx_uint_t                       n;
+} ngx_http_cfcost_entry_t;
+
+
 typedef struct {
     ngx_queue_t                      queue;
     ngx_http_cfcost_batch_t         *batch;       /* in flight in it */
@@ -55,6 +64,11 @@ typedef struct {
     size_t                           len;         /* of the pairs */
     ngx_uint_t                       state;       /* in a batch */
     unsigned                         done:1;      /* stored, at exit */
+    unsigned                         last:1;      /* of its entry, as sent */
+    unsigned                         fence:1;     /* the last of an entry
+                                                     that may be stored: no
+                                                     entry may reach past
+                                                     it */
     u_char                           buf[1];      /* HEAD_MAX, then pairs */
 } ngx_http_cfcost_rec_t;
 
@@ -68,6 +82,8 @@ typedef struct {
 struct ngx_http_cfcost_batch_s {
     ngx_http_cfcost_lane_t          *lane;
     ngx_uint_t                       n;
+    ngx_uint_t                       nent;
+    ngx_http_cfcost_entry_t         *ents;        /* after recs[n] */
     ngx_uint_t                       callbacks;   /* still to run */
     unsigned                         sadd_queued:1;
     u_char                           err[80];     /* a refusal, for logs */
@@ -103,6 +119,9 @@ typedef struct {
     ngx_event_t                      pause;
     ngx_msec_t                       backoff;
 
+    ngx_event_t                      linger;      /* cfcost_record_linger */
+    unsigned                         lingered:1;  /* it passed: send */
+
     ngx_event_t                      drain;       /* holds an exiting worker */
     ngx_msec_t                       exit_start;
     ngx_uint_t                       ticks;
@@ -135,6 +154,10 @@ void ngx_http_cfcost_writer_new_id(ngx_http_cfcost_rec_t *rec,
 void ngx_http_cfcost_writer_free(ngx_http_cfcost_rec_t *rec);
 void ngx_http_cfcost_writer_settled(ngx_http_cfcost_rec_t *rec);
 u_char *ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec,
+    ngx_uint_t nomkstream, size_t *len);
+u_char *ngx_http_cfcost_writer_packed(ngx_http_cfcost_rec_t *rec,
+    size_t *len);
+u_char *ngx_http_cfcost_writer_entry_command(ngx_http_cfcost_entry_t *e,
     ngx_uint_t nomkstream, size_t *len);
 void ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, u_char *err,
     size_t err_len);

@@ -118,6 +118,8 @@ ngx_http_cfcost_writer_push(u_char *pairs, size_t len, ngx_uint_t npairs)
                - offsetof(ngx_http_cfcost_rec_t, buf));
 
     rec->batch = NULL;
+    rec->last = 0;
+    rec->fence = 0;
     rec->from = NULL;
     rec->pairs = npairs;
     rec->len = len;

@@ -97,6 +97,120 @@ ngx_http_cfcost_writer_command(ngx_http_cfcost_rec_t *rec,
 }
 
 
+/*
+ * The packed value of a record of one packed field (schema 2: what this
+ * worker writes), inside its pairs; NULL for any other (a spooled record
+ * of schema 1).
+ */
+u_char *
+ngx_http_cfcost_writer_packed(ngx_http_cfcost_rec_t *rec, size_t *len)
+{
+    u_char  *p, *end;
+    size_t   n;
+
+    static const u_char  name[] = "$1\r\n" CFCOST_R_PACKED "\r\n$";
+
+    p = rec->buf + NGX_HTTP_CFCOST_HEAD_MAX;
+    end = p + rec->len;
+
+    if (rec->pairs != 1 || rec->len < sizeof(name) - 1
+        || ngx_memcmp(p, name, sizeof(name) - 1) != 0)
+    {
+        return NULL;
+    }
+
+    p += sizeof(name) - 1;
+
+    for (n = 0; p < end && *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+        if (n > NGX_HTTP_CFCOST_RECORD_MAX) {
+            return NULL;
+        }
+    }
+
+    if (end - p < 2 || p[0] != '\r' || p[1] != '\n'
+        || (size_t) (end - p) != 2 + n + 2)
+    {
+        return NULL;
+    }
+
+    *len = n;
+
+    return p + 2;
+}
+
+
+/*
+ * The XADD of a batch entry (cfcost_schema.h): the records of e, each
+ * packed value a netstring, in one field, under the id of the last (a
+ * record of it sent again alone is then refused as stored, were the
+ * entry stored).  Allocated: the caller frees it.  Returns NULL when out
+ * of memory.
+ */
+u_char *
+ngx_http_cfcost_writer_entry_command(ngx_http_cfcost_entry_t *e,
+    ngx_uint_t nomkstream, size_t *len)
+{
+    u_char                 *cmd, *p, *q, *s, *v;
+    u_char                  id[NGX_INT64_LEN * 2 + 2];
+    size_t                  vlen, plen, idlen;
+    ngx_uint_t              i;
+    ngx_http_cfcost_rec_t  *rec, *last;
+
+    last = e->batch->recs[e->first + e->n - 1];
+    idlen = ngx_http_cfcost_writer_id_str(last, id);
+
+    vlen = 0;
+    for (i = 0; i < e->n; i++) {
+        rec = e->batch->recs[e->first + i];
+        (void) ngx_http_cfcost_writer_packed(rec, &plen);
+        vlen += NGX_SIZE_T_LEN + 2 + plen;
+    }
+
+    cmd = ngx_alloc(NGX_HTTP_CFCOST_HEAD_MAX
+                    + ngx_http_cfcost_bulk_len(sizeof(CFCOST_R_BATCH) - 1)
+                    + ngx_http_cfcost_bulk_len(vlen), ngx_cycle->log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(cmd, "*%ui\r\n", 5 + (nomkstream ? 1 : 0));
+    p = ngx_http_cfcost_bulk(p, "XADD", sizeof("XADD") - 1);
+    p = ngx_http_cfcost_bulk(p, last->stream, sizeof(last->stream));
+
+    if (nomkstream) {
+        p = ngx_http_cfcost_bulk(p, "NOMKSTREAM", sizeof("NOMKSTREAM") - 1);
+    }
+
+    p = ngx_http_cfcost_bulk(p, id, idlen);
+    p = ngx_http_cfcost_bulk(p, CFCOST_R_BATCH, sizeof(CFCOST_R_BATCH) - 1);
+
+    /* the value: written after room for its longest header, then the
+     * header moved up to it (as a record's own) */
+    v = p + 1 + NGX_SIZE_T_LEN + 2;
+    q = v;
+
+    for (i = 0; i < e->n; i++) {
+        rec = e->batch->recs[e->first + i];
+        s = ngx_http_cfcost_writer_packed(rec, &plen);
+        q = ngx_sprintf(q, "%uz:", plen);
+        q = ngx_cpymem(q, s, plen);
+        *q++ = ',';
+    }
+
+    vlen = q - v;
+    *p++ = '$';
+    p = ngx_sprintf(p, "%uz\r\n", vlen);
+    p = ngx_movemem(p, v, vlen);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    *len = p - cmd;
+
+    return cmd;
+}
+
+
 /* a record Redis will never take: kept in the dead-letter file */
 void
 ngx_http_cfcost_writer_dead(ngx_http_cfcost_rec_t *rec, u_char *err,

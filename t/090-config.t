@@ -108,6 +108,12 @@ my @edits = (
         out  => qr/cfcost_redis_timeout|soon/,
     },
     {
+        name => 'cfcost_record_linger not a time',
+        from => qr/cfcost_record_linger [^;]*;/,
+        to   => 'cfcost_record_linger briefly;',
+        out  => qr/"cfcost_record_linger" directive invalid value/,
+    },
+    {
         name => 'cfcost_key_concurrency not a number',
         from => qr/cfcost_key_concurrency \d+;/,
         to   => 'cfcost_key_concurrency many;',
