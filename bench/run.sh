@@ -43,6 +43,8 @@
 #                     one-connection runs, SIGCONT after: the latency
 #                     without the accounting's work beside it (records
 #                     wait in the streams; the checks still count them)
+#   BENCH_AGG_NICE=N  renice the aggregator by N once started (does the
+#                     accounting's CPU beside the requests matter?)
 #   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
 #   BENCH_PERF=1      perf record -g the nginx workers (both systems), Redis
 #                     and the aggregator during round 1's saturated runs:
