@@ -414,27 +414,10 @@ record_streams() {
 # records_len: the records in every writer's stream (a batch entry holds
 # several, cfcost_schema.h).  Streams only grow during the bench (no
 # retention), so each call counts from where the last one stopped, kept
-# in $reccount_dir (one file per stream: records counted, next id); and
-# at most 1,000 entries per script, so that Redis never stalls on it.
+# in $reccount_dir (one file per stream: records counted, next id), by
+# scripts/count-records.lua (1,000 entries a call).
 reccount_dir=
-count_lua='local n, from = 0, ARGV[1]
-local r = redis.call("XRANGE", KEYS[1], from, "+", "COUNT", 1000)
-for _, e in ipairs(r) do
-  local f = e[2]
-  if f[1] == "b" and #f == 2 then
-    local v, p = f[2], 1
-    while p <= #v do
-      local c = string.find(v, ":", p, true)
-      if not c then break end
-      p = c + tonumber(string.sub(v, p, c - 1)) + 2
-      n = n + 1
-    end
-  else
-    n = n + 1
-  end
-end
-if #r > 0 then from = "(" .. r[#r][1] end
-return { n, from, #r < 1000 and 1 or 0 }'
+count_lua=$(cat "$root/scripts/count-records.lua")
 records_len() {
     local s f c from out add next done total=0
     local dir=${reccount_dir:-$run/reccount}

@@ -11,13 +11,10 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use IO::Socket::UNIX;
-use JSON::PP;
 use Time::HiRes qw(time sleep);
 use CfcostTest;
 
 my $env = CfcostTest->start(nginx => 0);
-my $JSON = JSON::PP->new;
 my ($W1, $W2, $W3) = ('w00000000000c0001', 'w00000000000c0002',
                       'w00000000000c0003');
 my (%last, %want, $nrid);
@@ -57,18 +54,7 @@ sub entry {
     return $id;
 }
 
-sub get {
-    my ($path, %h) = @_;
-    my $s = IO::Socket::UNIX->new(Peer => $env->tmp . '/agg.sock')
-        or die "connect: $!";
-    my $hdr = join '', map { "$_: $h{$_}\r\n" } sort keys %h;
-    print $s "GET $path HTTP/1.0\r\nHost: x\r\n$hdr\r\n";
-    local $/;
-    my $raw = <$s>;
-    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
-    my ($st) = $head =~ m{^HTTP/1\.\d (\d+)};
-    return ($st, scalar(eval { $JSON->decode($body) }), $body);
-}
+sub get { $env->agg_get(@_) }
 
 sub who { $_[0] eq '*' ? ('X-Cfcost-Admin' => 1)
                        : ('X-Cfcost-User' => $_[0]) }

@@ -525,6 +525,24 @@ sub start_aggregator {
 }
 
 
+# GET $path from the aggregator itself (its unix socket), with headers
+# (X-Cfcost-User, X-Cfcost-Admin...).  Returns (status, the body decoded
+# as JSON or undef, the body).
+sub agg_get {
+    my ($self, $path, %h) = @_;
+    require IO::Socket::UNIX;
+    my $s = IO::Socket::UNIX->new(Peer => "$self->{tmp}/agg.sock")
+        or die "connect: $!";
+    my $hdr = join '', map { "$_: $h{$_}\r\n" } sort keys %h;
+    print $s "GET $path HTTP/1.0\r\nHost: x\r\n$hdr\r\n";
+    local $/;
+    my $raw = <$s>;
+    my ($head, $body) = split /\r\n\r\n/, $raw // '', 2;
+    my ($st) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
+    return ($st, scalar(eval { JSON::PP->new->decode($body // '') }), $body);
+}
+
+
 sub stop_aggregator {
     my ($self, $sig) = @_;
     _stop_pid(delete $self->{pids}{aggregator}, $sig // 'TERM', 5);
@@ -1072,41 +1090,25 @@ sub records {
 }
 
 
-# Counts the records of every writer's stream, in Redis (a test may have
-# many thousands): a batch entry's are its netstrings.
-our $RECORD_COUNT_LUA = <<'LUA';
-local n = 0
-for _, w in ipairs(redis.call('SMEMBERS', 'cfcost:writers')) do
-  local s, from = 'cfcost:rec:{' .. w .. '}', '-'
-  while true do
-    local r = redis.call('XRANGE', s, from, '+', 'COUNT', 1000)
-    for _, e in ipairs(r) do
-      local f = e[2]
-      if f[1] == 'b' and #f == 2 then
-        local v, p = f[2], 1
-        while p <= #v do
-          local c = string.find(v, ':', p, true)
-          if not c then break end
-          p = c + tonumber(string.sub(v, p, c - 1)) + 2
-          n = n + 1
-        end
-      else
-        n = n + 1
-      end
-    end
-    if #r < 1000 then break end
-    from = '(' .. r[#r][1]
-  end
-end
-return n
-LUA
-
 # Records in every writer's stream (-1 when Redis does not answer): an
 # entry holds one, a batch entry several (cfcost_schema.h).
+our $COUNT_LUA;
+
 sub record_count {
     my ($self) = @_;
-    my $n = $self->redis('EVAL', $RECORD_COUNT_LUA, 0);
-    return ref $n ? -1 : $n;
+    $COUNT_LUA //= _slurp("$ROOT/scripts/count-records.lua");
+    my $n = 0;
+    for my $s (@{ $self->record_streams }) {
+        my $from = '-';
+        while (1) {
+            my $r = $self->redis('EVAL', $COUNT_LUA, 1, $s, $from);
+            return -1 unless ref $r eq 'ARRAY';
+            $n += $r->[0];
+            $from = $r->[1];
+            last if $r->[2];
+        }
+    }
+    return $n;
 }
 
 
