@@ -140,7 +140,7 @@ cfcost_consumer_entry(const cfcost_entry_t *ent, cfcost_entry_scratch_t *s,
     const char **argv, size_t *lens)
 {
     int                   k;
-    size_t                i;
+    size_t                i, rlen;
     const cfcost_span_t  *f = ent->rec.f;
 
     /* where v[] goes */
@@ -174,12 +174,14 @@ cfcost_consumer_entry(const cfcost_entry_t *ent, cfcost_entry_scratch_t *s,
 
     } else {
         /* no request id: the record itself is the unit of "once" */
-        lens[CFCOST_LUA_ENTRY_REQUEST_ID] = (size_t) (ent->k == 0
-            ? snprintf(s->rid, sizeof(s->rid), "entry:%.*s",
-                       (int) ent->idlen, ent->id)
-            : snprintf(s->rid, sizeof(s->rid), "entry:%.*s.%u",
-                       (int) ent->idlen, ent->id, ent->k));
+        rlen = (size_t) snprintf(s->rid, sizeof(s->rid), "entry:%.*s",
+                                 (int) ent->idlen, ent->id);
+        if (ent->k > 0) {
+            rlen += (size_t) snprintf(s->rid + rlen, sizeof(s->rid) - rlen,
+                                      ".%u", ent->k);
+        }
         argv[CFCOST_LUA_ENTRY_REQUEST_ID] = s->rid;
+        lens[CFCOST_LUA_ENTRY_REQUEST_ID] = rlen;
     }
 
     argv[CFCOST_LUA_ENTRY_DAY] = ent->dstr;
@@ -335,27 +337,19 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
     const redisReply   *e;
     cfcost_apply_t     *q;
 
-    nent = 0;
-    for (i = 0; i < entries->elements; i++) {
-        e = entries->element[i];
-        if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1
-            && e->element[0]->type == REDIS_REPLY_STRING)
-        {
-            nent++;
-        }
-    }
-
-    if (nent == 0) {
+    if (entries->elements == 0) {
         return 1;
     }
 
     /* the records of each entry: a batch entry's are several */
     nrec = malloc(entries->elements * sizeof(size_t));
     if (nrec == NULL) {
-        cfcost_log_error("consumer: out of memory for a batch of %zu", nent);
+        cfcost_log_error("consumer: out of memory for a batch of %zu",
+                         entries->elements);
         return -1;
     }
 
+    nent = 0;
     n = 0;
     for (i = 0; i < entries->elements; i++) {
         e = entries->element[i];
@@ -365,7 +359,13 @@ cfcost_consumer_batch(cfcost_consumer_t *c, size_t si,
         {
             nrec[i] = cfcost_consumer_records(e);
             n += nrec[i];
+            nent++;
         }
+    }
+
+    if (nent == 0) {
+        free(nrec);
+        return 1;
     }
 
     rc = -1;

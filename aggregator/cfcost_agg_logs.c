@@ -317,13 +317,13 @@ cfcost_logs_row(cfcost_logs_ctx_t *l, const char *writer, const redisReply *id,
     /* the row's id: "<writer>:<entry id>", ".<k>" after for a batch's
      * records past the first (as its log index member ends) */
     ts = cfcost_record_ts(rec, id->str, (size_t) id->len);
-    ridlen = (size_t) (k == 0
-        ? snprintf(rid, sizeof(rid), "%.*s:%.*s",
-                   (int) CFCOST_WRITER_ID_LEN, writer,
-                   (int) id->len, id->str)
-        : snprintf(rid, sizeof(rid), "%.*s:%.*s.%u",
-                   (int) CFCOST_WRITER_ID_LEN, writer,
-                   (int) id->len, id->str, k));
+    ridlen = (size_t) snprintf(rid, sizeof(rid), "%.*s:%.*s",
+                               (int) CFCOST_WRITER_ID_LEN, writer,
+                               (int) id->len, id->str);
+    if (k > 0) {
+        ridlen += (size_t) snprintf(rid + ridlen, sizeof(rid) - ridlen,
+                                    ".%u", k);
+    }
     cfcost_iso_ms(iso, ts);
 
     in = cfcost_record_u64(rec, CFCOST_REC_INPUT, NULL);

@@ -409,15 +409,15 @@ cfcost_member_parse(const char *m, size_t len, const char **writer,
             return -1;
         }
 
-        for (end = i; i < len; i++) {
+        end = i - 1;                    /* the id ends at the dot */
+
+        for ( /* void */ ; i < len; i++) {
             rk = rk * 10 + (unsigned) (m[i] - '0');
         }
 
         if (rk >= CFCOST_R_BATCH_MAX) {
             return -1;
         }
-
-        end--;
     }
 
     if (cfcost_stream_id_parse(m + head, end - head, &ms, &seq) != 0) {

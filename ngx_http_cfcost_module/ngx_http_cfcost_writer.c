@@ -427,25 +427,26 @@ static void
 ngx_http_cfcost_writer_entries(ngx_http_cfcost_batch_t *b, ngx_uint_t live)
 {
     size_t                    len;
-    ngx_uint_t                i;
+    ngx_uint_t                i, packed, joins;
     ngx_http_cfcost_rec_t    *rec;
     ngx_http_cfcost_entry_t  *e;
 
     b->nent = 0;
     e = NULL;
+    joins = 0;                        /* the record before may take more */
 
     for (i = 0; i < b->n; i++) {
         rec = b->recs[i];
         rec->last = 0;
+        packed = live && ngx_http_cfcost_writer_packed(rec, &len) != NULL;
 
-        if (e != NULL && live && e->n < NGX_HTTP_CFCOST_ENTRY_MAX
-            && !b->recs[i - 1]->fence
-            && ngx_http_cfcost_writer_packed(b->recs[i - 1], &len) != NULL
-            && ngx_http_cfcost_writer_packed(rec, &len) != NULL)
-        {
+        if (joins && packed && e->n < NGX_HTTP_CFCOST_ENTRY_MAX) {
             e->n++;
+            joins = !rec->fence;
             continue;
         }
+
+        joins = packed && !rec->fence;
 
         if (e != NULL) {
             b->recs[e->first + e->n - 1]->last = 1;

@@ -160,11 +160,10 @@ ngx_http_cfcost_writer_entry_command(ngx_http_cfcost_entry_t *e,
     last = e->batch->recs[e->first + e->n - 1];
     idlen = ngx_http_cfcost_writer_id_str(last, id);
 
+    /* room: a packed value is shorter than its record's pairs */
     vlen = 0;
     for (i = 0; i < e->n; i++) {
-        rec = e->batch->recs[e->first + i];
-        (void) ngx_http_cfcost_writer_packed(rec, &plen);
-        vlen += NGX_SIZE_T_LEN + 2 + plen;
+        vlen += NGX_SIZE_T_LEN + 2 + e->batch->recs[e->first + i]->len;
     }
 
     cmd = ngx_alloc(NGX_HTTP_CFCOST_HEAD_MAX
