@@ -46,6 +46,10 @@
 #   BENCH_AGG_NICE=N  renice the aggregator by N once started (does the
 #                     accounting's CPU beside the requests matter?)
 #   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
+#   BENCH_TAIL=N      instead of everything else: N requests on one
+#                     connection to each system under a scheduler trace
+#                     (perf), and where the slowest 1% waited to run
+#                     (bench/reqtimes.c, bench/sched-tail.py)
 #   BENCH_PERF=1      perf record -g the nginx workers (both systems), Redis
 #                     and the aggregator during round 1's saturated runs:
 #                     $BENCH_OUT/perf-SYSTEM-PROCESS.data, and Redis's
@@ -253,12 +257,17 @@ cpu_snapshot() {
 # --------------------------------------------------------------------------
 # the C client
 
+# build_client NAME: build/bench/NAME from bench/NAME.c, when older
+build_client() {
+    local bin=$root/build/bench/$1
+    if [ ! -x "$bin" ] || [ "$bench/$1.c" -nt "$bin" ]; then
+        gcc -std=c99 -O2 -Wall -Wextra -Werror -D_DEFAULT_SOURCE \
+            -D_GNU_SOURCE -o "$bin.$$" "$bench/$1.c" &&
+            mv -f "$bin.$$" "$bin" || die "cannot build bench/$1.c"
+    fi
+}
 ttfb_bin=$root/build/bench/ttfb
-if [ ! -x "$ttfb_bin" ] || [ "$bench/ttfb.c" -nt "$ttfb_bin" ]; then
-    gcc -std=c99 -O2 -Wall -Wextra -Werror -D_DEFAULT_SOURCE \
-        -o "$ttfb_bin.$$" "$bench/ttfb.c" && mv -f "$ttfb_bin.$$" "$ttfb_bin" ||
-        die "cannot build bench/ttfb.c"
-fi
+build_client ttfb
 
 # --------------------------------------------------------------------------
 # machine
@@ -619,6 +628,37 @@ cpu_settled=
 
 sat_args=(-t"$threads" -c"$connections" -d"${duration}s")
 lat_args=(-t1 -c1 -d"${duration}s")
+
+# --------------------------------------------------------------------------
+# BENCH_TAIL=N: instead of the rounds, N requests on one connection to each
+# system under a scheduler trace, and where the slowest of them waited
+# (bench/sched-tail.py)
+
+if [ -n "${BENCH_TAIL:-}" ]; then
+    [[ $BENCH_TAIL =~ ^[1-9][0-9]*$ ]] || die "BENCH_TAIL must be a positive integer"
+    command -v perf >/dev/null || die "BENCH_TAIL needs perf"
+    build_client reqtimes
+    for system in baseline cfcost; do
+        if [ "$system" = cfcost ]; then port=$gw_port; else port=$base_port; fi
+        say "tail: $BENCH_TAIL requests to $system, one connection, traced"
+        "$root/build/bench/reqtimes" -p "$port" -n 2000 -b "$chat_body" \
+            -H "X-API-Key: $key" > /dev/null || die "reqtimes failed (warm-up)"
+        perf record -q -k CLOCK_MONOTONIC -a -m 64M \
+            -e sched:sched_switch -e sched:sched_wakeup \
+            -o "$out/tail-$system.data" -- \
+            "$root/build/bench/reqtimes" -p "$port" -n "$BENCH_TAIL" \
+                -b "$chat_body" -H "X-API-Key: $key" \
+                > "$out/tail-$system.times" 2> "$run/tail-$system.err" ||
+            die "reqtimes failed (see $run/tail-$system.err)"
+        perf script -i "$out/tail-$system.data" \
+            -F cpu,time,comm,pid,event,trace > "$run/tail-$system.trace" \
+            2>/dev/null
+        echo "$system:"
+        python3 "$bench/sched-tail.py" "$out/tail-$system.times" \
+            "$run/tail-$system.trace" nginx reqtimes | sed 's/^/  /'
+    done
+    exit 0
+fi
 
 say "warm-up: 1 s each"
 for system in baseline cfcost; do
