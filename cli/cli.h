@@ -53,6 +53,19 @@
 #define CLI_USAGE_KEYS                                                       \
     CLI_USAGE_CREATE CLI_USAGE_LIST CLI_USAGE_REVOKE
 
+#define CLI_USAGE_LIMITS_SET                                                 \
+    "cfcost limits set (--user NAME | --key KEY_ID) --rpm N\n"               \
+    "  At most N requests a minute (1-1000000; 0 removes the limit) for a\n" \
+    "  key, or for all of a user's keys together, shared by every gateway\n" \
+    "  on the Redis; gateways see a change within their key cache's ttl.\n"
+
+#define CLI_USAGE_LIMITS_LIST                                                \
+    "cfcost limits list [--json]\n"                                          \
+    "  Lists the keys and users that have a limit.\n"
+
+#define CLI_USAGE_LIMITS                                                     \
+    CLI_USAGE_LIMITS_SET CLI_USAGE_LIMITS_LIST
+
 #define CLI_USAGE_MODELS                                                     \
     "cfcost models [--pricing FILE] [--json]\n"                              \
     "  Prints the price table (USD per 1M tokens), grouped by provider.\n"   \
@@ -66,7 +79,7 @@
 #define CLI_USAGE                                                            \
     "usage: cfcost [--redis ADDR] [--redis-auth FILE] COMMAND [ARGS]\n"      \
     "\n"                                                                     \
-    CLI_USAGE_KEYS CLI_USAGE_MODELS CLI_USAGE_HELP                           \
+    CLI_USAGE_KEYS CLI_USAGE_LIMITS CLI_USAGE_MODELS CLI_USAGE_HELP          \
     "\n"                                                                     \
     "Redis: --redis ADDR, else $CFCOST_REDIS, else\n"                        \
     "  unix:$CFCOST_VAR/redis.sock ($CFCOST_VAR defaults to ./var).\n"       \
@@ -136,8 +149,9 @@ long cli_store_list(cli_ctx_t *ctx, const char *user, redisReply **index,
 void cli_store_list_free(redisReply *index, cli_key_t *keys);
 int cli_store_revoke(cli_ctx_t *ctx, const char *id);
 
-/* keys.c, models.c */
+/* keys.c, limits.c, models.c */
 int cli_keys(cli_ctx_t *ctx, int argc, char **argv);
+int cli_limits(cli_ctx_t *ctx, int argc, char **argv);
 int cli_models(cli_ctx_t *ctx, int argc, char **argv);
 
 #endif /* CFCOST_CLI_H */

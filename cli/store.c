@@ -144,7 +144,7 @@ cli_store_put(cli_ctx_t *ctx, const char *key, const char *hash,
 {
     int          i, rc;
     char         prefix[CFCOST_APIKEY_SHOWN_PREFIX + 1], created[32];
-    char         record[CFCOST_KEYS_RECORD_LEN + 1];
+    char         record[CFCOST_KEYS_RECORD_LEN + 1], user_rpm[16];
     redisReply  *r;
 
     static const char  *what[] = { "MULTI", "HSET", "HSET", "SADD", "EXEC" };
@@ -152,6 +152,27 @@ cli_store_put(cli_ctx_t *ctx, const char *key, const char *hash,
     cfcost_keys_prefix(prefix, key);
     cfcost_keys_record(record, hash);
     snprintf(created, sizeof(created), "%lld", cli_store_now_ms());
+
+    /*
+     * the user's request limit, copied into the key (cli/limits.c); if it
+     * changes before EXEC, the transaction stores nothing and says so
+     */
+    r = redisCommand(ctx->rc, "WATCH " CFCOST_LIMITS_USER_PREFIX "%s", user);
+    if (cli_redis_check(ctx, r, "WATCH") != 0) {
+        return -1;
+    }
+
+    freeReplyObject(r);
+
+    r = redisCommand(ctx->rc, "HGET " CFCOST_LIMITS_USER_PREFIX "%s %s",
+                     user, CFCOST_KEY_F_RPM);
+    if (cli_redis_check(ctx, r, "HGET") != 0) {
+        return -1;
+    }
+
+    snprintf(user_rpm, sizeof(user_rpm), "%s",
+             r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
 
     redisAppendCommand(ctx->rc, "MULTI");
     redisAppendCommand(ctx->rc,
@@ -161,8 +182,9 @@ cli_store_put(cli_ctx_t *ctx, const char *key, const char *hash,
         " " CFCOST_KEY_F_NAME " %s"
         " " CFCOST_KEY_F_PREFIX " %s"
         " " CFCOST_KEY_F_CREATED " %s"
-        " " CFCOST_KEY_F_REVOKED " 0",
-        record, id, user, label, prefix, created);
+        " " CFCOST_KEY_F_REVOKED " 0"
+        " " CFCOST_KEY_F_USER_RPM " %s",
+        record, id, user, label, prefix, created, user_rpm);
     redisAppendCommand(ctx->rc, "HSET %s %s %s", CFCOST_KEYS_INDEX, id, hash);
     redisAppendCommand(ctx->rc, "SADD %s %s", CFCOST_USERS_SET, user);
     redisAppendCommand(ctx->rc, "EXEC");

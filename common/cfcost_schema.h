@@ -16,9 +16,20 @@
  * API keys.  A key is never stored, only its SHA-256 (lowercase hex).
  *
  *   HASH   cfcost:key:<sha256hex>   id, user, name, prefix, created_ms,
- *                                   revoked ("0" or "1")
+ *                                   revoked ("0" or "1"), and when set:
+ *                                   rpm (the key's requests a minute),
+ *                                   user_rpm (its user's, copied here from
+ *                                   cfcost:limits:user:<user>)
  *   HASH   cfcost:keys              <key id> -> <sha256hex>
  *   SET    cfcost:users             user names that own at least one key
+ *
+ * Request rate limits (GCRA, shared by every gateway on the Redis):
+ *
+ *   HASH   cfcost:limits:user:<user>   rpm: the user's limit (what the CLI
+ *                                      copies into each of its keys)
+ *   STRING cfcost:rl:key:<key id>      the limit's theoretical arrival
+ *   STRING cfcost:rl:user:<user>       time, unix microseconds; expires
+ *                                      when it is in the past
  */
 #define CFCOST_KEY_PREFIX            "cfcost:key:"
 #define CFCOST_KEYS_INDEX            "cfcost:keys"
@@ -30,6 +41,13 @@
 #define CFCOST_KEY_F_PREFIX          "prefix"
 #define CFCOST_KEY_F_CREATED         "created_ms"
 #define CFCOST_KEY_F_REVOKED         "revoked"
+#define CFCOST_KEY_F_RPM             "rpm"
+#define CFCOST_KEY_F_USER_RPM        "user_rpm"
+
+#define CFCOST_LIMITS_USER_PREFIX    "cfcost:limits:user:"
+#define CFCOST_RL_KEY_PREFIX         "cfcost:rl:key:"
+#define CFCOST_RL_USER_PREFIX        "cfcost:rl:user:"
+#define CFCOST_RPM_MAX               1000000
 
 /* what a key looks like to a user: "cfk_" + 32 base62 characters */
 #define CFCOST_APIKEY_TAG            "cfk_"

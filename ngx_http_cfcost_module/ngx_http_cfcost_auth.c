@@ -40,6 +40,8 @@ typedef struct {
     ngx_queue_t                   queue;      /* LRU, most recent first */
     ngx_msec_t                    fetched;
     ngx_msec_t                    refreshing; /* since; 0: not */
+    uint32_t                      rpm;        /* the key's; 0: none */
+    uint32_t                      user_rpm;   /* its user's */
     u_char                        state;
     u_char                        id_len;
     u_char                        user_len;
@@ -66,6 +68,8 @@ typedef struct {
     ngx_msec_t                    age;
     ngx_str_t                     id;
     ngx_str_t                     user;
+    uint32_t                      rpm;
+    uint32_t                      user_rpm;
 } ngx_http_cfcost_identity_t;
 
 
@@ -201,6 +205,8 @@ ngx_http_cfcost_cache_get(ngx_http_request_t *r,
             id->id.len = kn->id_len;
             id->user.data = p + kn->id_len;
             id->user.len = kn->user_len;
+            id->rpm = kn->rpm;
+            id->user_rpm = kn->user_rpm;
             ngx_memcpy(p, kn->data, kn->id_len + kn->user_len);
 
             if (ttl / 2 && id->age >= ttl / 2 && id->age < ttl
@@ -274,6 +280,8 @@ ngx_http_cfcost_cache_put(ngx_http_cfcost_cache_t *cache, u_char *hash,
     kn->fetched = ngx_current_msec;
     kn->refreshing = 0;
     kn->state = id->state;
+    kn->rpm = id->rpm;
+    kn->user_rpm = id->user_rpm;
     kn->id_len = (u_char) id->id.len;
     kn->user_len = (u_char) id->user.len;
     /* an unknown key has neither: NULL, 0 */
@@ -386,7 +394,26 @@ ngx_http_cfcost_lookup_request_gone(void *data)
 }
 
 
-/* reads an HMGET id user revoked reply; NGX_ERROR means "ask again" */
+/* a limit field: absent, empty or not a number in range is no limit */
+static uint32_t
+ngx_http_cfcost_parse_rpm(redisReply *v)
+{
+    ngx_int_t  n;
+
+    if (v->type != REDIS_REPLY_STRING || v->len == 0 || v->len > 10) {
+        return 0;
+    }
+
+    n = ngx_atoi((u_char *) v->str, v->len);
+
+    return (n > 0 && n <= CFCOST_RPM_MAX) ? (uint32_t) n : 0;
+}
+
+
+/*
+ * reads an HMGET id user revoked rpm user_rpm reply; NGX_ERROR means "ask
+ * again"
+ */
 static ngx_int_t
 ngx_http_cfcost_parse_key_reply(redisReply *reply,
     ngx_http_cfcost_identity_t *id)
@@ -396,7 +423,7 @@ ngx_http_cfcost_parse_key_reply(redisReply *reply,
     ngx_memzero(id, sizeof(ngx_http_cfcost_identity_t));
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3)
+        || reply->elements != 5)
     {
         return NGX_ERROR;
     }
@@ -417,6 +444,8 @@ ngx_http_cfcost_parse_key_reply(redisReply *reply,
     id->id.len = kid->len;
     id->user.data = (u_char *) user->str;
     id->user.len = user->len;
+    id->rpm = ngx_http_cfcost_parse_rpm(reply->element[3]);
+    id->user_rpm = ngx_http_cfcost_parse_rpm(reply->element[4]);
 
     /* only an explicit "0" is an active key, as the CLI shows it */
     id->state = (revoked->type == REDIS_REPLY_STRING
@@ -582,8 +611,8 @@ ngx_http_cfcost_lookup_send(ngx_http_cfcost_lookup_t *lk)
 {
     u_char       hex[NGX_HTTP_CFCOST_HASH_LEN * 2], *p;
     u_char       name[CFCOST_KEYS_RECORD_LEN + 1];
-    size_t       argvlen[5];
-    const char  *argv[5];
+    size_t       argvlen[7];
+    const char  *argv[7];
 
     ngx_hex_dump(hex, lk->hash, NGX_HTTP_CFCOST_HASH_LEN);
     p = name + cfcost_keys_record((char *) name, (char *) hex);
@@ -593,14 +622,18 @@ ngx_http_cfcost_lookup_send(ngx_http_cfcost_lookup_t *lk)
     argv[2] = CFCOST_KEY_F_ID;
     argv[3] = CFCOST_KEY_F_USER;
     argv[4] = CFCOST_KEY_F_REVOKED;
+    argv[5] = CFCOST_KEY_F_RPM;
+    argv[6] = CFCOST_KEY_F_USER_RPM;
     argvlen[0] = sizeof("HMGET") - 1;
     argvlen[1] = p - name;
     argvlen[2] = sizeof(CFCOST_KEY_F_ID) - 1;
     argvlen[3] = sizeof(CFCOST_KEY_F_USER) - 1;
     argvlen[4] = sizeof(CFCOST_KEY_F_REVOKED) - 1;
+    argvlen[5] = sizeof(CFCOST_KEY_F_RPM) - 1;
+    argvlen[6] = sizeof(CFCOST_KEY_F_USER_RPM) - 1;
 
     return ngx_http_cfcost_redis_argv(&ngx_http_cfcost_lookups,
-                                      ngx_http_cfcost_lookup_done, lk, 5,
+                                      ngx_http_cfcost_lookup_done, lk, 7,
                                       argv, argvlen);
 }
 
@@ -663,6 +696,8 @@ ngx_http_cfcost_auth_decide(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     case NGX_HTTP_CFCOST_KEY_VALID:
         ctx->key_id = id->id;
         ctx->user = id->user;
+        ctx->rpm = id->rpm;
+        ctx->user_rpm = id->user_rpm;
         ctx->authenticated = 1;
         return NGX_OK;
 
@@ -790,6 +825,14 @@ ngx_http_cfcost_authenticate(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     ctx->waiting = 1;
 
     return NGX_AGAIN;
+}
+
+
+/* the key lookups' connection: also the rate limits' (_rate.c) */
+ngx_http_cfcost_redis_t *
+ngx_http_cfcost_lookups_conn(void)
+{
+    return &ngx_http_cfcost_lookups;
 }
 
 

@@ -100,6 +100,10 @@ ngx_http_cfcost_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
 
+    if (ctx != NULL && ngx_http_cfcost_rate_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ctx != NULL && ctx->own_response) {
         if (ctx->request_id[0]) {
             (void) ngx_http_cfcost_add_header(r, "X-Cfcost-Request-Id",

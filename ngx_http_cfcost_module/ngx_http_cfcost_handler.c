@@ -126,6 +126,14 @@ ngx_http_cfcost_access_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    if (!ctx->rate_checked || ctx->rate_waiting) {
+        /* requests a minute, before anything else is spent on it */
+        rc = ngx_http_cfcost_rate_check(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     if (!ctx->counted) {
         /* before the body is read: a refused request's body is never held */
         ctx->counted = 1;

@@ -90,6 +90,7 @@ typedef struct {
 
 
 typedef struct ngx_http_cfcost_lookup_s  ngx_http_cfcost_lookup_t;
+typedef struct ngx_http_cfcost_rate_s    ngx_http_cfcost_rate_t;
 
 
 typedef struct {
@@ -107,6 +108,14 @@ typedef struct {
     ngx_str_t                   upstream_body;
 
     ngx_http_cfcost_lookup_t   *lookup;         /* Redis lookup in flight */
+    ngx_http_cfcost_rate_t     *rate;           /* rate check in flight */
+
+    uint32_t                    rpm;            /* the key's limit, 0: none */
+    uint32_t                    user_rpm;       /* its user's */
+    uint32_t                    rl_limit;       /* the tightest, as checked;
+                                                   0: not checked */
+    uint32_t                    rl_remaining;
+    ngx_msec_t                  rl_reset;       /* ms until full again */
 
     u_char                     *resp;           /* upstream body so far */
     size_t                      resp_len;
@@ -150,6 +159,9 @@ typedef struct {
     unsigned                    admin:1;        /* the admin token */
     unsigned                    metrics:1;      /* the metrics token */
     unsigned                    waiting:1;      /* key lookup pending */
+    unsigned                    rate_checked:1; /* rate limits decided */
+    unsigned                    rate_waiting:1; /* their script pending */
+    unsigned                    rl_headers:1;   /* x-ratelimit-* added */
     unsigned                    body_requested:1;
     unsigned                    body_read:1;
     unsigned                    reading:1;      /* inside read_body call */
@@ -225,6 +237,13 @@ ngx_int_t ngx_http_cfcost_authenticate(ngx_http_request_t *r,
 
 ngx_int_t ngx_http_cfcost_auth_init_process(ngx_cycle_t *cycle,
     ngx_http_cfcost_main_conf_t *mcf);
+struct ngx_http_cfcost_redis_s *ngx_http_cfcost_lookups_conn(void);
+
+/* _rate.c */
+ngx_int_t ngx_http_cfcost_rate_check(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx);
+ngx_int_t ngx_http_cfcost_rate_headers(ngx_http_request_t *r,
+    ngx_http_cfcost_ctx_t *ctx);
 void ngx_http_cfcost_auth_exit_process(ngx_cycle_t *cycle);
 
 /* _conc.c */

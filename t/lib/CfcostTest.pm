@@ -502,6 +502,54 @@ sub stop_nginx {
 }
 
 
+# A second gateway on the same Redis, upstream and aggregator: the shipped
+# configuration with its own port, directory ($tmp/gw2, the secrets
+# copied) and error log (error_log and done read it too).  Returns its
+# port; it stops with the rest.
+sub start_second_nginx {
+    my ($self) = @_;
+    my $t = $self->{tmp};
+    my $v = "$t/gw2";
+    die "a second nginx already runs" if $self->{pids}{nginx2};
+    for my $d ($v, "$v/tmp") {
+        mkdir $d or die "mkdir $d: $!" unless -d $d;
+    }
+    chmod 0755, $v;
+    chmod 0777, "$v/tmp";
+    for my $f (qw(redis-gateway.auth admin-token metrics-token)) {
+        next unless -e "$t/$f";
+        $self->_write("$v/$f", _slurp("$t/$f"));
+        chmod((stat "$t/$f")[2] & 07777, "$v/$f");
+    }
+    my $port = free_port();
+    my $conf = $self->render_conf(VAR => $v, PORT => $port);
+    $conf =~ s{unix:\Q$v\E/agg\.sock}{unix:$t/agg.sock}g;
+    $self->_write("$v/nginx.conf", $conf);
+    my $pid = $self->_spawn("$v/nginx.out", undef,
+        $NGINX, '-p', "$v/", '-c', "$v/nginx.conf", '-e', "$v/error.log");
+    $self->{pids}{nginx2} = $pid;
+    my $until = time + 15;
+    until (_can_connect($port)) {
+        die "the second nginx did not start:\n" . _slurp("$v/error.log")
+            if time > $until || !_alive($pid);
+        sleep 0.05;
+    }
+    sleep 0.2;                  # its workers
+    return $port;
+}
+
+
+sub stop_second_nginx {
+    my ($self) = @_;
+    my $pid = delete $self->{pids}{nginx2} or return;
+    my @workers = do { local $self->{pids}{nginx} = $pid; $self->worker_pids };
+    _stop_pid($pid, 'QUIT', 10);
+    for my $w (@workers) {
+        kill 'KILL', $w if kill 0, $w;
+    }
+}
+
+
 # The usage API daemon, on the unix socket the shipped config proxies to.
 sub start_aggregator {
     my ($self, @extra) = @_;
@@ -564,6 +612,7 @@ sub _kill_all {
     return if $self->{owner} != $$;
     $self->_redis_drop;
     $self->stop_nginx;
+    $self->stop_second_nginx;
     $self->stop_aggregator;
     $self->stop_emulator;
     $self->stop_redis;
@@ -606,7 +655,8 @@ sub allow_alert {
 
 sub error_log {
     my ($self) = @_;
-    return _slurp("$self->{tmp}/error.log");
+    return _slurp("$self->{tmp}/error.log")
+           . _slurp("$self->{tmp}/gw2/error.log");
 }
 
 
