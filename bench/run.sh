@@ -46,6 +46,8 @@
 #   BENCH_AGG_NICE=N  renice the aggregator by N once started (does the
 #                     accounting's CPU beside the requests matter?)
 #   BENCH_KEEP=1      keep the run directory (logs, configs) even on success
+#   BENCH_RPM=N       a rate limit of N requests a minute on the bench's
+#                     user, to measure what enforcing it costs
 #   BENCH_TAIL=N      instead of everything else: N requests on one
 #                     connection to each system under a scheduler trace
 #                     (perf), and where the slowest 1% waited to run
@@ -393,6 +395,19 @@ key=$("$root/build/cfcost" --redis "unix:$run/redis.sock" \
     --redis-auth "$run/gw/redis-cli.auth" \
     keys create --user bench --name "bench/run.sh" | tail -n 1)
 [[ $key == cfk_* ]] || die "could not create an API key: $key"
+
+# BENCH_RPM=N: the bench's user limited to N requests a minute (cfcost
+# limits), so every cfcost request runs the rate-limit script; N must be
+# high enough never to refuse one (at most 1,000,000: a burst of that
+# many, then 16,667 a second)
+if [ -n "${BENCH_RPM:-}" ]; then
+    "$root/build/cfcost" --redis "unix:$run/redis.sock" \
+        --redis-auth "$run/gw/redis-cli.auth" \
+        limits set --user bench --rpm "$BENCH_RPM" > /dev/null ||
+        die "could not set BENCH_RPM=$BENCH_RPM"
+    say "rate limit: $BENCH_RPM requests a minute on the bench's user"
+    sleep 1.2                   # past the key cache's ttl
+fi
 
 if [ -n "$agg_bin" ]; then
     wait_for 10 "the gateway's /healthz (the aggregator behind it)" \

@@ -66,6 +66,22 @@
 #define CLI_USAGE_LIMITS                                                     \
     CLI_USAGE_LIMITS_SET CLI_USAGE_LIMITS_LIST
 
+#define CLI_USAGE_USERS_LIST                                                 \
+    "cfcost users list [--json]\n"                                           \
+    "  Lists the users that own keys: keys, active keys, status, limit.\n"
+
+#define CLI_USAGE_USERS_DISABLE                                              \
+    "cfcost users disable NAME\n"                                            \
+    "  Every key of user NAME is refused (403) within the gateways' key\n"   \
+    "  cache ttl, and no key can be created for it, until it is enabled.\n"
+
+#define CLI_USAGE_USERS_ENABLE                                               \
+    "cfcost users enable NAME\n"                                             \
+    "  Undoes users disable; revoked keys stay revoked.\n"
+
+#define CLI_USAGE_USERS                                                      \
+    CLI_USAGE_USERS_LIST CLI_USAGE_USERS_DISABLE CLI_USAGE_USERS_ENABLE
+
 #define CLI_USAGE_MODELS                                                     \
     "cfcost models [--pricing FILE] [--json]\n"                              \
     "  Prints the price table (USD per 1M tokens), grouped by provider.\n"   \
@@ -79,7 +95,8 @@
 #define CLI_USAGE                                                            \
     "usage: cfcost [--redis ADDR] [--redis-auth FILE] COMMAND [ARGS]\n"      \
     "\n"                                                                     \
-    CLI_USAGE_KEYS CLI_USAGE_LIMITS CLI_USAGE_MODELS CLI_USAGE_HELP          \
+    CLI_USAGE_KEYS CLI_USAGE_LIMITS CLI_USAGE_USERS CLI_USAGE_MODELS         \
+    CLI_USAGE_HELP                                                           \
     "\n"                                                                     \
     "Redis: --redis ADDR, else $CFCOST_REDIS, else\n"                        \
     "  unix:$CFCOST_VAR/redis.sock ($CFCOST_VAR defaults to ./var).\n"       \
@@ -148,10 +165,12 @@ long cli_store_list(cli_ctx_t *ctx, const char *user, redisReply **index,
     cli_key_t **keys);
 void cli_store_list_free(redisReply *index, cli_key_t *keys);
 int cli_store_revoke(cli_ctx_t *ctx, const char *id);
+long long cli_store_now_ms(void);
 
-/* keys.c, limits.c, models.c */
+/* keys.c, limits.c, users.c, models.c */
 int cli_keys(cli_ctx_t *ctx, int argc, char **argv);
 int cli_limits(cli_ctx_t *ctx, int argc, char **argv);
+int cli_users(cli_ctx_t *ctx, int argc, char **argv);
 int cli_models(cli_ctx_t *ctx, int argc, char **argv);
 
 #endif /* CFCOST_CLI_H */

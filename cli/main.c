@@ -23,6 +23,7 @@ static int cli_main_help(cli_ctx_t *ctx, int argc, char **argv);
 static const cli_cmd_t  cli_main_cmds[] = {
     { "keys",   cli_keys,      CLI_USAGE_KEYS },
     { "limits", cli_limits,    CLI_USAGE_LIMITS },
+    { "users",  cli_users,     CLI_USAGE_USERS },
     { "models", cli_models,    CLI_USAGE_MODELS },
     { "help",   cli_main_help, CLI_USAGE_HELP },
 };

@@ -109,7 +109,7 @@ cli_store_id(cli_ctx_t *ctx, char *id)
 
 
 /* Returns the current time in unix milliseconds. */
-static long long
+long long
 cli_store_now_ms(void)
 {
     struct timespec  ts;
@@ -154,11 +154,29 @@ cli_store_put(cli_ctx_t *ctx, const char *key, const char *hash,
     snprintf(created, sizeof(created), "%lld", cli_store_now_ms());
 
     /*
-     * the user's request limit, copied into the key (cli/limits.c); if it
-     * changes before EXEC, the transaction stores nothing and says so
+     * the user's request limit, copied into the key (cli/limits.c), and
+     * whether the user is disabled (cli/users.c); if either changes
+     * before EXEC, the transaction stores nothing and says so
      */
-    r = redisCommand(ctx->rc, "WATCH " CFCOST_LIMITS_USER_PREFIX "%s", user);
+    r = redisCommand(ctx->rc, "WATCH " CFCOST_LIMITS_USER_PREFIX "%s "
+                     CFCOST_USER_PREFIX "%s", user, user);
     if (cli_redis_check(ctx, r, "WATCH") != 0) {
+        return -1;
+    }
+
+    freeReplyObject(r);
+
+    r = redisCommand(ctx->rc, "HGET " CFCOST_USER_PREFIX "%s %s", user,
+                     CFCOST_USER_F_DISABLED);
+    if (cli_redis_check(ctx, r, "HGET") != 0) {
+        return -1;
+    }
+
+    if (r->type == REDIS_REPLY_STRING && r->len != 0) {
+        cli_out_error("user %s is disabled: 'cfcost users enable %s' first",
+                      user, user);
+        freeReplyObject(r);
+        freeReplyObject(redisCommand(ctx->rc, "UNWATCH"));
         return -1;
     }
 

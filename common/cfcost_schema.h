@@ -19,7 +19,10 @@
  *                                   revoked ("0" or "1"), and when set:
  *                                   rpm (the key's requests a minute),
  *                                   user_rpm (its user's, copied here from
- *                                   cfcost:limits:user:<user>)
+ *                                   cfcost:limits:user:<user>),
+ *                                   user_disabled ("1": its user is)
+ *   HASH   cfcost:user:<user>       created_ms, disabled ("1"), when the
+ *                                   CLI has managed the user
  *   HASH   cfcost:keys              <key id> -> <sha256hex>
  *   SET    cfcost:users             user names that own at least one key
  *
@@ -43,6 +46,11 @@
 #define CFCOST_KEY_F_REVOKED         "revoked"
 #define CFCOST_KEY_F_RPM             "rpm"
 #define CFCOST_KEY_F_USER_RPM        "user_rpm"
+#define CFCOST_KEY_F_USER_DISABLED   "user_disabled"
+
+#define CFCOST_USER_PREFIX           "cfcost:user:"
+#define CFCOST_USER_F_CREATED        "created_ms"
+#define CFCOST_USER_F_DISABLED       "disabled"
 
 #define CFCOST_LIMITS_USER_PREFIX    "cfcost:limits:user:"
 #define CFCOST_RL_KEY_PREFIX         "cfcost:rl:key:"

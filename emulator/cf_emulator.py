@@ -221,10 +221,11 @@ CANARY_HEADERS = [
     ("cf-ray", "8f0c2a1b3c4d5e6f-EMU"),
     ("Retry-After", "7"),
     ("X-RateLimit-Remaining", "41"),
+    ("X-RateLimit-Limit-Requests", "1000"),
     ("RateLimit-Policy", "100;w=60"),
 ]
 CANARY_ALLOWED = ("cf-ray", "Retry-After", "X-RateLimit-Remaining",
-                  "RateLimit-Policy")
+                  "X-RateLimit-Limit-Requests", "RateLimit-Policy")
 
 BAD_CHUNK_SIZES = {"zz": b"zz", "huge": b"100000000000000000"}
 COUNT_FIELD = re.compile(r"^[A-Za-z_]+$")

@@ -28,6 +28,7 @@
 #define NGX_HTTP_CFCOST_KEY_VALID     1
 #define NGX_HTTP_CFCOST_KEY_UNKNOWN   2
 #define NGX_HTTP_CFCOST_KEY_REVOKED   3
+#define NGX_HTTP_CFCOST_KEY_DISABLED  4      /* its user is disabled */
 
 #define NGX_HTTP_CFCOST_KEY_MAX       256
 
@@ -411,8 +412,8 @@ ngx_http_cfcost_parse_rpm(redisReply *v)
 
 
 /*
- * reads an HMGET id user revoked rpm user_rpm reply; NGX_ERROR means "ask
- * again"
+ * reads an HMGET id user revoked rpm user_rpm user_disabled reply;
+ * NGX_ERROR means "ask again"
  */
 static ngx_int_t
 ngx_http_cfcost_parse_key_reply(redisReply *reply,
@@ -423,7 +424,7 @@ ngx_http_cfcost_parse_key_reply(redisReply *reply,
     ngx_memzero(id, sizeof(ngx_http_cfcost_identity_t));
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 5)
+        || reply->elements != 6)
     {
         return NGX_ERROR;
     }
@@ -451,6 +452,14 @@ ngx_http_cfcost_parse_key_reply(redisReply *reply,
     id->state = (revoked->type == REDIS_REPLY_STRING
                  && cfcost_keys_active(revoked->str, revoked->len))
                 ? NGX_HTTP_CFCOST_KEY_VALID : NGX_HTTP_CFCOST_KEY_REVOKED;
+
+    /* any value but absent or empty: the CLI writes "1" */
+    if (id->state == NGX_HTTP_CFCOST_KEY_VALID
+        && reply->element[5]->type == REDIS_REPLY_STRING
+        && reply->element[5]->len != 0)
+    {
+        id->state = NGX_HTTP_CFCOST_KEY_DISABLED;
+    }
 
     return NGX_OK;
 }
@@ -611,8 +620,8 @@ ngx_http_cfcost_lookup_send(ngx_http_cfcost_lookup_t *lk)
 {
     u_char       hex[NGX_HTTP_CFCOST_HASH_LEN * 2], *p;
     u_char       name[CFCOST_KEYS_RECORD_LEN + 1];
-    size_t       argvlen[7];
-    const char  *argv[7];
+    size_t       argvlen[8];
+    const char  *argv[8];
 
     ngx_hex_dump(hex, lk->hash, NGX_HTTP_CFCOST_HASH_LEN);
     p = name + cfcost_keys_record((char *) name, (char *) hex);
@@ -624,6 +633,7 @@ ngx_http_cfcost_lookup_send(ngx_http_cfcost_lookup_t *lk)
     argv[4] = CFCOST_KEY_F_REVOKED;
     argv[5] = CFCOST_KEY_F_RPM;
     argv[6] = CFCOST_KEY_F_USER_RPM;
+    argv[7] = CFCOST_KEY_F_USER_DISABLED;
     argvlen[0] = sizeof("HMGET") - 1;
     argvlen[1] = p - name;
     argvlen[2] = sizeof(CFCOST_KEY_F_ID) - 1;
@@ -631,9 +641,10 @@ ngx_http_cfcost_lookup_send(ngx_http_cfcost_lookup_t *lk)
     argvlen[4] = sizeof(CFCOST_KEY_F_REVOKED) - 1;
     argvlen[5] = sizeof(CFCOST_KEY_F_RPM) - 1;
     argvlen[6] = sizeof(CFCOST_KEY_F_USER_RPM) - 1;
+    argvlen[7] = sizeof(CFCOST_KEY_F_USER_DISABLED) - 1;
 
     return ngx_http_cfcost_redis_argv(&ngx_http_cfcost_lookups,
-                                      ngx_http_cfcost_lookup_done, lk, 7,
+                                      ngx_http_cfcost_lookup_done, lk, 8,
                                       argv, argvlen);
 }
 
@@ -704,6 +715,10 @@ ngx_http_cfcost_auth_decide(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx,
     case NGX_HTTP_CFCOST_KEY_REVOKED:
         return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,
                                           "API key revoked");
+
+    case NGX_HTTP_CFCOST_KEY_DISABLED:
+        return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                                          "this API key's user is disabled");
 
     default:
         return ngx_http_cfcost_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,

@@ -175,7 +175,53 @@ ngx_http_cfcost_rate_duration(u_char *p, ngx_msec_t ms)
 }
 
 
-/* adds x-ratelimit-*-requests, once, when the request's limits were checked */
+static const char  *ngx_http_cfcost_rate_names[] = {
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+};
+
+
+/* hides headers already out (the upstream's) named as ours: ours replace */
+static void
+ngx_http_cfcost_rate_hide(ngx_http_request_t *r)
+{
+    ngx_uint_t        i, j;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        for (j = 0; h[i].hash != 0 && j < 3; j++) {
+            if (h[i].key.len == ngx_strlen(ngx_http_cfcost_rate_names[j])
+                && ngx_strncasecmp(h[i].key.data,
+                       (u_char *) ngx_http_cfcost_rate_names[j],
+                       h[i].key.len) == 0)
+            {
+                h[i].hash = 0;
+            }
+        }
+    }
+}
+
+
+/*
+ * Adds x-ratelimit-*-requests, once, when the request's limits were
+ * checked (the upstream's own, about the operator's account, give way).
+ */
 ngx_int_t
 ngx_http_cfcost_rate_headers(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
 {
@@ -183,17 +229,13 @@ ngx_http_cfcost_rate_headers(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     ngx_uint_t        i;
     ngx_table_elt_t  *h;
 
-    static const char  *names[] = {
-        "x-ratelimit-limit-requests",
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
-    };
-
     if (ctx->rl_limit == 0 || ctx->rl_headers) {
         return NGX_OK;
     }
 
     ctx->rl_headers = 1;
+
+    ngx_http_cfcost_rate_hide(r);
 
     p = ngx_pnalloc(r->pool, 3 * NGX_INT_T_LEN + 16);
     if (p == NULL) {
@@ -207,8 +249,8 @@ ngx_http_cfcost_rate_headers(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
         }
 
         h->hash = 1;
-        h->key.data = (u_char *) names[i];
-        h->key.len = ngx_strlen(names[i]);
+        h->key.data = (u_char *) ngx_http_cfcost_rate_names[i];
+        h->key.len = ngx_strlen(ngx_http_cfcost_rate_names[i]);
         h->value.data = p;
 
         switch (i) {

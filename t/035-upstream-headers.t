@@ -21,6 +21,7 @@ my @banned = ('authorization', 'set-cookie', 'x-canary',
               'access-control-allow-origin', 'location');
 my %allowed = ('cf-ray' => '8f0c2a1b3c4d5e6f-EMU', 'retry-after' => '7',
                'x-ratelimit-remaining' => '41',
+               'x-ratelimit-limit-requests' => '1000',
                'ratelimit-policy' => '100;w=60');
 
 my $JS = JSON::PP->new->canonical;

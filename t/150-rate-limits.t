@@ -73,6 +73,23 @@ ok(defined $r->{headers}{'x-cfcost-request-id'}, 'a request id');
 is($env->redis('GET', 'cfcost:rl:key:' . $k1->{id}), $before,
    'a refused request uses none of the limit');
 
+# the upstream's own x-ratelimit headers (the operator's account) give way
+my $k5_id;
+{
+    my $k5 = $env->create_key(user => 'frank');
+    $k5_id = $k5->{id};
+    limit('--key', $k5->{id}, '--rpm', 50);
+    settle();
+    my $s = $env->chat(key => $k5->{key},
+                       content => 'hi [emu:headers] [emu:usage 3 4]');
+    is($s->{status}, 200, 'a limited key, the upstream sending its own');
+    is($s->{headers}{'x-ratelimit-limit-requests'}, '50',
+       'one x-ratelimit-limit-requests: ours')
+        or diag(explain($s->{headers}));
+    is($s->{headers}{'x-ratelimit-remaining'}, '41',
+       'the upstream\'s other rate headers still pass');
+}
+
 # the other routes' shapes
 $r = $env->chat(key => $k1->{key}, auth => 'bearer',
                 path => '/v1/chat/completions');
@@ -135,8 +152,9 @@ is($r->{status}, 200, 'no limit once removed');
 my ($rc, $out, $err) = $env->cli('limits', 'list', '--json');
 is($rc, 0, 'limits list --json');
 my $list = eval { $JSON->decode($out) } // {};
-is_deeply($list->{keys}, [{ id => $k1->{id}, user => 'alice', rpm => 3 }],
-          'lists the key limit');
+is_deeply($list->{keys}, [{ id => $k1->{id}, user => 'alice', rpm => 3 },
+                          { id => $k5_id, user => 'frank', rpm => 50 }],
+          'lists the key limits, oldest key first');
 is_deeply($list->{users}, [], 'and no user limit now');
 for my $bad (['--key', $k1->{id}, '--rpm', '-1'],
              ['--key', $k1->{id}, '--rpm', '1000001'],
