@@ -208,6 +208,52 @@ ok($burst{200} >= 20 && $burst{200} <= 20 + $extra + 1,
 is(($burst{200} // 0) + ($burst{429} // 0), 60, 'the rest were refused')
     or diag(explain(\%burst));
 
+# ------------------------------------------------ checks go in batches
+
+# Redis held 25 ms (less than the gateway's 50 ms patience) while 10
+# requests of one key come: each worker's first check waits in Redis, the
+# others wait for it and then go together -- at most two script calls a
+# worker, and the count exact
+{
+    my $k6 = $env->create_key(user => 'gina');
+    limit('--key', $k6->{id}, '--rpm', 5);
+    settle();
+    is($env->chat(key => $k6->{key})->{status}, 200, 'one request first');
+    $env->redis('CONFIG', 'RESETSTAT');
+    my $adm = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $env->redis_port, Proto => 'tcp') or die "redis: $!";
+    my ($u, $pw) = ('default', $env->{redis_admin_pass});
+    print $adm "AUTH $u $pw\r\n";
+    my $ok = <$adm>;
+    like($ok, qr/^\+OK/, 'an admin connection');
+    print $adm "DEBUG SLEEP 0.025\r\n";
+    my @s;
+    for my $i (1 .. 10) {
+        my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => $env->port, Proto => 'tcp') or die "connect: $!";
+        print $c "POST /api/ai/chat HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               . "X-API-Key: $k6->{key}\r\nContent-Type: application/json\r\n"
+               . "Content-Length: " . length($req) . "\r\n\r\n$req";
+        push @s, $c;
+    }
+    my %got;
+    for my $c (@s) {
+        local $/;
+        my ($code) = (<$c> // '') =~ m{^HTTP/1\.1 (\d+)};
+        $got{$code // 'none'}++;
+    }
+    <$adm>;
+    is($got{200}, 4, 'four more pass (five a minute)') or diag(explain(\%got));
+    is($got{429}, 6, 'six are refused');
+    my $info = $env->redis('INFO', 'commandstats');
+    my $calls = 0;
+    $calls += $1 while $info =~ /^cmdstat_eval(?:sha)?:calls=(\d+)/mg;
+    ok($calls >= 1 && $calls <= 4,
+       "10 checks in $calls script calls (2 workers, at most 2 each)");
+    unlike($env->error_log, qr/rate limits not checked \(Redis is slow/,
+           'none waited past the patience');
+}
+
 # ---------------------------------------------------------------- Redis gone
 
 $env->redis('SAVE');                    # keys and limits come back from it
