@@ -90,7 +90,6 @@ typedef struct {
 
 
 typedef struct ngx_http_cfcost_lookup_s  ngx_http_cfcost_lookup_t;
-typedef struct ngx_http_cfcost_rate_s    ngx_http_cfcost_rate_t;
 
 
 typedef struct {
@@ -108,7 +107,6 @@ typedef struct {
     ngx_str_t                   upstream_body;
 
     ngx_http_cfcost_lookup_t   *lookup;         /* Redis lookup in flight */
-    ngx_http_cfcost_rate_t     *rate;           /* rate check in flight */
 
     uint32_t                    rpm;            /* the key's limit, 0: none */
     uint32_t                    user_rpm;       /* its user's */

@@ -38,7 +38,7 @@
 
 
 /* one request's check, from its access phase until the reply is read */
-struct ngx_http_cfcost_rate_s {
+typedef struct {
     ngx_http_request_t   *request;      /* NULL once it stopped waiting */
     ngx_pool_cleanup_t   *cleanup;
     ngx_event_t           patience;
@@ -49,7 +49,7 @@ struct ngx_http_cfcost_rate_s {
     size_t                user_len;
     u_char                key[NGX_HTTP_CFCOST_RATE_NAME_MAX];
     u_char                user[NGX_HTTP_CFCOST_RATE_NAME_MAX];
-};
+} ngx_http_cfcost_rate_t;
 
 
 /* one script call: its arguments, and its requests in order */
@@ -188,7 +188,6 @@ ngx_http_cfcost_rate_detach(ngx_http_cfcost_rate_t *rt)
     rt->cleanup->handler = NULL;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cfcost_module);
-    ctx->rate = NULL;
     ctx->rate_waiting = 0;
 
     return r;
@@ -750,7 +749,6 @@ ngx_http_cfcost_rate_check(ngx_http_request_t *r, ngx_http_cfcost_ctx_t *ctx)
     rt->patience.cancelable = 1;
     ngx_add_timer(&rt->patience, NGX_HTTP_CFCOST_RATE_PATIENCE);
 
-    ctx->rate = rt;
     ctx->rate_waiting = 1;
 
     ngx_queue_insert_tail(&ngx_http_cfcost_rate_waiting, &rt->queue);

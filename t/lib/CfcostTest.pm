@@ -492,8 +492,9 @@ sub reload_nginx {
 
 
 sub stop_nginx {
-    my ($self) = @_;
-    my $pid = delete $self->{pids}{nginx} or return;
+    my ($self, $which) = @_;
+    $which //= 'nginx';             # or nginx2: start_second_nginx's
+    my $pid = delete $self->{pids}{$which} or return;
     my @workers = do { local $self->{pids}{nginx} = $pid; $self->worker_pids };
     _stop_pid($pid, 'QUIT', 10);
     for my $w (@workers) {
@@ -539,15 +540,7 @@ sub start_second_nginx {
 }
 
 
-sub stop_second_nginx {
-    my ($self) = @_;
-    my $pid = delete $self->{pids}{nginx2} or return;
-    my @workers = do { local $self->{pids}{nginx} = $pid; $self->worker_pids };
-    _stop_pid($pid, 'QUIT', 10);
-    for my $w (@workers) {
-        kill 'KILL', $w if kill 0, $w;
-    }
-}
+sub stop_second_nginx { $_[0]->stop_nginx('nginx2') }
 
 
 # The usage API daemon, on the unix socket the shipped config proxies to.
